@@ -1,0 +1,72 @@
+"""Config loading: YAML or dict into a pydantic model, validated once, errors that name the field.
+
+Every config model in edgewise derives from :class:`StrictModel` (unknown keys are refused) and
+is loaded through :func:`load_config`, which turns pydantic's ValidationError into a
+:class:`~edgewise.errors.ConfigError` such as::
+
+    configs/tiny.yaml: field 'model.d_model': expected a valid integer, got 'abc'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgewise.errors import ConfigError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown keys are an error, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file, bad syntax or a non-mapping top level is a ConfigError."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: source, dotted field path, what was expected and what was given."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown field '{field}'")
+            continue
+        msg = err["msg"]
+        if err["type"] == "missing":
+            lines.append(f"{source}: field '{field}' is required")
+            continue
+        got = err.get("input")
+        lines.append(f"{source}: field '{field}': {msg[0].lower() + msg[1:]}, got {got!r}")
+    return "\n".join(lines)
+
+
+def load_config(model_cls: type[T], source: str | Path | dict[str, Any], *, name: str | None = None) -> T:
+    """Validate ``source`` (a YAML path or a mapping) against ``model_cls``."""
+    if isinstance(source, dict):
+        data, label = source, name or "config"
+    else:
+        data, label = read_yaml(source), name or str(source)
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, label)) from None

@@ -1,0 +1,1 @@
+"""The device half: a torch-free runtime. Nothing under this package may import torch."""
