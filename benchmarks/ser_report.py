@@ -1,0 +1,320 @@
+"""The cloud-speech report: corpus difficulty, HRF vs plain, KD vs no KD, merged-model cost.
+
+Everything in one run so that ratios hold on a noisy machine:
+
+1. the eGeMAPS + logistic-regression baseline on the corpus (how hard is it?);
+2. the teacher (base Conformer, plain);
+3. for each backbone, the tiny model trained plain and with HRF, over several seeds;
+4. the tiny HRF student with and without distillation from the teacher, same seeds;
+5. PyTorch latency of the tiny model (batch 1, 3 s of audio, 2 threads): HRF training form vs
+   merged vs the plain backbone, interleaved, with parameter counts.
+
+Writes ``OUT/ser_report.json``, ``OUT/ser_report.md`` and ``OUT/ser_*.png``. Usage::
+
+    .venv/bin/python benchmarks/ser_report.py --corpus demo-out/corpus --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import time
+from pathlib import Path
+
+ARCHS = ("conv_transformer", "conformer", "speechformer")
+log = logging.getLogger("ser_report")
+
+
+def train(preset: str, corpus: Path, out: Path, overrides: list[str], teacher: Path | None = None) -> dict:
+    from edgewise.cloud.train.config import resolve_config
+    from edgewise.cloud.train.trainer import TrainOptions, train_ser
+
+    if (out / "metrics.json").is_file():  # finished earlier: the report can be resumed
+        return json.loads((out / "metrics.json").read_text())
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    cfg = resolve_config(preset, overrides)
+    return train_ser(cfg, TrainOptions(data=corpus, out=out, progress=False, teacher=teacher))
+
+
+def summarize(values: list[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }
+
+
+def latency_comparison(seconds: float = 3.0, threads: int = 2, rounds: int = 30, reps: int = 10) -> dict:
+    """Median per-call latency of training-form, merged and plain tiny models, interleaved."""
+    import torch
+
+    from edgewise.cloud.models.hrf import HRFConfig, count_parameters, reparameterize_model
+    from edgewise.cloud.models.registry import ModelConfig, build_model
+    from edgewise.cloud.train.config import resolve_config
+    from edgewise.features import LogMelConfig, num_frames
+
+    torch.set_num_threads(threads)
+    tiny = resolve_config("tiny").model
+    frames = num_frames(int(seconds * 16000), LogMelConfig())
+    results = {}
+    for arch in ARCHS:
+        torch.manual_seed(0)
+        hrf_model = build_model(
+            ModelConfig(**{**tiny.model_dump(), "arch": arch, "hrf": HRFConfig(expansion=2.0)})
+        ).eval()
+        merged = reparameterize_model(hrf_model).eval()
+        plain = build_model(ModelConfig(**{**tiny.model_dump(), "arch": arch, "hrf": None})).eval()
+        models = {"hrf_training_form": hrf_model, "merged": merged, "plain": plain}
+        x = torch.randn(1, frames, tiny.n_mels)
+        times: dict[str, list[float]] = {k: [] for k in models}
+        with torch.inference_mode():
+            for m in models.values():
+                for _ in range(5):
+                    m(x)
+            for _ in range(rounds):
+                for name, m in models.items():
+                    t0 = time.perf_counter()
+                    for _ in range(reps):
+                        m(x)
+                    times[name].append((time.perf_counter() - t0) / reps * 1000)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        results[arch] = {
+            "frames": frames,
+            "params": {k: count_parameters(m) for k, m in models.items()},
+            "median_ms": med,
+            "p90_ms": {k: sorted(v)[int(0.9 * (len(v) - 1))] for k, v in times.items()},
+            "merged_vs_plain": med["merged"] / med["plain"],
+            "training_form_vs_plain": med["hrf_training_form"] / med["plain"],
+        }
+    return {
+        "threads": threads,
+        "batch": 1,
+        "audio_seconds": seconds,
+        "rounds": rounds,
+        "reps": reps,
+        "archs": results,
+    }
+
+
+def plot(report: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    labels, means, stds, colors = [], [], [], []
+    labels.append("eGeMAPS+LR")
+    means.append(report["baseline"]["ua"])
+    stds.append(0)
+    colors.append("#999999")
+    for arch in ARCHS:
+        for variant, color in (("plain", "#8fb3d9"), ("hrf", "#1f5f9e")):
+            s = report["hrf_vs_plain"][arch][variant]
+            labels.append(f"{arch}\n{variant}")
+            means.append(s["mean"])
+            stds.append(s["std"])
+            colors.append(color)
+    for variant, color in (("no_kd", "#f2b880"), ("kd", "#d9661f")):
+        s = report["kd_vs_no_kd"][variant]
+        labels.append(f"HRF student\n{variant.replace('_', ' ')}")
+        means.append(s["mean"])
+        stds.append(s["std"])
+        colors.append(color)
+    labels.append("teacher")
+    means.append(report["teacher"]["ua"])
+    stds.append(0)
+    colors.append("#333333")
+    ax.bar(range(len(labels)), means, yerr=stds, color=colors, capsize=3)
+    ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=0)
+    ax.set_ylabel("test UA")
+    ax.set_ylim(0, 1)
+    ax.axhline(0.25, color="red", lw=0.8, ls=":", label="chance")
+    ax.legend(fontsize=7)
+    ax.set_title(f"SER on the synthesized corpus (mean ± std over seeds {report['seeds']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "ser_ua.png")
+    plt.close(fig)
+    files.append("ser_ua.png")
+
+    lat = report["latency"]["archs"]
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
+    width = 0.27
+    for i, (variant, color) in enumerate(
+        (("plain", "#8fb3d9"), ("merged", "#1f5f9e"), ("hrf_training_form", "#d9661f"))
+    ):
+        ax.bar(
+            [j + (i - 1) * width for j in range(len(ARCHS))],
+            [lat[a]["median_ms"][variant] for a in ARCHS],
+            width,
+            label=variant,
+            color=color,
+        )
+    ax.set_xticks(range(len(ARCHS)), ARCHS)
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title("tiny models, PyTorch eager, batch 1, 3 s audio, 2 threads", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "ser_latency.png")
+    plt.close(fig)
+    files.append("ser_latency.png")
+    return files
+
+
+def markdown(report: dict) -> str:
+    seeds = report["seeds"]
+    lines = [
+        "# Cloud speech report: SER on the synthesized corpus",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['environment']['cpu']}, {report['environment']['cores']} cores, torch "
+        f"{report['environment']['torch']}; wall time {report['wall_seconds'] / 60:.1f} min.  ",
+        f"Corpus: `{report['corpus']}` ({report['corpus_counts']}). Test split = held-out speakers. "
+        f"UA = mean per-class recall (chance 0.25).",
+        "",
+        "## Headline: tiny HRF+KD student vs baseline vs teacher",
+        "",
+        "| model | params (deployed) | test UA | WA | macro-F1 |",
+        "|---|---:|---:|---:|---:|",
+        f"| eGeMAPS functionals + logistic regression | 88 features | {report['baseline']['ua']:.3f} | "
+        f"{report['baseline']['wa']:.3f} | {report['baseline']['macro_f1']:.3f} |",
+        f"| teacher: base Conformer, plain | {report['teacher']['parameters']:,} | {report['teacher']['ua']:.3f} | "
+        f"{report['teacher']['wa']:.3f} | {report['teacher']['macro_f1']:.3f} |",
+    ]
+    for run in report["kd_vs_no_kd"]["kd"]["runs"]:
+        lines.append(
+            f"| tiny ConvTransformer HRF+KD, merged (seed {run['seed']}) | {run['parameters']:,} | "
+            f"{run['ua']:.3f} | {run['wa']:.3f} | {run['macro_f1']:.3f} |"
+        )
+    lines += [
+        "",
+        f"## HRF vs plain, same tiny backbone, seeds {seeds} (mean ± std of test UA)",
+        "",
+        "| backbone | plain | HRF (merged) | HRF − plain |",
+        "|---|---:|---:|---:|",
+    ]
+    for arch in ARCHS:
+        p, h = report["hrf_vs_plain"][arch]["plain"], report["hrf_vs_plain"][arch]["hrf"]
+        lines.append(
+            f"| {arch} | {p['mean']:.3f} ± {p['std']:.3f} | {h['mean']:.3f} ± {h['std']:.3f} | "
+            f"{h['mean'] - p['mean']:+.3f} |"
+        )
+    k, n = report["kd_vs_no_kd"]["kd"], report["kd_vs_no_kd"]["no_kd"]
+    lines += [
+        "",
+        f"## KD vs no KD: tiny ConvTransformer with HRF, seeds {seeds}",
+        "",
+        "| variant | test UA | values |",
+        "|---|---:|---|",
+        f"| no KD | {n['mean']:.3f} ± {n['std']:.3f} | {', '.join(f'{v:.3f}' for v in n['values'])} |",
+        f"| KD from the teacher | {k['mean']:.3f} ± {k['std']:.3f} | {', '.join(f'{v:.3f}' for v in k['values'])} |",
+        "",
+        "## Merged model cost: PyTorch eager, batch 1, 3 s of audio, 2 threads, interleaved",
+        "",
+        "| backbone | params plain | params merged | params HRF training form | plain ms | merged ms | "
+        "merged / plain | training form / plain |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for arch, r in report["latency"]["archs"].items():
+        lines.append(
+            f"| {arch} | {r['params']['plain']:,} | {r['params']['merged']:,} | {r['params']['hrf_training_form']:,} | "
+            f"{r['median_ms']['plain']:.2f} | {r['median_ms']['merged']:.2f} | {r['merged_vs_plain']:.3f} | "
+            f"{r['training_form_vs_plain']:.3f} |"
+        )
+    lines += ["", "![UA](ser_ua.png)", "", "![latency](ser_latency.png)", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--corpus", type=Path, required=True, help="an edgewise corpus (edgewise data speech)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--work", type=Path, default=Path("benchmarks/work/ser"), help="training runs (resumable)"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    t0 = time.perf_counter()
+
+    import torch
+
+    from edgewise.cloud.baseline import egemaps_baseline
+    from edgewise.cloud.data.corpus import load_corpus
+
+    corpus = load_corpus(args.corpus)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict = {
+        "command": "python benchmarks/ser_report.py --corpus " + str(args.corpus) + " --out " + str(args.out),
+        "corpus": str(args.corpus),
+        "corpus_counts": {s: len(corpus.split(s)) for s in ("train", "val", "test")},
+        "seeds": args.seeds,
+        "environment": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": __import__("os").cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    log.info("baseline")
+    report["baseline"] = egemaps_baseline(corpus)
+    log.info("teacher")
+    teacher_dir = args.work / "teacher"
+    report["teacher"] = train("base", args.corpus, teacher_dir, ["seed=0"])
+
+    report["hrf_vs_plain"] = {}
+    for arch in ARCHS:
+        runs = {"plain": [], "hrf": []}
+        for seed in args.seeds:
+            for variant, hrf in (("plain", "null"), ("hrf", "{expansion: 2.0}")):
+                log.info("%s %s seed %d", arch, variant, seed)
+                m = train(
+                    "tiny",
+                    args.corpus,
+                    args.work / f"{arch}-{variant}-s{seed}",
+                    [f"model.arch={arch}", f"model.hrf={hrf}", f"seed={seed}"],
+                )
+                runs[variant].append(
+                    {"seed": seed, **{k: m[k] for k in ("ua", "wa", "macro_f1", "parameters")}}
+                )
+        report["hrf_vs_plain"][arch] = {
+            v: {**summarize([r["ua"] for r in rs]), "runs": rs} for v, rs in runs.items()
+        }
+
+    kd_runs = []
+    for seed in args.seeds:
+        log.info("kd seed %d", seed)
+        m = train(
+            "tiny",
+            args.corpus,
+            args.work / f"conv_transformer-hrf-kd-s{seed}",
+            ["model.arch=conv_transformer", "model.hrf={expansion: 2.0}", f"seed={seed}"],
+            teacher=teacher_dir,
+        )
+        kd_runs.append({"seed": seed, **{k: m[k] for k in ("ua", "wa", "macro_f1", "parameters")}})
+    no_kd = report["hrf_vs_plain"]["conv_transformer"]["hrf"]
+    report["kd_vs_no_kd"] = {"kd": {**summarize([r["ua"] for r in kd_runs]), "runs": kd_runs}, "no_kd": no_kd}
+
+    log.info("latency")
+    report["latency"] = latency_comparison()
+    report["wall_seconds"] = time.perf_counter() - t0
+    report["plots"] = plot(report, args.out)
+    (args.out / "ser_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "ser_report.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The ``edgewise`` command line: one entry point, subcommands, exit codes scripts can rely on.
+
+Each command lives in its own module exposing ``<name>_add_arguments(parser)`` and
+``<name>_run(args) -> int``; this file only wires them up. Command modules keep heavy imports
+(torch, onnxruntime) inside their run functions so ``--help`` stays fast and torch-free.
+
+Exit codes: 0 success, 1 internal error (a bug, traceback shown), 2 user error (message only),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from edgewise import __version__
+from edgewise.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, EdgewiseError
+
+log = logging.getLogger("edgewise")
+
+# (group, command or None, module, handler prefix, help)
+COMMANDS: list[tuple[str, str | None, str, str, str]] = [
+    (
+        "data",
+        "speech",
+        "edgewise.cloud.data.commands",
+        "speech",
+        "synthesize a labelled emotional-speech corpus with espeak-ng",
+    ),
+    (
+        "data",
+        "inspect",
+        "edgewise.cloud.data.commands",
+        "inspect",
+        "summarize a corpus: utterances per split and label, speakers, duration",
+    ),
+    (
+        "train",
+        "ser",
+        "edgewise.cloud.train.commands",
+        "train_ser",
+        "train a speech-emotion model (HRF, distillation, DDP under torchrun)",
+    ),
+    ("eval", "ser", "edgewise.cloud.train.commands", "eval_ser", "evaluate a trained run on a corpus split"),
+    (
+        "eval",
+        "baseline",
+        "edgewise.cloud.train.commands",
+        "eval_baseline",
+        "grade a corpus with the eGeMAPS + logistic-regression baseline",
+    ),
+]
+
+GROUP_HELP = {
+    "data": "make or inspect training corpora",
+    "train": "train models",
+    "eval": "evaluate trained models",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgewise",
+        description="Train speech models in the cloud, export them, and run them on small devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgewise {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    group_parsers: dict[str, argparse._SubParsersAction] = {}
+    for group, command, module_name, prefix, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        if command is None:
+            sub = groups.add_parser(group, help=help_text, description=help_text)
+        else:
+            if group not in group_parsers:
+                gp = groups.add_parser(group, help=GROUP_HELP.get(group), description=GROUP_HELP.get(group))
+                group_parsers[group] = gp.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+            sub = group_parsers[group].add_parser(command, help=help_text, description=help_text)
+        getattr(module, f"{prefix}_add_arguments")(sub)
+        sub.set_defaults(_handler=(module_name, f"{prefix}_run"))
+    return parser
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    if verbose < 1:  # keep third-party chatter out of normal runs
+        for noisy in ("matplotlib", "PIL", "urllib3", "torch", "onnxscript"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    module_name, func_name = args._handler
+    try:
+        handler = getattr(importlib.import_module(module_name), func_name)
+        return int(handler(args) or 0)
+    except EdgewiseError as exc:
+        print(f"edgewise: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("edgewise: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

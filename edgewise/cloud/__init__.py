@@ -1,0 +1,1 @@
+"""Cloud side: corpora, models and trainers (torch lives here, never in edgewise.edge)."""

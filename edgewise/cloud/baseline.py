@@ -1,0 +1,79 @@
+"""How hard is a corpus? eGeMAPS functionals (openSMILE) + logistic regression, the classic SER baseline.
+
+openSMILE's licence bars commercial use, so this lives in the separate ``baseline`` extra and is
+used to grade corpora and in the benchmark report, never in a shipped model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from edgewise.audio import load_audio
+from edgewise.cloud.train.metrics import classification_report
+from edgewise.errors import MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+_SMILE = None
+
+
+def _egemaps(path: str) -> np.ndarray:
+    global _SMILE
+    if _SMILE is None:
+        import opensmile
+
+        _SMILE = opensmile.Smile(
+            feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+        )
+    audio = load_audio(path, 16000)
+    return _SMILE.process_signal(audio, 16000).to_numpy(dtype=np.float64)[0]
+
+
+def egemaps_features(paths: list[Path], workers: int | None = None) -> np.ndarray:
+    """88 eGeMAPS v02 functionals per file, shape (n, 88)."""
+    try:
+        import opensmile  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            "the baseline needs openSMILE: pip install 'edgewise[baseline]'"
+        ) from None
+    workers = workers or os.cpu_count() or 1
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return np.stack(list(pool.map(_egemaps, [str(p) for p in paths], chunksize=16)))
+
+
+def egemaps_baseline(corpus, *, seed: int = 0, workers: int | None = None) -> dict:
+    """Fit on train (C chosen on val), report test metrics in the same format as the neural models."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    index = {lab: i for i, lab in enumerate(corpus.labels)}
+    data = {}
+    for split in ("train", "val", "test"):
+        utts = corpus.split(split)
+        data[split] = (
+            egemaps_features([u.path for u in utts], workers),
+            np.array([index[u.label] for u in utts]),
+        )
+    best = None
+    for c in (0.01, 0.1, 1.0, 10.0):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed))
+        clf.fit(*data["train"])
+        val = classification_report(data["val"][1], clf.predict(data["val"][0]), corpus.labels)
+        if best is None or val["ua"] > best[0]:
+            best = (val["ua"], c, clf)
+    val_ua, c, clf = best
+    report = classification_report(data["test"][1], clf.predict(data["test"][0]), corpus.labels)
+    return {
+        **report,
+        "split": "test",
+        "model": "eGeMAPSv02 functionals + logistic regression",
+        "C": c,
+        "val_ua": val_ua,
+    }

@@ -1,0 +1,1 @@
+"""Training: configs, feature cache, the SER trainer with HRF and distillation, metrics."""

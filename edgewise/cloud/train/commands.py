@@ -1,0 +1,110 @@
+"""CLI handlers: ``edgewise train ser`` and ``edgewise eval ser``. Torch is imported inside ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def train_ser_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", default="tiny", help="a shipped preset (tiny, small, base) or a YAML path (default: tiny)"
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="corpus: an edgewise corpus (edgewise data speech), or an IEMOCAP, RAVDESS or CREMA-D root",
+    )
+    p.add_argument("--out", required=True, type=Path, help="run directory to create")
+    p.add_argument(
+        "--teacher", type=Path, help="a finished run to distill from (switches knowledge distillation on)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.arch=conformer --set model.hrf=null (repeatable)",
+    )
+    p.add_argument("--seed", type=int, help="shorthand for --set seed=N")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from checkpoints/last.safetensors"
+    )
+    p.add_argument(
+        "--skip-bad", action="store_true", help="drop unusable audio files with a warning instead of failing"
+    )
+    p.add_argument("--cache-dir", type=Path, help="feature cache (default: CORPUS/.edgewise-cache)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def train_ser_run(args: argparse.Namespace) -> int:
+    from edgewise.cloud.train.config import resolve_config
+    from edgewise.cloud.train.trainer import TrainOptions, train_ser
+
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    cfg = resolve_config(args.config, overrides)
+    opts = TrainOptions(
+        data=args.data,
+        out=args.out,
+        resume=args.resume,
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        cache_dir=args.cache_dir,
+        teacher=args.teacher,
+    )
+    metrics = train_ser(cfg, opts)
+    if metrics:
+        print(
+            json.dumps(
+                {k: metrics[k] for k in ("ua", "wa", "macro_f1", "per_class_recall", "parameters")}, indent=2
+            )
+        )
+    return 0
+
+
+def eval_ser_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="a finished training run")
+    p.add_argument("--data", required=True, type=Path, help="corpus to evaluate on")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", type=Path, help="write the metrics JSON here as well")
+    p.add_argument("--skip-bad", action="store_true")
+
+
+def eval_ser_run(args: argparse.Namespace) -> int:
+    from edgewise.cloud.train.trainer import evaluate_run
+
+    report = evaluate_run(
+        args.run, args.data, args.split, skip_bad=args.skip_bad, progress=sys.stderr.isatty()
+    )
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def eval_baseline_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="corpus to grade")
+    p.add_argument("--out", type=Path, help="write the metrics JSON here as well")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def eval_baseline_run(args: argparse.Namespace) -> int:
+    from edgewise.cloud.baseline import egemaps_baseline
+    from edgewise.cloud.data.corpus import load_corpus
+
+    report = egemaps_baseline(load_corpus(args.data), seed=args.seed)
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0

@@ -1,0 +1,461 @@
+"""The SER trainer: HRF training form, optional distillation, early stopping, resume, DDP.
+
+Run it once per process; under ``torchrun`` each process trains a shard of every epoch with
+DistributedDataParallel (gloo on CPU, nccl on GPU), and rank 0 evaluates and writes the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from edgewise import __version__
+from edgewise.cloud.data.corpus import load_corpus
+from edgewise.cloud.models.hrf import count_parameters, reparameterize_model
+from edgewise.cloud.models.registry import build_model, plain_config
+from edgewise.cloud.train.checkpoint import (
+    load_training_state,
+    load_weights_into,
+    save_training_state,
+    save_weights,
+)
+from edgewise.cloud.train.config import TrainConfig
+from edgewise.cloud.train.distill import HiddenProjector, logit_kd_loss
+from edgewise.cloud.train.featcache import FeatureSet, compute_features, default_cache_dir, fit_normalization
+from edgewise.cloud.train.metrics import classification_report, plot_confusion
+from edgewise.cloud.train.run import RUN_SCHEMA_VERSION, load_run_model
+from edgewise.errors import ConfigError, EdgewiseError
+from edgewise.features import LogMelConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) distributed job."""
+
+    rank: int = 0
+    world_size: int = 1
+    enabled: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+
+def init_distributed() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend=backend)
+    return Dist(torch.distributed.get_rank(), world, True)
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    out: Path
+    resume: bool = False
+    skip_bad: bool = False
+    progress: bool = True
+    cache_dir: Path | None = None
+    teacher: Path | None = None
+    extra_meta: dict = field(default_factory=dict)
+
+
+def crop_batch(fs: FeatureSet, idx: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Random fixed-length crops; shorter utterances are tiled (no artificial silence)."""
+    out = np.empty((len(idx), frames, fs.frames.shape[1]), dtype=np.float32)
+    for row, i in enumerate(idx):
+        seq = fs.item(int(i))
+        if seq.shape[0] >= frames:
+            start = int(rng.integers(0, seq.shape[0] - frames + 1))
+            out[row] = seq[start : start + frames]
+        else:
+            out[row] = np.resize(seq, (frames, seq.shape[1])) if seq.shape[0] else 0.0
+    return out
+
+
+def spec_augment(x: np.ndarray, cfg, rng: np.random.Generator) -> np.ndarray:
+    """SpecAugment-style time and frequency masks (set to 0, the normalized mean)."""
+    b, t, f = x.shape
+    for row in range(b):
+        for _ in range(cfg.time_masks):
+            w = int(rng.integers(0, cfg.time_mask_frames + 1))
+            s = int(rng.integers(0, max(1, t - w)))
+            x[row, s : s + w] = 0.0
+        for _ in range(cfg.freq_masks):
+            w = int(rng.integers(0, cfg.freq_mask_bins + 1))
+            s = int(rng.integers(0, max(1, f - w)))
+            x[row, :, s : s + w] = 0.0
+    return x
+
+
+def normalize(x: np.ndarray, feat: LogMelConfig) -> np.ndarray:
+    return (x - np.asarray(feat.mean, dtype=np.float32)) / np.asarray(feat.std, dtype=np.float32)
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, fs: FeatureSet, feat: LogMelConfig) -> np.ndarray:
+    """Whole-utterance logits, one utterance at a time (the way the device runs it)."""
+    model.eval()
+    out = np.empty((len(fs), model.n_classes), dtype=np.float32)
+    for i in range(len(fs)):
+        x = torch.from_numpy(normalize(fs.item(i), feat)[None])
+        out[i] = model(x)[0].numpy()
+    return out
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _file_sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _check_out_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "checkpoints" / "last.safetensors").is_file():
+            raise EdgewiseError(f"{out}: nothing to resume (no checkpoints/last.safetensors)")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise EdgewiseError(
+            f"{out}: output directory exists and is not empty; choose another --out or pass --resume"
+        )
+
+
+def train_ser(cfg: TrainConfig, opts: TrainOptions) -> dict:
+    """Train, pick the best epoch on validation UA, merge HRF, evaluate on test, write the run."""
+    dist = init_distributed()
+    try:
+        return _train(cfg, opts, dist)
+    finally:
+        if dist.enabled:
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
+    out = opts.out
+    if dist.is_main:
+        _check_out_dir(out, opts.resume)
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist.world_size))
+    torch.manual_seed(cfg.seed)
+
+    corpus = load_corpus(opts.data)
+    labels = tuple(corpus.labels)
+    if cfg.model.n_classes != len(labels):
+        log.info("model.n_classes set to %d to match the corpus labels %s", len(labels), list(labels))
+        cfg.model.n_classes = len(labels)
+    feat = LogMelConfig(**cfg.features.model_dump())
+    if cfg.model.n_mels != feat.n_mels:
+        raise ConfigError(
+            f"model.n_mels={cfg.model.n_mels} but features.n_mels={feat.n_mels}; they must agree"
+        )
+
+    cache_dir = opts.cache_dir or default_cache_dir(corpus.root)
+    sets: dict[str, FeatureSet] = {}
+    for stage in (0, 1):  # rank 0 fills the cache first, the others then read it
+        if (stage == 0) == dist.is_main:
+            for split in ("train", "val", "test"):
+                sets[split] = compute_features(
+                    corpus.split(split),
+                    labels,
+                    feat,
+                    cache_dir,
+                    skip_bad=opts.skip_bad,
+                    progress=opts.progress and dist.is_main,
+                )
+        dist.barrier()
+    feat = feat.with_stats(*fit_normalization(sets["train"]))
+
+    teacher = None
+    teacher_path = opts.teacher or (Path(cfg.kd.teacher) if cfg.kd.teacher else None)
+    if teacher_path is not None:
+        teacher, tinfo = load_run_model(teacher_path)
+        if tinfo.labels != labels:
+            raise ConfigError(
+                f"teacher {teacher_path}: labels {list(tinfo.labels)} differ from the corpus {list(labels)}"
+            )
+        if tinfo.features.without_stats() != feat.without_stats():
+            raise ConfigError(
+                f"teacher {teacher_path}: its feature front-end differs from this config's 'features'"
+            )
+        teacher_feat = tinfo.features
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    model = build_model(cfg.model)
+    projector = None
+    if teacher is not None and cfg.kd.hidden_weight > 0:
+        projector = HiddenProjector(model.d_model, teacher.d_model)
+    modules = torch.nn.ModuleDict({"model": model, **({"projector": projector} if projector else {})})
+    optimizer = torch.optim.AdamW(modules.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+
+    start_epoch, best_ua, bad_epochs = 0, -1.0, 0
+    ckpt_dir = out / "checkpoints"
+    if opts.resume:
+        meta = load_training_state(ckpt_dir / "last.safetensors", modules, optimizer)
+        start_epoch, best_ua, bad_epochs = meta["epoch"] + 1, meta["best_ua"], meta["bad_epochs"]
+        log.info("resuming at epoch %d (best val UA so far %.4f)", start_epoch, best_ua)
+
+    train_module: torch.nn.Module = _WithHidden(model, projector)
+    if dist.enabled:
+        train_module = torch.nn.parallel.DistributedDataParallel(train_module)
+
+    train = sets["train"]
+    crop_frames = max(8, round(cfg.augment.crop_seconds * feat.frames_per_second))
+    per_rank = len(train) // dist.world_size
+    steps_per_epoch = max(1, math.ceil(per_rank / cfg.optim.batch_size))
+    total_steps = steps_per_epoch * cfg.optim.epochs
+    warmup_steps = steps_per_epoch * cfg.optim.warmup_epochs
+
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        log.info(
+            "training %s/%s (HRF %s, KD %s) on %d utterances: %d parameters in training form",
+            cfg.model.arch,
+            cfg.model.size,
+            "on" if cfg.model.hrf else "off",
+            "on" if teacher is not None else "off",
+            len(train),
+            count_parameters(model),
+        )
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        range(start_epoch, cfg.optim.epochs),
+        desc="epochs",
+        unit="ep",
+        disable=not (opts.progress and dist.is_main),
+        initial=start_epoch,
+        total=cfg.optim.epochs,
+    )
+    t_start = time.perf_counter()
+    for epoch in bar:
+        t_epoch = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        torch.manual_seed(cfg.seed * 100003 + epoch)
+        perm = rng.permutation(len(train))[dist.rank :: dist.world_size][:per_rank]
+        modules.train()
+        losses = []
+        for b in range(steps_per_epoch):
+            idx = perm[b * cfg.optim.batch_size : (b + 1) * cfg.optim.batch_size]
+            if len(idx) == 0:
+                continue
+            raw = crop_batch(train, idx, crop_frames, rng)
+            x = torch.from_numpy(spec_augment(normalize(raw, feat), cfg.augment, rng))
+            y = torch.from_numpy(train.labels[idx])
+            step = epoch * steps_per_epoch + b
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, warmup_steps, cfg.optim.lr)
+            logits, hidden = train_module(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.optim.label_smoothing)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits, t_hidden = teacher.forward_with_hidden(
+                        torch.from_numpy(normalize(raw, teacher_feat))
+                    )
+                loss = (1 - cfg.kd.alpha) * loss + cfg.kd.alpha * logit_kd_loss(
+                    logits, t_logits, cfg.kd.temperature
+                )
+                if projector is not None:
+                    loss = loss + cfg.kd.hidden_weight * F.mse_loss(hidden, t_hidden)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(modules.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+
+        stop = torch.zeros(1)
+        if dist.is_main:
+            val = classification_report(
+                sets["val"].labels, predict_logits(model, sets["val"], feat).argmax(1), labels
+            )
+            improved = val["ua"] > best_ua
+            if improved:
+                best_ua, bad_epochs = val["ua"], 0
+                save_weights(model, ckpt_dir / "best.safetensors", {"epoch": epoch, "val_ua": val["ua"]})
+            else:
+                bad_epochs += 1
+            save_training_state(
+                ckpt_dir / "last.safetensors",
+                modules,
+                optimizer,
+                {"epoch": epoch, "best_ua": best_ua, "bad_epochs": bad_epochs},
+            )
+            record = {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)) if losses else None,
+                "val_ua": val["ua"],
+                "val_wa": val["wa"],
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - t_epoch, 3),
+            }
+            with (out / "history.jsonl").open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            bar.set_postfix(
+                loss=f"{record['train_loss']:.3f}", val_ua=f"{val['ua']:.3f}", best=f"{best_ua:.3f}"
+            )
+            log.debug("epoch %d: %s", epoch, record)
+            if bad_epochs >= cfg.patience:
+                log.info(
+                    "early stopping at epoch %d: no better validation UA for %d epochs", epoch, cfg.patience
+                )
+                stop[0] = 1
+        if dist.enabled:
+            torch.distributed.broadcast(stop, src=0)
+        if stop.item():
+            break
+    bar.close()
+    train_seconds = time.perf_counter() - t_start
+
+    ddp_info = _check_params_in_sync(model, dist) if dist.enabled else None
+    if not dist.is_main:
+        return {}
+    return _finish(
+        cfg, opts, model, sets, feat, labels, corpus, teacher_path, best_ua, train_seconds, ddp_info
+    )
+
+
+class _WithHidden(torch.nn.Module):
+    """Logits and the pooled hidden state (projected to the teacher's width when distilling hidden
+    states), computed in ``forward``: the only path DDP hooks to synchronize gradients."""
+
+    def __init__(self, model: torch.nn.Module, projector: HiddenProjector | None) -> None:
+        super().__init__()
+        self.model = model
+        self.projector = projector
+
+    def forward(self, x: torch.Tensor):
+        logits, hidden = self.model.forward_with_hidden(x)
+        return logits, (self.projector(hidden) if self.projector is not None else hidden)
+
+
+def _check_params_in_sync(model: torch.nn.Module, dist: Dist) -> dict:
+    """All-gather a checksum of every parameter: DDP must leave the ranks bit-identical."""
+    flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+    digest = torch.tensor(
+        [flat.sum().item(), (flat * flat).sum().item(), flat.abs().max().item()], dtype=torch.float64
+    )
+    gathered = [torch.zeros_like(digest) for _ in range(dist.world_size)]
+    torch.distributed.all_gather(gathered, digest)
+    in_sync = all(torch.equal(g, gathered[0]) for g in gathered)
+    return {
+        "world_size": dist.world_size,
+        "backend": torch.distributed.get_backend(),
+        "params_in_sync": in_sync,
+    }
+
+
+def _finish(
+    cfg, opts, model, sets, feat, labels, corpus, teacher_path, best_ua, train_seconds, ddp_info
+) -> dict:
+    out = opts.out
+    load_weights_into(model, out / "checkpoints" / "best.safetensors")
+    model.eval()
+    merged = reparameterize_model(model)
+    test = sets["test"]
+    logits_train_form = predict_logits(model, test, feat)
+    logits_merged = predict_logits(merged, test, feat)
+    merge_diff = float(np.abs(logits_train_form - logits_merged).max())
+    report = classification_report(test.labels, logits_merged.argmax(1), labels)
+
+    plain = plain_config(cfg.model)
+    save_weights(merged, out / "model.safetensors")
+    model_json = {
+        "schema_version": RUN_SCHEMA_VERSION,
+        "task": "ser",
+        "name": cfg.name,
+        "labels": list(labels),
+        "model": plain.model_dump(mode="json"),
+        "features": feat.to_dict(),
+        "parameters": count_parameters(merged),
+        "trained_with": {
+            "hrf": cfg.model.hrf.model_dump(mode="json") if cfg.model.hrf else None,
+            "parameters_training_form": count_parameters(model),
+            "kd": {**cfg.kd.model_dump(mode="json"), "teacher": str(teacher_path)} if teacher_path else None,
+        },
+        "provenance": {
+            "edgewise": __version__,
+            "torch": torch.__version__,
+            "corpus": str(corpus.root),
+            "corpus_source": corpus.source,
+            "corpus_json_sha256": _file_sha256(corpus.root / "corpus.json"),
+            "seed": cfg.seed,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **opts.extra_meta,
+        },
+    }
+    (out / "model.json").write_text(json.dumps(model_json, indent=2) + "\n")
+    metrics = {
+        **report,
+        "split": "test",
+        "val_ua_best": best_ua,
+        "merge_max_abs_diff": merge_diff,
+        "parameters": count_parameters(merged),
+        "parameters_training_form": count_parameters(model),
+        "train_seconds": round(train_seconds, 2),
+        "epochs_run": sum(1 for _ in (out / "history.jsonl").open()),
+        "ddp": ddp_info,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_confusion(report, out / "confusion.png", title=f"{cfg.name}: test UA {report['ua']:.3f}")
+    log.info(
+        "test UA %.4f  WA %.4f  macro-F1 %.4f  (merged model, %d parameters; merge max |diff| %.2e)",
+        report["ua"],
+        report["wa"],
+        report["macro_f1"],
+        metrics["parameters"],
+        merge_diff,
+    )
+    return metrics
+
+
+def evaluate_run(
+    run_dir: Path,
+    data: Path,
+    split: str = "test",
+    *,
+    skip_bad: bool = False,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Metrics of a finished run's merged model on a split of a corpus."""
+    model, info = load_run_model(run_dir)
+    corpus = load_corpus(data)
+    if tuple(corpus.labels) != info.labels:
+        raise EdgewiseError(
+            f"{data}: corpus labels {list(corpus.labels)} differ from the run's {list(info.labels)}"
+        )
+    fs = compute_features(
+        corpus.split(split),
+        info.labels,
+        info.features,
+        cache_dir or default_cache_dir(corpus.root),
+        skip_bad=skip_bad,
+        progress=progress,
+    )
+    report = classification_report(fs.labels, predict_logits(model, fs, info.features).argmax(1), info.labels)
+    return {**report, "split": split, "run": str(run_dir)}

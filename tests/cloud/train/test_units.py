@@ -1,0 +1,66 @@
+"""Small pure pieces of the trainer: KD loss, metrics, config overrides, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgewise.cloud.train.checkpoint import load_training_state, save_training_state
+from edgewise.cloud.train.config import apply_overrides, resolve_config
+from edgewise.cloud.train.distill import logit_kd_loss
+from edgewise.cloud.train.metrics import classification_report
+from edgewise.errors import ConfigError
+
+
+def test_kd_loss_is_zero_for_identical_logits_and_grows_with_disagreement():
+    t = torch.randn(8, 4)
+    assert logit_kd_loss(t, t, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    near = logit_kd_loss(t + 0.1 * torch.randn(8, 4), t, 4.0).item()
+    far = logit_kd_loss(-t, t, 4.0).item()
+    assert 0 < near < far
+
+
+def test_kd_loss_is_scaled_by_t_squared():
+    s, t = torch.randn(16, 4), torch.randn(16, 4)
+    raw = torch.nn.functional.kl_div(
+        torch.log_softmax(s / 2, -1), torch.softmax(t / 2, -1), reduction="batchmean"
+    )
+    assert logit_kd_loss(s, t, 2.0).item() == pytest.approx(4 * raw.item(), rel=1e-5)
+
+
+def test_metrics_ua_is_mean_recall_not_accuracy():
+    y_true = np.array([0] * 8 + [1] * 2)
+    y_pred = np.array([0] * 8 + [0] * 2)  # majority class only
+    r = classification_report(y_true, y_pred, ["a", "b"])
+    assert r["wa"] == pytest.approx(0.8) and r["ua"] == pytest.approx(0.5)
+    assert r["per_class_recall"] == {"a": 1.0, "b": 0.0}
+    assert r["confusion"] == [[8, 0], [2, 0]]
+
+
+def test_presets_load_and_overrides_apply():
+    cfg = resolve_config("tiny", ["model.arch=speechformer", "optim.lr=0.01", "model.hrf=null"])
+    assert cfg.model.arch == "speechformer" and cfg.optim.lr == 0.01 and cfg.model.hrf is None
+    for preset in ("tiny", "small", "base"):
+        assert resolve_config(preset).model.size == preset
+
+
+def test_bad_override_and_unknown_preset():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(ConfigError, match="not a shipped preset"):
+        resolve_config("huge")
+
+
+def test_training_state_round_trip(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    save_training_state(tmp_path / "s.safetensors", model, opt, {"epoch": 5})
+    model2 = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=0.5)
+    meta = load_training_state(tmp_path / "s.safetensors", model2, opt2)
+    assert meta["epoch"] == 5 and opt2.param_groups[0]["lr"] == 0.1
+    torch.testing.assert_close(model2.weight, model.weight)
+    s1, s2 = opt.state_dict()["state"][0], opt2.state_dict()["state"][0]
+    torch.testing.assert_close(s1["exp_avg"], s2["exp_avg"])
+    assert float(s1["step"]) == float(s2["step"])
