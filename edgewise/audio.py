@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edgewise.errors import AudioError, MissingDependencyError
+from edgewise.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +121,6 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *, strict: boo
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> Path:
     """Write float audio in [-1, 1] as PCM16 wav atomically (temp file in the same folder, rename)."""
     sf = _soundfile()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)

@@ -21,13 +21,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgewise.errors import ConfigError, DataError
+from edgewise.fsutil import atomic_path, write_text_atomic
 
 EMOTIONS = ("neutral", "happy", "sad", "angry")
 SPLITS = ("train", "val", "test")
@@ -258,7 +258,7 @@ def write_manifests(
         "counts": corpus.counts(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(out_dir / CORPUS_FILE, json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out_dir / CORPUS_FILE, json.dumps(info, indent=2) + "\n")
     extra_names = list(dict.fromkeys(k for row in extras for k in row))
     for split in SPLITS:
         rows = [(u, x) for u, x in zip(utterances, extras) if u.split == split]
@@ -268,25 +268,19 @@ def write_manifests(
 def _write_manifest(
     manifest: Path, out_dir: Path, rows: list[tuple[Utterance, Mapping[str, Any]]], extra_names: list[str]
 ) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{manifest.name}.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow([*MANIFEST_COLUMNS, *extra_names])
-            for u, extra in rows:
-                writer.writerow(
-                    [
-                        _manifest_path(Path(u.path), out_dir),
-                        u.label,
-                        u.speaker,
-                        u.text,
-                        *(extra.get(k, "") for k in extra_names),
-                    ]
-                )
-        os.replace(tmp, manifest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(manifest) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow([*MANIFEST_COLUMNS, *extra_names])
+        for u, extra in rows:
+            writer.writerow(
+                [
+                    _manifest_path(Path(u.path), out_dir),
+                    u.label,
+                    u.speaker,
+                    u.text,
+                    *(extra.get(k, "") for k in extra_names),
+                ]
+            )
 
 
 def _manifest_path(path: Path, out_dir: Path) -> str:
@@ -295,14 +289,3 @@ def _manifest_path(path: Path, out_dir: Path) -> str:
         if target.is_relative_to(base):
             return target.relative_to(base).as_posix()
     return str(path.absolute())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -8,14 +8,13 @@ seeds) goes into the safetensors metadata as JSON.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from edgewise.errors import EdgewiseError
+from edgewise.fsutil import atomic_path
 
 META_KEY = "edgewise"
 
@@ -23,19 +22,12 @@ META_KEY = "edgewise"
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-            tmp,
+            str(tmp),
             metadata={META_KEY: json.dumps(meta)},
         )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_weights(model: torch.nn.Module, path: Path, meta: dict[str, Any] | None = None) -> Path:

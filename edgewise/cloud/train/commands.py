@@ -83,12 +83,7 @@ def eval_ser_run(args: argparse.Namespace) -> int:
     report = evaluate_run(
         args.run, args.data, args.split, skip_bad=args.skip_bad, progress=sys.stderr.isatty()
     )
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return _emit_report(report, args.out)
 
 
 def eval_baseline_add_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,9 +97,15 @@ def eval_baseline_run(args: argparse.Namespace) -> int:
     from edgewise.cloud.data.corpus import load_corpus
 
     report = egemaps_baseline(load_corpus(args.data), seed=args.seed)
+    return _emit_report(report, args.out)
+
+
+def _emit_report(report: dict, out: Path | None) -> int:
+    """Print a metrics report as JSON, and write it to ``out`` too when given."""
+    from edgewise.fsutil import write_text_atomic
+
     text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    if out:
+        write_text_atomic(out, text + "\n")
     print(text)
     return 0

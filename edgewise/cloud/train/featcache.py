@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from edgewise.audio import load_audio
 from edgewise.errors import AudioError, DataError
 from edgewise.features import LogMelConfig, log_mel
+from edgewise.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +155,8 @@ def compute_features(
 
 def _write_cache(path: Path, fs: FeatureSet) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".feat.", suffix=".npz", dir=path.parent)
-        os.close(fd)
-        np.savez(tmp, frames=fs.frames, offsets=fs.offsets, labels=fs.labels, paths=np.array(fs.paths))
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, frames=fs.frames, offsets=fs.offsets, labels=fs.labels, paths=np.array(fs.paths))
     except OSError as exc:  # a read-only cache is a slowdown, not an error
         log.warning("could not write feature cache %s: %s", path, exc)
 

@@ -37,6 +37,7 @@ from edgewise.cloud.train.metrics import classification_report, plot_confusion
 from edgewise.cloud.train.run import RUN_SCHEMA_VERSION, load_run_model
 from edgewise.errors import ConfigError, EdgewiseError
 from edgewise.features import LogMelConfig
+from edgewise.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
 
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         log.info(
             "training %s/%s (HRF %s, KD %s) on %d utterances: %d parameters in training form",
             cfg.model.arch,
@@ -408,7 +409,7 @@ def _finish(
             **opts.extra_meta,
         },
     }
-    (out / "model.json").write_text(json.dumps(model_json, indent=2) + "\n")
+    write_text_atomic(out / "model.json", json.dumps(model_json, indent=2) + "\n")
     metrics = {
         **report,
         "split": "test",
@@ -420,7 +421,7 @@ def _finish(
         "epochs_run": sum(1 for _ in (out / "history.jsonl").open()),
         "ddp": ddp_info,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     plot_confusion(report, out / "confusion.png", title=f"{cfg.name}: test UA {report['ua']:.3f}")
     log.info(
         "test UA %.4f  WA %.4f  macro-F1 %.4f  (merged model, %d parameters; merge max |diff| %.2e)",
