@@ -106,6 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgewiseError as exc:
         print(f"edgewise: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named or must fix: a bug, keep the traceback
+            raise
+        print(f"edgewise: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("edgewise: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -32,6 +32,8 @@ class LogMelConfig:
     std: tuple[float, ...] | None = field(default=None, compare=True)
 
     def __post_init__(self) -> None:
+        if self.n_fft % 2:
+            raise ConfigError(f"features: n_fft must be even, got {self.n_fft}")
         if self.win_length > self.n_fft:
             raise ConfigError(f"features: win_length {self.win_length} exceeds n_fft {self.n_fft}")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
@@ -134,10 +136,15 @@ def log_mel(audio: np.ndarray, cfg: LogMelConfig, *, normalize: bool = True) -> 
     spec = np.fft.rfft(frames * _window(cfg.n_fft, cfg.win_length), axis=-1)
     power = spec.real**2 + spec.imag**2
     mel = power @ mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.f_max).T
-    feats = np.log(mel + cfg.log_offset)
-    if normalize and cfg.mean is not None and cfg.std is not None:
-        feats = (feats - np.asarray(cfg.mean)) / np.asarray(cfg.std)
-    return feats.astype(np.float32)
+    feats = np.log(mel + cfg.log_offset).astype(np.float32)
+    return normalize_features(feats, cfg) if normalize else feats
+
+
+def normalize_features(feats: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
+    """Standardize each mel bin with the training mean/std recorded in ``cfg`` (no-op without stats)."""
+    if cfg.mean is None or cfg.std is None:
+        return feats
+    return (feats - np.asarray(cfg.mean, dtype=np.float32)) / np.asarray(cfg.std, dtype=np.float32)
 
 
 def num_frames(num_samples: int, cfg: LogMelConfig) -> int:

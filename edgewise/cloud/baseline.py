@@ -49,9 +49,15 @@ def egemaps_features(paths: list[Path], workers: int | None = None) -> np.ndarra
 
 def egemaps_baseline(corpus, *, seed: int = 0, workers: int | None = None) -> dict:
     """Fit on train (C chosen on val), report test metrics in the same format as the neural models."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    try:
+        import opensmile  # noqa: F401
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
+        raise MissingDependencyError(
+            "the baseline needs openSMILE and scikit-learn: pip install 'edgewise[baseline]'"
+        ) from None
 
     index = {lab: i for i, lab in enumerate(corpus.labels)}
     data = {}

@@ -68,5 +68,7 @@ def test_bad_configs_name_the_field():
         LogMelConfig(win_length=600)
     with pytest.raises(ConfigError, match="'mean' has 3 values, expected n_mels=64"):
         LogMelConfig(mean=(0.0, 0.0, 0.0), std=None)
+    with pytest.raises(ConfigError, match="n_fft must be even, got 401"):
+        LogMelConfig(n_fft=401)
     with pytest.raises(ConfigError, match="unknown field"):
         LogMelConfig.from_dict({"n_mels": 64, "hop": 10})

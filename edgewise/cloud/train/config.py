@@ -11,20 +11,22 @@ from pydantic import Field
 from edgewise.cloud.models.registry import ModelConfig
 from edgewise.config import StrictModel, load_config, read_yaml
 from edgewise.errors import ConfigError
+from edgewise.features import LogMelConfig
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs" / "ser"
 
 
 class FeatureSettings(StrictModel):
-    """Front-end parameters (see :class:`edgewise.features.LogMelConfig`); stats are fitted, not set."""
+    """Front-end parameters (defaults from :class:`edgewise.features.LogMelConfig`, which also checks
+    how they fit together); the normalization stats are fitted on the training split, not set."""
 
-    sample_rate: int = Field(16000, gt=0)
-    n_fft: int = Field(512, gt=0)
-    win_length: int = Field(400, gt=0)
-    hop_length: int = Field(160, gt=0)
-    n_mels: int = Field(64, gt=0)
-    f_min: float = Field(20.0, ge=0)
-    f_max: float = Field(8000.0, gt=0)
+    sample_rate: int = Field(LogMelConfig.sample_rate, gt=0)
+    n_fft: int = Field(LogMelConfig.n_fft, gt=0)
+    win_length: int = Field(LogMelConfig.win_length, gt=0)
+    hop_length: int = Field(LogMelConfig.hop_length, gt=0)
+    n_mels: int = Field(LogMelConfig.n_mels, gt=0)
+    f_min: float = Field(LogMelConfig.f_min, ge=0)
+    f_max: float = Field(LogMelConfig.f_max, gt=0)
 
 
 class OptimConfig(StrictModel):

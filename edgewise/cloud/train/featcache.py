@@ -10,12 +10,14 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgewise import __version__
 from edgewise.audio import load_audio
 from edgewise.errors import AudioError, DataError
 from edgewise.features import LogMelConfig, log_mel
@@ -23,7 +25,7 @@ from edgewise.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MAX_LISTED_PROBLEMS = 10
 
 
@@ -56,11 +58,16 @@ def _features_of(args: tuple[str, dict]) -> tuple[str, np.ndarray | None, str | 
     return path, log_mel(audio, cfg, normalize=False), None
 
 
-def _cache_key(cfg: LogMelConfig, files: list[Path], labels: list[str]) -> str:
+def _cache_key(cfg: LogMelConfig, files: list[Path], labels: list[str], label_names: tuple[str, ...]) -> str:
+    """Front-end, code version, label order and every file's identity: any change is a new entry."""
     h = hashlib.sha256()
-    h.update(
-        json.dumps({"v": CACHE_VERSION, "features": cfg.without_stats().to_dict()}, sort_keys=True).encode()
-    )
+    head = {
+        "v": CACHE_VERSION,
+        "edgewise": __version__,
+        "features": cfg.without_stats().to_dict(),
+        "label_names": list(label_names),
+    }
+    h.update(json.dumps(head, sort_keys=True).encode())
     for f, lab in zip(files, labels):
         try:
             st = f.stat()
@@ -95,15 +102,14 @@ def compute_features(
     """
     files = [Path(u.path) for u in utterances]
     labels = [u.label for u in utterances]
-    key = _cache_key(cfg, files, labels)
-    cache_path = cache_dir / f"{key}.npz"
-    if cache_path.is_file():
-        with np.load(cache_path, allow_pickle=False) as z:
-            log.debug("feature cache hit %s", cache_path)
-            return FeatureSet(z["frames"], z["offsets"], z["labels"], [str(p) for p in z["paths"]])
+    cache_path = cache_dir / f"{_cache_key(cfg, files, labels, label_names)}.npz"
+    cached = _read_cache(cache_path)
+    if cached is not None:
+        return cached
 
     index = {name: i for i, name in enumerate(label_names)}
-    jobs = [(str(f), cfg.without_stats().to_dict()) for f in files]
+    front_end = cfg.without_stats().to_dict()
+    jobs = [(str(f), front_end) for f in files]
     results: dict[str, tuple[np.ndarray | None, str | None]] = {}
     workers = workers or os.cpu_count() or 1
     from tqdm import tqdm
@@ -151,6 +157,19 @@ def compute_features(
     if not skip_bad or not problems:  # a partial set is never cached: the next run re-reports it
         _write_cache(cache_path, fs)
     return fs
+
+
+def _read_cache(path: Path) -> FeatureSet | None:
+    """A cached FeatureSet, or None when absent or unreadable (then it is recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            log.debug("feature cache hit %s", path)
+            return FeatureSet(z["frames"], z["offsets"], z["labels"], [str(p) for p in z["paths"]])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        log.warning("ignoring damaged feature cache %s (%s); recomputing", path, exc)
+        return None
 
 
 def _write_cache(path: Path, fs: FeatureSet) -> None:

@@ -42,11 +42,20 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise EdgewiseError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise EdgewiseError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     version = meta.get("schema_version")
     if version != RUN_SCHEMA_VERSION:
         raise EdgewiseError(
             f"{path}: run schema version {version!r}, this edgewise reads {RUN_SCHEMA_VERSION}"
         )
+    malformed = [
+        k
+        for k, kind in (("labels", list), ("model", dict), ("features", dict))
+        if not isinstance(meta.get(k), kind)
+    ]
+    if malformed:
+        raise EdgewiseError(f"{path}: field(s) {', '.join(malformed)} missing or malformed")
     return RunInfo(root, tuple(meta["labels"]), meta["model"], LogMelConfig.from_dict(meta["features"]), meta)
 
 

@@ -1,7 +1,8 @@
 """The SER trainer: HRF training form, optional distillation, early stopping, resume, DDP.
 
 Run it once per process; under ``torchrun`` each process trains a shard of every epoch with
-DistributedDataParallel (gloo on CPU, nccl on GPU), and rank 0 evaluates and writes the run.
+DistributedDataParallel (gloo on CPU, nccl with one GPU per process), and rank 0 evaluates and
+writes the run. Without torchrun it trains on the first GPU if there is one, else on the CPU.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from edgewise.cloud.train.distill import HiddenProjector, logit_kd_loss
 from edgewise.cloud.train.featcache import FeatureSet, compute_features, default_cache_dir, fit_normalization
 from edgewise.cloud.train.metrics import classification_report, plot_confusion
 from edgewise.cloud.train.run import RUN_SCHEMA_VERSION, load_run_model
-from edgewise.errors import ConfigError, EdgewiseError
-from edgewise.features import LogMelConfig
+from edgewise.config import load_config, read_yaml
+from edgewise.errors import ConfigError, DataError, EdgewiseError
+from edgewise.features import LogMelConfig, normalize_features
 from edgewise.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     enabled: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -60,12 +63,17 @@ class Dist:
 
 
 def init_distributed() -> Dist:
+    """Join the torchrun job if there is one; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
     if world <= 1:
-        return Dist()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    torch.distributed.init_process_group(backend=backend)
-    return Dist(torch.distributed.get_rank(), world, True)
+        return Dist(device=device)
+    torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+    return Dist(torch.distributed.get_rank(), world, True, device)
 
 
 @dataclass
@@ -93,33 +101,32 @@ def crop_batch(fs: FeatureSet, idx: np.ndarray, frames: int, rng: np.random.Gene
     return out
 
 
-def spec_augment(x: np.ndarray, cfg, rng: np.random.Generator) -> np.ndarray:
-    """SpecAugment-style time and frequency masks (set to 0, the normalized mean)."""
-    b, t, f = x.shape
+def spec_augment_mask(shape: tuple[int, int, int], cfg, rng: np.random.Generator) -> np.ndarray:
+    """SpecAugment-style time and frequency masks as a 0/1 array; multiplying normalized features
+    by it sets the masked cells to the training mean. Student and teacher see the same mask."""
+    b, t, f = shape
+    keep = np.ones(shape, dtype=np.float32)
     for row in range(b):
         for _ in range(cfg.time_masks):
             w = int(rng.integers(0, cfg.time_mask_frames + 1))
             s = int(rng.integers(0, max(1, t - w)))
-            x[row, s : s + w] = 0.0
+            keep[row, s : s + w] = 0.0
         for _ in range(cfg.freq_masks):
             w = int(rng.integers(0, cfg.freq_mask_bins + 1))
             s = int(rng.integers(0, max(1, f - w)))
-            x[row, :, s : s + w] = 0.0
-    return x
-
-
-def normalize(x: np.ndarray, feat: LogMelConfig) -> np.ndarray:
-    return (x - np.asarray(feat.mean, dtype=np.float32)) / np.asarray(feat.std, dtype=np.float32)
+            keep[row, :, s : s + w] = 0.0
+    return keep
 
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, fs: FeatureSet, feat: LogMelConfig) -> np.ndarray:
     """Whole-utterance logits, one utterance at a time (the way the device runs it)."""
     model.eval()
+    device = next(model.parameters()).device
     out = np.empty((len(fs), model.n_classes), dtype=np.float32)
     for i in range(len(fs)):
-        x = torch.from_numpy(normalize(fs.item(i), feat)[None])
-        out[i] = model(x)[0].numpy()
+        x = torch.from_numpy(normalize_features(fs.item(i), feat)[None]).to(device)
+        out[i] = model(x)[0].cpu().numpy()
     return out
 
 
@@ -135,14 +142,50 @@ def _file_sha256(path: Path) -> str | None:
 
 
 def _check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse, before any slow work, an --out that would overwrite a run or cannot be written."""
     if resume:
         if not (out / "checkpoints" / "last.safetensors").is_file():
             raise EdgewiseError(f"{out}: nothing to resume (no checkpoints/last.safetensors)")
         return
+    if out.exists() and not out.is_dir():
+        raise EdgewiseError(f"{out}: exists and is not a directory; choose another --out")
     if out.exists() and any(out.iterdir()):
         raise EdgewiseError(
             f"{out}: output directory exists and is not empty; choose another --out or pass --resume"
         )
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise EdgewiseError(f"{out}: cannot create the run directory ({existing} is not writable)")
+
+
+RESUMABLE_CHANGES = ("optim.epochs", "patience", "threads")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _config_for_resume(saved_path: Path, new: TrainConfig) -> TrainConfig:
+    """The run's own config; only epochs, patience and threads may change on resume."""
+    saved = load_config(TrainConfig, read_yaml(saved_path), name=str(saved_path))
+    if new.kd.teacher is None:
+        new.kd.teacher = saved.kd.teacher
+    old_flat, new_flat = _flatten(saved.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    changed = sorted(
+        k
+        for k in old_flat.keys() | new_flat.keys()
+        if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES
+    )
+    if changed:
+        detail = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in changed)
+        raise ConfigError(f"{saved_path}: --resume continues this run's config; these would change: {detail}")
+    return new
 
 
 def train_ser(cfg: TrainConfig, opts: TrainOptions) -> dict:
@@ -159,6 +202,8 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
     out = opts.out
     if dist.is_main:
         _check_out_dir(out, opts.resume)
+    if opts.teacher is not None:
+        cfg.kd.teacher = str(Path(opts.teacher).resolve())
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist.world_size))
     torch.manual_seed(cfg.seed)
 
@@ -167,6 +212,8 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
     if cfg.model.n_classes != len(labels):
         log.info("model.n_classes set to %d to match the corpus labels %s", len(labels), list(labels))
         cfg.model.n_classes = len(labels)
+    if opts.resume:
+        cfg = _config_for_resume(out / "config.yaml", cfg)
     feat = LogMelConfig(**cfg.features.model_dump())
     if cfg.model.n_mels != feat.n_mels:
         raise ConfigError(
@@ -190,7 +237,7 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
     feat = feat.with_stats(*fit_normalization(sets["train"]))
 
     teacher = None
-    teacher_path = opts.teacher or (Path(cfg.kd.teacher) if cfg.kd.teacher else None)
+    teacher_path = Path(cfg.kd.teacher) if cfg.kd.teacher else None
     if teacher_path is not None:
         teacher, tinfo = load_run_model(teacher_path)
         if tinfo.labels != labels:
@@ -202,6 +249,7 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
                 f"teacher {teacher_path}: its feature front-end differs from this config's 'features'"
             )
         teacher_feat = tinfo.features
+        teacher.to(dist.device)
         for p in teacher.parameters():
             p.requires_grad_(False)
 
@@ -209,23 +257,34 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
     projector = None
     if teacher is not None and cfg.kd.hidden_weight > 0:
         projector = HiddenProjector(model.d_model, teacher.d_model)
-    modules = torch.nn.ModuleDict({"model": model, **({"projector": projector} if projector else {})})
-    optimizer = torch.optim.AdamW(modules.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    # The trained modules (model, and the hidden-KD projector) as one: optimizer, checkpoints, DDP.
+    core = _WithHidden(model, projector).to(dist.device)
+    optimizer = torch.optim.AdamW(core.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
-    start_epoch, best_ua, bad_epochs = 0, -1.0, 0
+    start_epoch, best_ua, bad_epochs, stopped = 0, -1.0, 0, False
     ckpt_dir = out / "checkpoints"
     if opts.resume:
-        meta = load_training_state(ckpt_dir / "last.safetensors", modules, optimizer)
+        meta = load_training_state(ckpt_dir / "last.safetensors", core, optimizer)
         start_epoch, best_ua, bad_epochs = meta["epoch"] + 1, meta["best_ua"], meta["bad_epochs"]
-        log.info("resuming at epoch %d (best val UA so far %.4f)", start_epoch, best_ua)
+        stopped = bool(meta.get("stopped", False))
+        log.info(
+            "resuming at epoch %d (best val UA so far %.4f)%s",
+            start_epoch,
+            best_ua,
+            "; it had stopped early, finishing" if stopped else "",
+        )
+        if dist.is_main:
+            _truncate_history(out / "history.jsonl", start_epoch)
 
-    train_module: torch.nn.Module = _WithHidden(model, projector)
+    train_module: torch.nn.Module = core
     if dist.enabled:
-        train_module = torch.nn.parallel.DistributedDataParallel(train_module)
+        train_module = torch.nn.parallel.DistributedDataParallel(core)
 
     train = sets["train"]
     crop_frames = max(8, round(cfg.augment.crop_seconds * feat.frames_per_second))
     per_rank = len(train) // dist.world_size
+    if per_rank == 0:
+        raise DataError(f"{len(train)} training utterances cannot be shared by {dist.world_size} processes")
     steps_per_epoch = max(1, math.ceil(per_rank / cfg.optim.batch_size))
     total_steps = steps_per_epoch * cfg.optim.epochs
     warmup_steps = steps_per_epoch * cfg.optim.warmup_epochs
@@ -246,7 +305,7 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
     from tqdm import tqdm
 
     bar = tqdm(
-        range(start_epoch, cfg.optim.epochs),
+        range(start_epoch, cfg.optim.epochs if not stopped else start_epoch),
         desc="epochs",
         unit="ep",
         disable=not (opts.progress and dist.is_main),
@@ -259,15 +318,16 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 100003 + epoch)
         perm = rng.permutation(len(train))[dist.rank :: dist.world_size][:per_rank]
-        modules.train()
+        core.train()
         losses = []
         for b in range(steps_per_epoch):
             idx = perm[b * cfg.optim.batch_size : (b + 1) * cfg.optim.batch_size]
             if len(idx) == 0:
                 continue
             raw = crop_batch(train, idx, crop_frames, rng)
-            x = torch.from_numpy(spec_augment(normalize(raw, feat), cfg.augment, rng))
-            y = torch.from_numpy(train.labels[idx])
+            keep = spec_augment_mask(raw.shape, cfg.augment, rng)
+            x = torch.from_numpy(normalize_features(raw, feat) * keep).to(dist.device)
+            y = torch.from_numpy(train.labels[idx]).to(dist.device)
             step = epoch * steps_per_epoch + b
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup_steps, cfg.optim.lr)
@@ -275,9 +335,8 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.optim.label_smoothing)
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits, t_hidden = teacher.forward_with_hidden(
-                        torch.from_numpy(normalize(raw, teacher_feat))
-                    )
+                    t_x = torch.from_numpy(normalize_features(raw, teacher_feat) * keep).to(dist.device)
+                    t_logits, t_hidden = teacher.forward_with_hidden(t_x)
                 loss = (1 - cfg.kd.alpha) * loss + cfg.kd.alpha * logit_kd_loss(
                     logits, t_logits, cfg.kd.temperature
                 )
@@ -285,11 +344,11 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
                     loss = loss + cfg.kd.hidden_weight * F.mse_loss(hidden, t_hidden)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(modules.parameters(), cfg.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             losses.append(loss.item())
 
-        stop = torch.zeros(1)
+        stop = torch.zeros(1, device=dist.device)
         if dist.is_main:
             val = classification_report(
                 sets["val"].labels, predict_logits(model, sets["val"], feat).argmax(1), labels
@@ -300,11 +359,12 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
                 save_weights(model, ckpt_dir / "best.safetensors", {"epoch": epoch, "val_ua": val["ua"]})
             else:
                 bad_epochs += 1
+            stopped = bad_epochs >= cfg.patience
             save_training_state(
                 ckpt_dir / "last.safetensors",
-                modules,
+                core,
                 optimizer,
-                {"epoch": epoch, "best_ua": best_ua, "bad_epochs": bad_epochs},
+                {"epoch": epoch, "best_ua": best_ua, "bad_epochs": bad_epochs, "stopped": stopped},
             )
             record = {
                 "epoch": epoch,
@@ -320,7 +380,7 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
                 loss=f"{record['train_loss']:.3f}", val_ua=f"{val['ua']:.3f}", best=f"{best_ua:.3f}"
             )
             log.debug("epoch %d: %s", epoch, record)
-            if bad_epochs >= cfg.patience:
+            if stopped:
                 log.info(
                     "early stopping at epoch %d: no better validation UA for %d epochs", epoch, cfg.patience
                 )
@@ -354,12 +414,22 @@ class _WithHidden(torch.nn.Module):
         return logits, (self.projector(hidden) if self.projector is not None else hidden)
 
 
+def _truncate_history(path: Path, start_epoch: int) -> None:
+    """Keep the history lines of the epochs a resumed run does not redo."""
+    if not path.is_file():
+        return
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["epoch"] < start_epoch
+    ]
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
+
+
 def _check_params_in_sync(model: torch.nn.Module, dist: Dist) -> dict:
     """All-gather a checksum of every parameter: DDP must leave the ranks bit-identical."""
     flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
-    digest = torch.tensor(
-        [flat.sum().item(), (flat * flat).sum().item(), flat.abs().max().item()], dtype=torch.float64
-    )
+    digest = torch.stack([flat.sum(), (flat * flat).sum(), flat.abs().max()])
     gathered = [torch.zeros_like(digest) for _ in range(dist.world_size)]
     torch.distributed.all_gather(gathered, digest)
     in_sync = all(torch.equal(g, gathered[0]) for g in gathered)
@@ -396,7 +466,7 @@ def _finish(
         "trained_with": {
             "hrf": cfg.model.hrf.model_dump(mode="json") if cfg.model.hrf else None,
             "parameters_training_form": count_parameters(model),
-            "kd": {**cfg.kd.model_dump(mode="json"), "teacher": str(teacher_path)} if teacher_path else None,
+            "kd": cfg.kd.model_dump(mode="json") if teacher_path else None,
         },
         "provenance": {
             "edgewise": __version__,

@@ -98,6 +98,27 @@ def test_resume_continues_from_the_last_epoch(tone_corpus, tmp_path):
     assert epochs == [0, 1, 2]
 
 
+def test_resume_refuses_a_changed_config_and_keeps_the_teacher(trained_run, tone_corpus, tmp_path, capsys):
+    out = tmp_path / "student"
+    args = ["train", "ser", "--data", str(tone_corpus), "--out", str(out), *FAST, "--set", "patience=50"]
+    assert main([*args, "--teacher", str(trained_run), "--set", "optim.epochs=1"]) == 0
+    assert main([*args, "--set", "optim.epochs=2", "--set", "optim.lr=0.5", "--resume"]) == 2
+    assert "optim.lr: 0.003 -> 0.5" in capsys.readouterr().err
+    assert main([*args, "--set", "optim.epochs=2", "--resume"]) == 0  # no --teacher: the run's own is used
+    info = json.loads((out / "model.json").read_text())
+    assert info["trained_with"]["kd"]["teacher"] == str(trained_run.resolve())
+    assert len((out / "history.jsonl").read_text().splitlines()) == 2
+
+
+def test_output_that_is_a_file_or_unwritable_is_refused_before_work(tone_corpus, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["train", "ser", "--data", str(tone_corpus), "--out", str(afile), *FAST]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert main(["train", "ser", "--data", str(tone_corpus), "--out", str(afile / "run"), *FAST]) == 2
+    assert "cannot create the run directory" in capsys.readouterr().err
+
+
 def test_existing_output_is_not_overwritten(trained_run, tone_corpus, capsys):
     before = (trained_run / "model.safetensors").read_bytes()
     assert main(["train", "ser", "--data", str(tone_corpus), "--out", str(trained_run), *FAST]) == 2
@@ -130,7 +151,7 @@ def test_distillation_from_a_teacher_run(trained_run, tone_corpus, tmp_path):
         == 0
     )
     kd = json.loads((out / "model.json").read_text())["trained_with"]["kd"]
-    assert kd["teacher"] == str(trained_run) and kd["hidden_weight"] == 0.5
+    assert kd["teacher"] == str(trained_run.resolve()) and kd["hidden_weight"] == 0.5
 
 
 def test_teacher_with_another_front_end_is_refused(trained_run, tone_corpus, tmp_path, capsys):

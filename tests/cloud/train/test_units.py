@@ -64,3 +64,19 @@ def test_training_state_round_trip(tmp_path):
     s1, s2 = opt.state_dict()["state"][0], opt2.state_dict()["state"][0]
     torch.testing.assert_close(s1["exp_avg"], s2["exp_avg"])
     assert float(s1["step"]) == float(s2["step"])
+
+
+def test_feature_cache_follows_label_order_and_survives_damage(tone_corpus, tmp_path):
+    from edgewise.cloud.data.corpus import load_corpus
+    from edgewise.cloud.train.featcache import compute_features
+    from edgewise.features import LogMelConfig
+
+    utts = load_corpus(tone_corpus).split("val")
+    names = ("neutral", "happy", "sad", "angry")
+    first = compute_features(utts, names, LogMelConfig(), tmp_path, progress=False)
+    flipped = compute_features(utts, names[::-1], LogMelConfig(), tmp_path, progress=False)
+    np.testing.assert_array_equal(flipped.labels, 3 - first.labels)
+    for entry in tmp_path.glob("*.npz"):
+        entry.write_bytes(entry.read_bytes()[:50])  # damaged: recomputed, not a crash
+    again = compute_features(utts, names, LogMelConfig(), tmp_path, progress=False)
+    np.testing.assert_array_equal(again.frames, first.frames)

@@ -1,0 +1,26 @@
+import os
+
+import pytest
+
+from edgewise.fsutil import atomic_path, write_text_atomic
+
+
+def test_replaces_the_target_with_normal_permissions(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    write_text_atomic(target, "new")
+    assert target.read_text() == "new"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_a_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
