@@ -187,7 +187,7 @@ def markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|",
         f"| eGeMAPS functionals + logistic regression | 88 features | {report['baseline']['ua']:.3f} | "
         f"{report['baseline']['wa']:.3f} | {report['baseline']['macro_f1']:.3f} |",
-        f"| teacher: base Conformer, plain | {report['teacher']['parameters']:,} | {report['teacher']['ua']:.3f} | "
+        f"| teacher: {report['teacher']['preset']} preset, plain | {report['teacher']['parameters']:,} | {report['teacher']['ua']:.3f} | "
         f"{report['teacher']['wa']:.3f} | {report['teacher']['macro_f1']:.3f} |",
     ]
     for run in report["kd_vs_no_kd"]["kd"]["runs"]:
@@ -234,6 +234,10 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def metrics_row(seed: int, m: dict) -> dict:
+    return {"seed": seed, **{k: m[k] for k in ("ua", "wa", "macro_f1", "parameters")}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -244,6 +248,8 @@ def main() -> int:
         "--work", type=Path, default=Path("benchmarks/work/ser"), help="training runs (resumable)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--teacher", default="base", help="training preset of the distillation teacher")
+    parser.add_argument("--jobs", type=int, default=2, help="student runs trained at once (one thread each)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     t0 = time.perf_counter()
@@ -256,7 +262,7 @@ def main() -> int:
     corpus = load_corpus(args.corpus)
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {
-        "command": "python benchmarks/ser_report.py --corpus " + str(args.corpus) + " --out " + str(args.out),
+        "command": " ".join(["python", *__import__("sys").argv]),
         "corpus": str(args.corpus),
         "corpus_counts": {s: len(corpus.split(s)) for s in ("train", "val", "test")},
         "seeds": args.seeds,
@@ -269,42 +275,56 @@ def main() -> int:
     }
     log.info("baseline")
     report["baseline"] = egemaps_baseline(corpus)
-    log.info("teacher")
+    log.info("teacher (%s preset)", args.teacher)
     teacher_dir = args.work / "teacher"
-    report["teacher"] = train("base", args.corpus, teacher_dir, ["seed=0"])
+    report["teacher"] = {**train(args.teacher, args.corpus, teacher_dir, ["seed=0"]), "preset": args.teacher}
 
-    report["hrf_vs_plain"] = {}
+    # Student runs are independent: two single-threaded processes at once use both cores better
+    # than one two-threaded run (the small GEMMs of a tiny model barely scale past one thread).
+    jobs = {}
     for arch in ARCHS:
-        runs = {"plain": [], "hrf": []}
         for seed in args.seeds:
             for variant, hrf in (("plain", "null"), ("hrf", "{expansion: 2.0}")):
-                log.info("%s %s seed %d", arch, variant, seed)
-                m = train(
+                overrides = [f"model.arch={arch}", f"model.hrf={hrf}", f"seed={seed}", "threads=1"]
+                jobs[(arch, variant, seed)] = (
                     "tiny",
                     args.corpus,
                     args.work / f"{arch}-{variant}-s{seed}",
-                    [f"model.arch={arch}", f"model.hrf={hrf}", f"seed={seed}"],
+                    overrides,
                 )
-                runs[variant].append(
-                    {"seed": seed, **{k: m[k] for k in ("ua", "wa", "macro_f1", "parameters")}}
-                )
-        report["hrf_vs_plain"][arch] = {
-            v: {**summarize([r["ua"] for r in rs]), "runs": rs} for v, rs in runs.items()
-        }
-
-    kd_runs = []
     for seed in args.seeds:
-        log.info("kd seed %d", seed)
-        m = train(
+        overrides = ["model.arch=conv_transformer", "model.hrf={expansion: 2.0}", f"seed={seed}", "threads=1"]
+        jobs[("conv_transformer", "kd", seed)] = (
             "tiny",
             args.corpus,
             args.work / f"conv_transformer-hrf-kd-s{seed}",
-            ["model.arch=conv_transformer", "model.hrf={expansion: 2.0}", f"seed={seed}"],
-            teacher=teacher_dir,
+            overrides,
+            teacher_dir,
         )
-        kd_runs.append({"seed": seed, **{k: m[k] for k in ("ua", "wa", "macro_f1", "parameters")}})
-    no_kd = report["hrf_vs_plain"]["conv_transformer"]["hrf"]
-    report["kd_vs_no_kd"] = {"kd": {**summarize([r["ua"] for r in kd_runs]), "runs": kd_runs}, "no_kd": no_kd}
+    from concurrent.futures import ProcessPoolExecutor
+
+    results = {}
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {key: pool.submit(train, *job) for key, job in jobs.items()}
+        for key, fut in futures.items():
+            results[key] = metrics_row(key[2], fut.result())
+            log.info("%s %s seed %d: test UA %.3f", *key, results[key]["ua"])
+
+    report["hrf_vs_plain"] = {
+        arch: {
+            variant: {
+                **summarize([results[(arch, variant, s)]["ua"] for s in args.seeds]),
+                "runs": [results[(arch, variant, s)] for s in args.seeds],
+            }
+            for variant in ("plain", "hrf")
+        }
+        for arch in ARCHS
+    }
+    kd_runs = [results[("conv_transformer", "kd", s)] for s in args.seeds]
+    report["kd_vs_no_kd"] = {
+        "kd": {**summarize([r["ua"] for r in kd_runs]), "runs": kd_runs},
+        "no_kd": report["hrf_vs_plain"]["conv_transformer"]["hrf"],
+    }
 
     log.info("latency")
     report["latency"] = latency_comparison()
