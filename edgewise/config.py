@@ -55,8 +55,10 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         if err["type"] == "missing":
             lines.append(f"{source}: field '{field}' is required")
             continue
-        got = err.get("input")
-        lines.append(f"{source}: field '{field}': {msg[0].lower() + msg[1:]}, got {got!r}")
+        got = repr(err.get("input"))
+        if len(got) > 90:  # a whole list or mapping: the field name says where, keep the line readable
+            got = got[:90] + "..."
+        lines.append(f"{source}: field '{field}': {msg[0].lower() + msg[1:]}, got {got}")
     return "\n".join(lines)
 
 
