@@ -52,12 +52,30 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "eval_baseline",
         "grade a corpus with the eGeMAPS + logistic-regression baseline",
     ),
+    (
+        "export",
+        None,
+        "edgewise.export.commands",
+        "export",
+        "merge, quantize and export a run, check each artifact against PyTorch, write a bundle",
+    ),
+    ("bundle", "inspect", "edgewise.export.commands", "bundle_inspect", "summarize a bundle"),
+    (
+        "bundle",
+        "verify",
+        "edgewise.export.commands",
+        "bundle_verify",
+        "check a bundle's manifest, artifact hashes and (with --key) signature",
+    ),
+    ("bundle", "sign", "edgewise.export.commands", "bundle_sign", "sign a bundle's manifest with ed25519"),
+    ("bundle", "keygen", "edgewise.export.commands", "bundle_keygen", "make an ed25519 signing key pair"),
 ]
 
 GROUP_HELP = {
     "data": "make or inspect training corpora",
     "train": "train models",
     "eval": "evaluate trained models",
+    "bundle": "inspect, verify and sign bundles; make signing keys",
 }
 
 

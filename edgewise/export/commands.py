@@ -1,0 +1,218 @@
+"""CLI handlers: ``edgewise export`` and ``edgewise bundle inspect|verify|sign|keygen``.
+
+Choices for ``--format``, ``--precision`` and ``--quant`` come from the format table. Torch and the
+runtimes are imported inside the run functions, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from edgewise.errors import ConfigError
+from edgewise.export.formats import FORMATS, QUANT_MODES, all_precisions, valid_combinations
+
+_TOLERANCE_KEYS = ("fp32", "fp16", "int8", "int8-dynamic", "int8-static")
+
+
+def _key_values(items: list[str], option: str, scale: float = 1.0) -> dict[str, float]:
+    """``["int8=0.3", ...]`` -> ``{"int8": 0.3}``; keys are precisions or ``int8-dynamic``/``int8-static``."""
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in _TOLERANCE_KEYS:
+            raise ConfigError(
+                f"{option} {item!r}: expected KEY=VALUE with KEY one of {', '.join(_TOLERANCE_KEYS)}"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{option} {item!r}: {value!r} is not a number") from None
+        if not number >= 0:
+            raise ConfigError(f"{option} {item!r}: must be >= 0")
+        out[key] = number * scale
+    return out
+
+
+def export_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = (
+        "formats and precisions (from the format table):\n"
+        + valid_combinations()
+        + "\n\nEvery artifact is run in its runtime on the validation split and compared with the "
+        "PyTorch model;\nexport fails (exit 2, no bundle) when one exceeds its tolerance."
+    )
+    p.add_argument("run", type=Path, help="a finished training run (edgewise train ser)")
+    p.add_argument(
+        "--out", required=True, type=Path, help="folder to write NAME-VERSION/ and NAME-VERSION.tar.gz in"
+    )
+    p.add_argument(
+        "--format", dest="formats", action="append", choices=list(FORMATS), help="repeatable (default: onnx)"
+    )
+    p.add_argument(
+        "--precision",
+        dest="precisions",
+        action="append",
+        choices=all_precisions(),
+        help="repeatable (default: fp32)",
+    )
+    p.add_argument(
+        "--quant",
+        action="append",
+        choices=QUANT_MODES,
+        help="int8 mode, repeatable: dynamic (weights only, no data) or static (QDQ, calibrated); "
+        "default: the format's first mode",
+    )
+    p.add_argument("--name", help="bundle name (default: the run's name)")
+    p.add_argument("--version", default="1.0.0", help="bundle semantic version (default: 1.0.0)")
+    p.add_argument("--sign-key", type=Path, help="ed25519 private key to sign the manifest with")
+    p.add_argument(
+        "--data", type=Path, help="corpus for the parity gate and calibration (default: the run's corpus)"
+    )
+    p.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="write the bundle even if an artifact fails parity (recorded as failed)",
+    )
+    p.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="KEY=ATOL",
+        help="override the max |logit diff| of a precision, e.g. int8=0.3 or int8-static=0.5",
+    )
+    p.add_argument(
+        "--max-ua-drop",
+        action="append",
+        default=[],
+        metavar="KEY=POINTS",
+        help="override the allowed UA drop in points, e.g. int8=3",
+    )
+    p.add_argument(
+        "--calibration-size", type=int, default=300, help="training utterances for int8 static (default: 300)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=min(4, os.cpu_count() or 1), help="CPU threads for export and parity"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing bundle of the same name and version"
+    )
+    p.add_argument("--cache-dir", type=Path, help="feature cache (default: CORPUS/.edgewise-cache)")
+
+
+def export_run(args: argparse.Namespace) -> int:
+    from edgewise.export.pipeline import ExportOptions
+    from edgewise.export.pipeline import export_run as run_export
+
+    opts = ExportOptions(
+        out=args.out,
+        formats=args.formats or ["onnx"],
+        precisions=args.precisions or ["fp32"],
+        quant=args.quant,
+        name=args.name,
+        version=args.version,
+        data=args.data,
+        sign_key=args.sign_key,
+        gate=not args.no_gate,
+        atol=_key_values(args.tolerance, "--tolerance"),
+        metric_drop=_key_values(args.max_ua_drop, "--max-ua-drop", scale=0.01),
+        calibration_size=args.calibration_size,
+        threads=max(1, args.threads),
+        overwrite=args.force,
+        cache_dir=args.cache_dir,
+        progress=sys.stderr.isatty(),
+    )
+    result = run_export(args.run, opts)
+    print(result.report)
+    signed = " (signed)" if args.sign_key else ""
+    print(f"bundle: {result.bundle}{signed}\narchive: {result.archive}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# edgewise bundle ...
+
+
+def bundle_inspect_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", type=Path, help="a bundle folder NAME-VERSION/ or its .tar.gz")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON instead")
+
+
+def bundle_inspect_run(args: argparse.Namespace) -> int:
+    from edgewise.bundle import load_bundle
+    from edgewise.export.summary import describe_bundle
+
+    with load_bundle(args.bundle, verify=False) as bundle:
+        print(bundle.manifest.to_json_bytes().decode() if args.json else describe_bundle(bundle, args.bundle))
+    return 0
+
+
+def bundle_verify_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", type=Path, help="a bundle folder or .tar.gz")
+    p.add_argument("--key", type=Path, help="ed25519 public key: the signature must verify with it")
+
+
+def bundle_verify_run(args: argparse.Namespace) -> int:
+    from edgewise.bundle import SIGNATURE_NAME, load_bundle
+
+    with load_bundle(args.bundle, verify=True, public_key=args.key) as bundle:
+        arts = bundle.artifacts()
+        print(
+            f"{bundle.manifest.name} {bundle.manifest.version}: manifest valid, {len(arts)} artifact(s) match their sha256"
+        )
+        if bundle.signature_verified:
+            print(f"signature: verified with {args.key}")
+        elif (bundle.root / SIGNATURE_NAME).is_file():
+            print("signature: present, not checked (pass --key PUB)")
+        else:
+            print("signature: none")
+        failed = [a.path for a in arts if a.parity and not a.parity.get("passed", True)]
+        if failed:
+            print(
+                f"warning: {len(failed)} artifact(s) were written with a failed parity gate: {', '.join(failed)}"
+            )
+    return 0
+
+
+def bundle_sign_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "bundle", type=Path, help="a bundle folder NAME-VERSION/ (its .tar.gz beside it is rewritten)"
+    )
+    p.add_argument("--key", required=True, type=Path, help="ed25519 private key (edgewise bundle keygen)")
+
+
+def bundle_sign_run(args: argparse.Namespace) -> int:
+    from edgewise.bundle import BundleError, load_bundle, sign_manifest, write_archive
+
+    if not args.bundle.is_dir():
+        raise BundleError(
+            f"{args.bundle}: sign the bundle folder NAME-VERSION/; its .tar.gz is rewritten beside it"
+        )
+    with load_bundle(args.bundle, verify=True):  # never sign a bundle whose artifacts do not match
+        pass
+    sign_manifest(args.bundle, args.key)
+    archive = args.bundle.with_name(f"{args.bundle.name}.tar.gz")
+    print(f"signed {args.bundle / 'manifest.json'}")
+    if archive.exists():
+        write_archive(args.bundle, archive)
+        print(f"rewrote {archive}")
+    return 0
+
+
+def bundle_keygen_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out", required=True, type=Path, help="PREFIX: writes PREFIX.key (private) and PREFIX.pub"
+    )
+    p.add_argument("--force", action="store_true", help="replace existing key files")
+
+
+def bundle_keygen_run(args: argparse.Namespace) -> int:
+    from edgewise.bundle import generate_keypair
+
+    private = args.out.with_name(args.out.name + ".key")
+    public = args.out.with_name(args.out.name + ".pub")
+    key_id = generate_keypair(private, public, overwrite=args.force)
+    print(f"key {key_id}\n  private: {private} (keep secret)\n  public:  {public} (give to devices)")
+    return 0

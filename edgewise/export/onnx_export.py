@@ -1,0 +1,308 @@
+"""ONNX artifacts: fp32 export, fp16 conversion, int8 quantization (dynamic and static QDQ), runner.
+
+Every variant starts from one fp32 export of the merged model::
+
+    torch.onnx.export(dynamo=True)  ->  fp32 (portable: standard ONNX ops, opset 18)
+                                          |-> fp16         convert_float_to_float16(keep_io_types=True)
+                                          |-> int8 dynamic quantize_dynamic: int8 weights
+                                          '-> int8 static  quantize_static: QDQ, uint8 activations
+                                                           calibrated on training features, int8 weights
+
+Choices, each measured (see the export section of the benchmarks and the notes below):
+
+* The example input has batch 2: with batch 1 the exporter silently fixes the batch dimension.
+* Opset 18 is the lowest the dynamo exporter emits natively (asking for 17 leaves 18, and onnx's
+  version converter has no Split adapter down to 17).
+* The exporter's per-node metadata (stack traces naming the build machine's paths, about a quarter
+  of the file for the tiny models) is stripped: the artifact is smaller and does not depend on
+  where it was built.
+* No offline onnxruntime optimization is shipped. ``ORT_ENABLE_EXTENDED``/``ALL`` rewrite the graph
+  into ``com.microsoft`` contrib ops (FusedMatMul, SkipLayerNormalization, QuickGelu) that only
+  onnxruntime runs (not TensorRT's ONNX parser), and ``ALL`` may add x86-only NCHWc layouts (ORT
+  warns the result is hardware-specific; the devices are ARM). Run time of the pre-optimized model
+  was the same as of the portable one optimized at load (tiny model, 300 frames: 0.43 ms either
+  way); optimizing at load costs 10-20 ms once per session here, which the device can cache itself
+  (``optimized_model_filepath`` on the device, where hardware-specific is what we want).
+* Static int8 quantizes only the ops with weights (Conv, MatMul, Gemm) and keeps the classifier
+  head in float; per-tensor weights, MinMax calibration. Quantizing every op or per-channel weights
+  was larger and no closer to fp32; histogram calibrators (percentile, entropy) fail on
+  variable-length utterances in onnxruntime 1.32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import shutil
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgewise.errors import MissingDependencyError
+from edgewise.export.errors import ExportError
+
+if TYPE_CHECKING:
+    from edgewise.export.formats import ExportContext, Variant
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+INPUT_NAME = "features"
+OUTPUT_NAME = "logits"
+MAX_BATCH = 4096
+MAX_FRAMES = 1 << 17  # about 22 minutes of audio at a 10 ms hop
+EXAMPLE_SHAPE = (2, 157)  # batch >= 2, or the exporter fixes the batch dimension to 1
+STATIC_OP_TYPES = ("Conv", "MatMul", "Gemm")
+
+
+def requires() -> None:
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"onnx export needs {', '.join(missing)}: pip install 'edgewise[export]'"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """Silence chatter that is not about this model (missing torchvision ops, deprecated pytree API,
+    onnxruntime's advice to pre-process before quantizing, which fails on these graphs)."""
+
+    root = logging.getLogger()
+    debugging = root.getEffectiveLevel() <= logging.DEBUG  # -vv shows everything
+
+    class _DropChatter(logging.Filter):
+        """onnxruntime.quantization logs to the root logger: keep its real warnings only."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.name != "root" or debugging:
+                return True
+            return record.levelno >= logging.WARNING and "pre-processing" not in record.getMessage()
+
+    quieter = {"torch.onnx": logging.ERROR, "onnx_ir": logging.WARNING, "onnxscript": logging.WARNING}
+    old_levels = {name: logging.getLogger(name).level for name in quieter}
+    chatter = _DropChatter()
+    if not debugging:
+        for name, level in quieter.items():
+            logging.getLogger(name).setLevel(level)
+    root.addFilter(chatter)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        for name, level in old_levels.items():
+            logging.getLogger(name).setLevel(level)
+        root.removeFilter(chatter)
+
+
+def strip_metadata(model: Any) -> Any:
+    """Drop the exporter's per-node metadata and doc strings (stack traces, build paths) in place."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    model.graph.doc_string = ""
+    return model
+
+
+def export_fp32(model: Any, path: str | Path, n_mels: int, *, opset: int = OPSET) -> Path:
+    """Export ``model`` ((batch, time, n_mels) -> (batch, classes)) to a portable fp32 ONNX file."""
+    import onnx
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", max=MAX_BATCH)
+    time = torch.export.Dim("time", min=2, max=MAX_FRAMES)
+    example = torch.randn(*EXAMPLE_SHAPE, n_mels, generator=torch.Generator().manual_seed(0))
+    model = model.eval()
+    with _quiet_exporters(), torch.no_grad():
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=({0: batch, 1: time},),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+    proto = strip_metadata(onnx.load(str(path)))
+    onnx.checker.check_model(proto)
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    if dims != ["batch", "time", n_mels]:
+        raise ExportError(f"onnx: exported input shape is {dims}, expected ['batch', 'time', {n_mels}]")
+    onnx.save(proto, str(path))
+    return path
+
+
+def convert_fp16(src: str | Path, dest: str | Path) -> Path:
+    """fp16 weights and compute; float32 inputs and outputs (``keep_io_types``)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with _quiet_exporters(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "values truncated to fp16 range": checked by the parity gate
+        proto = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(proto, str(dest))
+    return Path(dest)
+
+
+def head_nodes(path: str | Path) -> list[str]:
+    """The nodes that produce the graph's output directly from weights (the classifier head)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    outputs = {o.name for o in proto.graph.output}
+    return [n.name for n in proto.graph.node if n.op_type in STATIC_OP_TYPES and set(n.output) & outputs]
+
+
+def quantize_int8_dynamic(src: str | Path, dest: str | Path) -> dict[str, Any]:
+    """int8 weights, activations quantized at run time from their observed range."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet_exporters():
+        quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8, per_channel=False)
+    return {"quant": "dynamic", "weights": "int8", "activations": "dynamic uint8", "per_channel": False}
+
+
+def check_calibration(features: Sequence[np.ndarray], n_mels: int) -> list[np.ndarray]:
+    """Calibration inputs as (1, time, n_mels) float32 arrays; a clear error for anything unusable."""
+    if len(features) == 0:
+        raise ExportError("int8 static calibration: the calibration set is empty")
+    batches = []
+    for i, item in enumerate(features):
+        arr = np.asarray(item)
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 2 or arr.shape[1] != n_mels or arr.shape[0] < 2:
+            raise ExportError(
+                f"int8 static calibration: item {i} has shape {tuple(np.shape(item))}; "
+                f"expected (frames >= 2, {n_mels}) normalized log-mel features"
+            )
+        if not np.isfinite(arr).all():
+            raise ExportError(f"int8 static calibration: item {i} holds NaN or infinite values")
+        batches.append(np.ascontiguousarray(arr[None], dtype=np.float32))
+    return batches
+
+
+def _reader(batches: list[np.ndarray]) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FeatureReader(CalibrationDataReader):
+        """Feeds one utterance at a time (whole length, batch 1), the way the device runs."""
+
+        def __init__(self) -> None:
+            self._next = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self._next >= len(batches):
+                return None
+            self._next += 1
+            return {INPUT_NAME: batches[self._next - 1]}
+
+        def rewind(self) -> None:
+            self._next = 0
+
+    return FeatureReader()
+
+
+def quantize_int8_static(
+    src: str | Path, dest: str | Path, calibration: Sequence[np.ndarray], n_mels: int
+) -> dict[str, Any]:
+    """QDQ int8: uint8 activations (MinMax ranges from ``calibration``), int8 per-tensor weights."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    batches = check_calibration(calibration, n_mels)
+    float_nodes = head_nodes(src)
+    with _quiet_exporters():
+        quantize_static(
+            str(src),
+            str(dest),
+            _reader(batches),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=False,
+            op_types_to_quantize=list(STATIC_OP_TYPES),
+            nodes_to_exclude=float_nodes,
+            calibrate_method=CalibrationMethod.MinMax,
+            calibration_providers=["CPUExecutionProvider"],
+        )
+    return {
+        "quant": "static",
+        "quant_format": "QDQ",
+        "weights": "int8",
+        "activations": "uint8",
+        "per_channel": False,
+        "op_types": list(STATIC_OP_TYPES),
+        "float_nodes": float_nodes,
+        "calibration": {
+            "split": "train",
+            "method": "minmax",
+            "utterances": len(batches),
+            "frames": int(sum(b.shape[1] for b in batches)),
+        },
+    }
+
+
+def export_variant(ctx: ExportContext, variant: Variant, out: Path) -> dict[str, Any]:
+    """The ``export`` of the table's onnx row: writes ``out``, returns the artifact's ``extra``."""
+    fp32 = ctx.shared.get("onnx-fp32")
+    if fp32 is None:
+        fp32 = export_fp32(ctx.model, ctx.workdir / "onnx-fp32.onnx", ctx.n_mels)
+        ctx.shared["onnx-fp32"] = fp32
+    extra: dict[str, Any] = {
+        "opset": OPSET,
+        "graph": "portable: standard ONNX ops; onnxruntime optimizes it when the session loads",
+    }
+    if variant.precision == "fp32":
+        shutil.copyfile(fp32, out)
+    elif variant.precision == "fp16":
+        convert_fp16(fp32, out)
+        extra["fp16"] = {"io_types": "float32", "weights": "float16"}
+    elif variant.quant == "dynamic":
+        extra.update(quantize_int8_dynamic(fp32, out))
+    elif variant.quant == "static":
+        extra.update(quantize_int8_static(fp32, out, ctx.calibration(), ctx.n_mels))
+    else:  # the table and resolve_variants() make this unreachable
+        raise ExportError(f"onnx: no export for {variant.label}")
+    return extra
+
+
+class OnnxRunner:
+    """An onnxruntime CPU session for the parity gate (and the benchmarks)."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ExportError(f"{self.path}: ONNX file not found")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"{self.path}: not a loadable ONNX model ({reason})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ExportError(
+                f"{self.path}: expected one input and one output, got {[i.name for i in inputs]} -> "
+                f"{[o.name for o in outputs]}"
+            )
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(features, dtype=np.float32)
+        return self.session.run([self.output_name], {self.input_name: x})[0]

@@ -1,0 +1,112 @@
+"""`edgewise export` writes ONNX artifacts that match PyTorch, each with its parity in the manifest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgewise.bundle import load_bundle
+from edgewise.cloud.train.run import load_run_model
+from edgewise.export.errors import ExportError
+from edgewise.export.onnx_export import OnnxRunner, check_calibration
+
+onnx = pytest.importorskip("onnx")
+
+STEMS = ["fp32", "fp16", "int8-dynamic", "int8-static"]
+
+
+def _artifacts(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    return bundle, {
+        a.path.split("/")[-1].removeprefix("ser.").removesuffix(".onnx"): a for a in bundle.artifacts()
+    }
+
+
+@pytest.mark.slow
+def test_manifest_validates_and_records_parity_for_every_artifact(exported, trained_run):
+    folder, archive = exported
+    bundle, arts = _artifacts(archive)  # the archive opens and validates like the folder
+    assert sorted(arts) == sorted(STEMS)
+    m = bundle.manifest
+    assert m.task == "ser" and m.labels == ["neutral", "happy", "sad", "angry"]
+    assert m.log_mel().mean is not None  # the training normalization travels with the model
+    classifier = bundle.model("classifier")
+    assert [(s.name, s.shape, s.dtype) for s in classifier.inputs] == [
+        ("features", ["batch", "time", 64], "float32")
+    ]
+    assert [(s.name, s.shape, s.dtype) for s in classifier.outputs] == [("logits", ["batch", 4], "float32")]
+    for stem, art in arts.items():
+        assert art.format == "onnx" and art.runtime == "onnxruntime" and art.fixed_shape is None
+        p = art.parity
+        assert p["passed"] is True, (stem, p)
+        assert p["max_abs_diff"] <= p["tolerance"] and p["split"] == "val" and p["utterances"] == 24
+        assert p["reference_ua"] - p["ua"] <= p["max_metric_drop"] + 1e-12
+        assert p["dynamic_shapes"]["passed"] is True
+    assert arts["int8-dynamic"].extra["quant"] == "dynamic"
+    static = arts["int8-static"].extra
+    assert static["quant"] == "static" and static["activations"] == "uint8" and static["weights"] == "int8"
+    assert static["calibration"]["utterances"] == 72  # the whole (small) training split
+    prov = m.provenance
+    assert prov["run"] == str(trained_run.resolve()) and prov["corpus_json_sha256"]
+    assert len(prov["corpus_listing_sha256"]) == 64
+    assert {"torch", "onnx", "onnxruntime"} <= set(prov["versions"])
+    bundle.close()
+
+
+@pytest.mark.slow
+def test_fp32_onnx_matches_pytorch_on_odd_lengths_and_batch_sizes(exported, trained_run):
+    model, _ = load_run_model(trained_run)
+    bundle, arts = _artifacts(exported[0])
+    runner = OnnxRunner(bundle.artifact_path(arts["fp32"]))
+    gen = torch.Generator().manual_seed(1)
+    for batch, frames in [(1, 2), (1, 37), (3, 101), (2, 299), (5, 17)]:
+        x = torch.randn(batch, frames, 64, generator=gen)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = runner(x.numpy())
+        assert got.shape == (batch, 4)
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_int8_is_smaller_than_fp32_and_fp16_in_between(exported):
+    _, arts = _artifacts(exported[0])
+    sizes = {stem: arts[stem].size_bytes for stem in STEMS}
+    assert sizes["int8-dynamic"] < sizes["fp16"] < sizes["fp32"]
+    assert sizes["int8-static"] < sizes["fp16"]
+    assert arts["int8-dynamic"].precision == arts["int8-static"].precision == "int8"
+
+
+def test_a_corrupt_onnx_file_is_named(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a protobuf" * 10)
+    with pytest.raises(ExportError, match=r"broken\.onnx: not a loadable ONNX model"):
+        OnnxRunner(bad)
+    with pytest.raises(ExportError, match=r"missing\.onnx: ONNX file not found"):
+        OnnxRunner(tmp_path / "missing.onnx")
+
+
+def test_calibration_set_must_be_non_empty_and_the_right_shape():
+    with pytest.raises(ExportError, match="calibration set is empty"):
+        check_calibration([], 64)
+    with pytest.raises(ExportError, match=r"item 1 has shape \(50, 40\); expected \(frames >= 2, 64\)"):
+        check_calibration([np.zeros((30, 64)), np.zeros((50, 40))], 64)
+    with pytest.raises(ExportError, match="NaN"):
+        check_calibration([np.full((30, 64), np.nan)], 64)
+    batches = check_calibration([np.zeros((30, 64)), np.zeros((1, 20, 64))], 64)
+    assert [b.shape for b in batches] == [(1, 30, 64), (1, 20, 64)] and batches[0].dtype == np.float32
+
+
+@pytest.mark.slow
+def test_export_is_reproducible_and_independent_of_the_build_folder(exported, trained_run, tmp_path):
+    from edgewise.bundle import sha256_file
+    from edgewise.export.merge import merge_for_export
+    from edgewise.export.onnx_export import export_fp32
+
+    model, info = load_run_model(trained_run)
+    merged, _ = merge_for_export(model, info.features.n_mels)
+    again = export_fp32(merged, tmp_path / "elsewhere" / "again.onnx", info.features.n_mels)
+    _, arts = _artifacts(exported[0])
+    assert sha256_file(again) == arts["fp32"].sha256
+    assert b"Traceback" not in again.read_bytes() and str(trained_run).encode() not in again.read_bytes()
