@@ -393,11 +393,15 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
     train_seconds = time.perf_counter() - t_start
 
     ddp_info = _check_params_in_sync(model, dist) if dist.enabled else None
-    if not dist.is_main:
-        return {}
-    return _finish(
-        cfg, opts, model, sets, feat, labels, corpus, teacher_path, best_ua, train_seconds, ddp_info
-    )
+    result = {}
+    if dist.is_main:
+        result = _finish(
+            cfg, opts, model, sets, feat, labels, corpus, teacher_path, best_ua, train_seconds, ddp_info
+        )
+    # Leave together: a rank that tears the process group down while its peer still uses it dies
+    # in gloo's teardown ("terminate called without an active exception"), about 1 run in 10 here.
+    dist.barrier()
+    return result
 
 
 class _WithHidden(torch.nn.Module):
