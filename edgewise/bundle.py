@@ -30,7 +30,7 @@ field                                  content
 ``created``                            ISO 8601 time with a zone (``2026-05-09T07:35:25Z``)
 ``labels``                             list of unique class names, or ``null``
 ``preprocessing``                      dict; SER: ``log_mel`` (a ``LogMelConfig`` dict with the training
-                                       ``mean``/``std``, validated on load) and e.g. ``window_seconds``
+                                       ``mean``/``std``, validated on load)
 ``models``                             role -> model entry (SER: ``classifier``; TTS: ``acoustic``,
                                        ``vocoder``); at least one role, each with at least one artifact
 ``models.R.inputs`` / ``outputs``      list of ``{name, shape, dtype}``; ``shape`` items are ints >= 0 or
@@ -38,12 +38,12 @@ field                                  content
 ``models.R.extra``                     dict (e.g. KV-cache layout, vocoder hop size)
 ``models.R.artifacts[]``               one entry per file that implements the role:
 ``  .path``                            relative POSIX path inside the bundle (no ``..``, unique)
-``  .format``                          slug: ``onnx``, ``tflite``, ``tensorrt-plan``, ...
+``  .format``                          slug: ``onnx``, ``tflite``, ``tensorrt-onnx`` (graph + build spec)
 ``  .precision``                       ``fp32``, ``fp16`` or ``int8``
 ``  .size_bytes`` / ``.sha256``        checked on every load (sha256 as 64 lowercase hex digits)
 ``  .runtime``                         slug: ``onnxruntime``, ``litert``, ``tensorrt``, ...
 ``  .fixed_shape``                     ``null`` (dynamic) or input name -> list of ints (same rank as the
-                                       input, agreeing with its fixed dimensions)
+                                       input, agreeing with its fixed dimensions); TFLite's window
 ``  .parity``                          dict: ``max_abs_diff``, ``tolerance``, task metric, ``passed``
 ``  .extra``                           dict
 ``provenance``                         dict: training run, corpus hash, edgewise/torch versions, git commit
@@ -866,7 +866,7 @@ class BundleWriter:
     ::
 
         with BundleWriter(out, name="ser-tiny", version="1.0.0", task="ser", labels=labels,
-                          preprocessing={"log_mel": feat, "window_seconds": 3.0}) as w:
+                          preprocessing={"log_mel": feat}) as w:
             w.add_model("classifier", inputs=[...], outputs=[...])
             w.add_artifact("classifier", "ser.onnx", "models/ser.onnx",
                            format="onnx", precision="fp32", runtime="onnxruntime", parity={...})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from edgewise.audio import load_audio
 from edgewise.cloud.train.metrics import classification_report
 from edgewise.errors import MissingDependencyError
+from edgewise.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def egemaps_features(paths: list[Path], workers: int | None = None) -> np.ndarra
             "the baseline needs openSMILE: pip install 'edgewise[baseline]'"
         ) from None
     workers = workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         return np.stack(list(pool.map(_egemaps, [str(p) for p in paths], chunksize=16)))
 
 

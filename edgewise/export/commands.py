@@ -94,6 +94,18 @@ def export_add_arguments(p: argparse.ArgumentParser) -> None:
         "--calibration-size", type=int, default=300, help="training utterances for int8 static (default: 300)"
     )
     p.add_argument(
+        "--window-seconds",
+        type=float,
+        default=3.0,
+        help="input window of fixed-shape formats (TFLite); the runtime tiles shorter and chunks longer "
+        "audio (default: 3.0)",
+    )
+    p.add_argument(
+        "--no-vad",
+        action="store_true",
+        help="do not ship the Silero VAD model (role 'vad') that devices segment microphone audio with",
+    )
+    p.add_argument(
         "--threads", type=int, default=min(4, os.cpu_count() or 1), help="CPU threads for export and parity"
     )
     p.add_argument(
@@ -119,6 +131,8 @@ def export_run(args: argparse.Namespace) -> int:
         atol=_key_values(args.tolerance, "--tolerance"),
         metric_drop=_key_values(args.max_ua_drop, "--max-ua-drop", scale=0.01),
         calibration_size=args.calibration_size,
+        window_seconds=args.window_seconds,
+        include_vad=not args.no_vad,
         threads=max(1, args.threads),
         overwrite=args.force,
         cache_dir=args.cache_dir,

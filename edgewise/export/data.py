@@ -56,10 +56,16 @@ def _features(
 
 
 def validation_set(
-    corpus: Corpus, info: RunInfo, *, cache_dir: Path | None = None, workers: int = 1, progress: bool = False
+    corpus: Corpus,
+    info: RunInfo,
+    *,
+    split: str = "val",
+    cache_dir: Path | None = None,
+    workers: int = 1,
+    progress: bool = False,
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Whole validation utterances as (1, time, n_mels) normalized float32 arrays, and their labels."""
-    fs = _features(corpus, corpus.split("val"), info, cache_dir, workers, progress)
+    """Whole utterances of a split as (1, time, n_mels) normalized float32 arrays, and their labels."""
+    fs = _features(corpus, corpus.split(split), info, cache_dir, workers, progress)
     inputs = [normalize_features(fs.item(i), info.features)[None].astype(np.float32) for i in range(len(fs))]
     return inputs, fs.labels
 

@@ -16,14 +16,14 @@ functions and runners it references import them when called.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgewise.errors import ConfigError, MissingDependencyError
-from edgewise.export import onnx_export
+from edgewise.edge.windows import WindowSpec
+from edgewise.errors import ConfigError
+from edgewise.export import onnx_export, tensorrt_export, tflite_export
 
 PRECISIONS = ("fp32", "fp16", "int8")
 QUANT_MODES = ("dynamic", "static")
@@ -110,11 +110,12 @@ class ExportContext:
     n_mels: int
     workdir: Path
     calibration: Callable[[], list[Any]]
+    window: WindowSpec  # the input window of fixed-shape formats (and TensorRT's opt length)
     shared: dict[str, Any] = field(default_factory=dict)
 
 
 ExportFn = Callable[[ExportContext, Variant, Path], dict[str, Any]]
-RunnerFactory = Callable[[Path, int], Runner]
+RunnerFactory = Callable[[Path, int, "Variant", "WindowSpec | None"], Runner]
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class Format:
     """A row of the table.
 
     ``export(ctx, variant, out_path)`` writes the artifact and returns the manifest ``extra`` for
-    it; ``runner(path, threads)`` loads it for the parity gate; ``requires()`` raises
+    it; ``runner(path, threads, variant, window)`` loads it for the parity gate in the edge runtime's
+    backend (``window`` is given for fixed-shape formats); ``requires()`` raises
     MissingDependencyError (with the install hint) when the toolchain is absent, and is checked
     before any slow work. ``dynamic_shapes`` False means a fixed window (pad or chunk on device).
     """
@@ -155,42 +157,19 @@ class Format:
 
 
 # --------------------------------------------------------------------------------------------------
-# Rows whose toolchain is not wired in yet: present in the table so the CLI, manifests and benchmarks
-# can name them, but producing them fails with the reason.
+# Runners: the edge runtime's own backends, so the gate checks the code that runs on the device.
 
 
-def _requires_tflite() -> None:
-    if importlib.util.find_spec("litert_torch") is None:
-        raise MissingDependencyError("tflite export: install edgewise[tflite] (litert-torch)")
+def _onnx_runner(path: Path, threads: int, variant: Variant, window: WindowSpec | None) -> Runner:
+    from edgewise.edge.backends import OnnxBackend
+
+    return OnnxBackend(path, threads)
 
 
-def _export_tflite(ctx: ExportContext, variant: Variant, out: Path) -> dict[str, Any]:
-    _requires_tflite()
-    raise MissingDependencyError("tflite export is not wired into this edgewise version yet")
+def _tflite_runner(path: Path, threads: int, variant: Variant, window: WindowSpec | None) -> Runner:
+    from edgewise.edge.backends import LiteRTBackend
 
-
-def _run_tflite(path: Path, threads: int) -> Runner:
-    if importlib.util.find_spec("ai_edge_litert") is None:
-        raise MissingDependencyError("tflite runtime: install edgewise[edge] (ai-edge-litert)")
-    raise MissingDependencyError("the tflite parity runner is not wired into this edgewise version yet")
-
-
-_TENSORRT_UNAVAILABLE = (
-    "TensorRT is not installable on this machine: no NVIDIA driver; "
-    "the bundle carries the ONNX and the device builds the engine on first use"
-)
-
-
-def _requires_tensorrt() -> None:
-    raise MissingDependencyError(_TENSORRT_UNAVAILABLE)
-
-
-def _export_tensorrt(ctx: ExportContext, variant: Variant, out: Path) -> dict[str, Any]:
-    raise MissingDependencyError(_TENSORRT_UNAVAILABLE)
-
-
-def _run_tensorrt(path: Path, threads: int) -> Runner:
-    raise MissingDependencyError(_TENSORRT_UNAVAILABLE)
+    return LiteRTBackend(path, threads, window, precision=variant.precision, quant=variant.quant)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,7 +197,7 @@ FORMATS: dict[str, Format] = {
             devices=("cpu", "gpu"),
             dynamic_shapes=True,
             export=onnx_export.export_variant,
-            runner=onnx_export.OnnxRunner,
+            runner=_onnx_runner,
             requires=onnx_export.requires,
             notes="portable opset-18 graph, dynamic batch and time; onnxruntime optimizes it at load",
         ),
@@ -233,14 +212,14 @@ FORMATS: dict[str, Format] = {
             },
             devices=("cpu",),
             dynamic_shapes=False,
-            export=_export_tflite,
-            runner=_run_tflite,
-            requires=_requires_tflite,
-            notes="fixed window (litert-torch cannot convert a dynamic time axis)",
+            export=tflite_export.export_variant,
+            runner=_tflite_runner,
+            requires=tflite_export.requires,
+            notes="fixed window (litert-torch cannot convert a dynamic time axis); the runtime tiles or chunks",
         ),
         Format(
             name="tensorrt",
-            suffix=".plan",
+            suffix=".trt.onnx",
             runtime="tensorrt",
             precisions={
                 "fp32": PrecisionSpec(_FP32),
@@ -249,11 +228,11 @@ FORMATS: dict[str, Format] = {
             },
             devices=("gpu",),
             dynamic_shapes=True,
-            export=_export_tensorrt,
-            runner=_run_tensorrt,
-            requires=_requires_tensorrt,
-            manifest_format="tensorrt-plan",
-            notes="engines are specific to a GPU and TensorRT version: built on the device",
+            export=tensorrt_export.export_variant,
+            runner=_onnx_runner,
+            requires=tensorrt_export.requires,
+            manifest_format="tensorrt-onnx",
+            notes="the ONNX TensorRT builds from plus its build spec; engines are built and cached on the device",
         ),
     )
 }
@@ -278,8 +257,9 @@ def resolve_variants(
 ) -> list[Variant]:
     """The artifacts to make, checked against the table; a bad combination lists the valid ones.
 
-    ``quant`` applies to ``int8``: each given mode is one artifact; None means each format's first
-    mode (``dynamic`` for ONNX, ``static`` for TensorRT).
+    ``quant`` applies to ``int8``: each given mode that a format has is one artifact (a format with
+    none of them is an error); None means each format's first mode (``dynamic`` for ONNX and TFLite,
+    ``static`` for TensorRT).
     """
     if not formats:
         raise ConfigError("no format given; choose from " + ", ".join(FORMATS))
@@ -304,13 +284,15 @@ def resolve_variants(
             if not spec.quant_modes:
                 variants.append(Variant(name, precision))
                 continue
-            for mode in _unique(quant) if quant else [spec.quant_modes[0]]:
-                if mode not in spec.quant_modes:
-                    raise ConfigError(
-                        f"{name} {precision} has no quantization mode {mode!r}; "
-                        f"valid formats and precisions:\n{valid_combinations()}"
-                    )
-                variants.append(Variant(name, precision, mode))
+            requested = _unique(quant) if quant else [spec.quant_modes[0]]
+            # With several formats, each takes the requested modes it has (tensorrt has no dynamic).
+            modes = [m for m in requested if m in spec.quant_modes]
+            if not modes:
+                raise ConfigError(
+                    f"{name} {precision} has no quantization mode {'/'.join(map(repr, requested))}; "
+                    f"valid formats and precisions:\n{valid_combinations()}"
+                )
+            variants.extend(Variant(name, precision, mode) for mode in modes)
     return variants
 
 

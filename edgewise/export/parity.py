@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.cloud.train.metrics import classification_report
+from edgewise.edge.windows import WindowSpec, run_windowed
 from edgewise.export.errors import ExportError
 from edgewise.export.formats import Runner, Tolerance
 
@@ -39,6 +40,14 @@ class ReferenceSet:
     logits: np.ndarray  # (n, classes): the PyTorch (merged) model
     batch: np.ndarray | None = None  # (B, T, n_mels): a few utterances cropped to one length
     batch_logits: np.ndarray | None = None
+    window: WindowSpec | None = None  # set when the logits come from fixed windows
+    whole_metric: float | None = None  # then: the metric of PyTorch on whole utterances
+
+    @property
+    def description(self) -> str:
+        if self.window is None:
+            return "PyTorch, whole utterances"
+        return f"PyTorch on the same {self.window.frames}-frame windows"
 
     @property
     def metric(self) -> float:
@@ -72,6 +81,27 @@ def make_reference(
     return ReferenceSet(inputs, np.asarray(labels), tuple(label_names), logits, batch, batch_logits)
 
 
+def windowed_reference(model: Any, reference: ReferenceSet, window: WindowSpec) -> ReferenceSet:
+    """PyTorch run the way a fixed-window artifact runs (:mod:`edgewise.edge.windows`)."""
+    import torch
+
+    model = model.eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x)).numpy()
+
+    with torch.no_grad():
+        logits = np.concatenate([run_windowed(run, x, window) for x in reference.inputs])
+    return ReferenceSet(
+        reference.inputs,
+        reference.labels,
+        reference.label_names,
+        logits,
+        window=window,
+        whole_metric=reference.metric,
+    )
+
+
 def cropped_batch(inputs: Sequence[np.ndarray], size: int = DYNAMIC_CHECK_BATCH) -> np.ndarray | None:
     """The first ``size`` utterances cropped to their shortest length, made odd: (B, T, n_mels)."""
     if len(inputs) < 2:
@@ -100,6 +130,9 @@ class ParityResult:
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     output: str = "logits"
+    reference: str = "PyTorch, whole utterances"
+    whole_metric: float | None = None  # PyTorch on whole utterances, when the reference is windowed
+    checked_with: str = ""  # the backend that ran the artifact
 
     @property
     def passed(self) -> bool:
@@ -120,6 +153,11 @@ class ParityResult:
             "rtol": self.tolerance.rtol,
             "split": "val",
             "utterances": self.n,
+            "reference": self.reference,
+            "checked_with": self.checked_with,
+            f"pytorch_whole_{METRIC}": self.whole_metric
+            if self.whole_metric is not None
+            else self.reference_metric,
             "metric": METRIC,
             METRIC: self.metric,
             f"reference_{METRIC}": self.reference_metric,
@@ -141,8 +179,9 @@ class ParityResult:
 
         tol = self.tolerance
         scale = f" with max|ref| {self.reference_scale:.3g}" if tol.rtol else ""
+        ran = f", run in {self.checked_with}" if self.checked_with else ""
         lines = [
-            f"{self.label}: {self.artifact} vs PyTorch on {self.n} validation utterances (batch 1)",
+            f"{self.label}: {self.artifact} vs {self.reference} on {self.n} validation utterances (batch 1{ran})",
             f"  {mark(self.max_abs_diff <= self.allowed)} output {self.output!r}: max |diff| "
             f"{self.max_abs_diff:.3g} (allowed {self.allowed:.3g}: {tol.describe()}{scale})",
             f"  {mark(self.metric_drop <= tol.max_metric_drop + 1e-12)} {METRIC.upper()} {self.metric:.4f} "
@@ -186,6 +225,9 @@ def check_parity(
         metric=metric_of(logits, reference.labels, reference.label_names),
         reference_metric=reference.metric,
         top1_agreement=float(np.mean(logits.argmax(1) == reference.logits.argmax(1))),
+        reference=reference.description,
+        whole_metric=reference.whole_metric,
+        checked_with=runner.describe() if hasattr(runner, "describe") else "",
     )
     if not np.isfinite(diff) or diff > allowed:
         result.failures.append(f"max |diff| of {result.output!r} {diff:.3g} > {allowed:.3g}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.bundle import BundleWriter, sha256_file, sign_manifest
+from edgewise.edge.windows import WindowSpec
 from edgewise.errors import EdgewiseError
 from edgewise.export.errors import ExportError, ParityError
 from edgewise.export.formats import (
@@ -36,7 +37,7 @@ from edgewise.export.formats import (
     resolve_variants,
 )
 from edgewise.export.merge import MergeReport
-from edgewise.export.parity import ParityResult, check_parity, format_report
+from edgewise.export.parity import ParityResult, ReferenceSet, check_parity, format_report, windowed_reference
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class ExportOptions:
     atol: dict[str, float] = field(default_factory=dict)  # stem or precision -> max |diff|
     metric_drop: dict[str, float] = field(default_factory=dict)  # stem or precision -> fraction
     calibration_size: int = 300
+    window_seconds: float = 3.0  # the input window of fixed-shape formats (TFLite)
+    include_vad: bool = True  # ship the Silero VAD model as role "vad" when silero-vad is installed
     threads: int = 2
     overwrite: bool = False
     cache_dir: Path | None = None
@@ -133,6 +136,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportResult:
         model, info = load_run_model(run_dir)
         corpus = data.export_corpus(info, opts.data)
     n_mels = info.features.n_mels
+    window = WindowSpec.from_seconds(opts.window_seconds, info.features.hop_length, info.features.sample_rate)
     with step("merge"):
         merged, merge_report = merge_for_export(model, n_mels)
     writer = BundleWriter(  # refuses an existing bundle now, before the slow steps
@@ -159,8 +163,17 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportResult:
                 calibration.extend(data.calibration_set(corpus, info, opts.calibration_size, **feature_args))
             return calibration
 
-        ctx = ExportContext(merged, n_mels, Path(tmp), calibration_data)
-        made = [_make_artifact(ctx, variant, reference, opts) for variant in variants]
+        ctx = ExportContext(merged, n_mels, Path(tmp), calibration_data, window)
+        references: dict[WindowSpec | None, ReferenceSet] = {None: reference}
+
+        def reference_for(variant: Variant) -> ReferenceSet:
+            key = None if variant.row.dynamic_shapes else window
+            if key not in references:
+                with step(f"reference (PyTorch on {window.frames}-frame windows)"):
+                    references[key] = windowed_reference(merged, reference, window)
+            return references[key]
+
+        made = [_make_artifact(ctx, variant, reference_for(variant), opts) for variant in variants]
         results = [m.parity for m in made]
         report = format_report(results)
         failed = [r.artifact for r in results if not r.passed]
@@ -172,6 +185,8 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportResult:
         if failed:
             log.warning("writing %d artifact(s) that failed the parity gate (--no-gate)", len(failed))
         _add_classifier(writer, info, merge_report, made)
+        if opts.include_vad:
+            _add_vad(writer)
         with step("write bundle"):
             bundle = writer.finish(sign_key=opts.sign_key)
     return ExportResult(bundle, writer.archive_path, results, merge_report, report)
@@ -183,6 +198,7 @@ class _Artifact:
     path: Path  # in the scratch folder
     extra: dict[str, Any]
     parity: ParityResult
+    fixed_shape: dict[str, list[int]] | None = None
 
 
 def _make_artifact(ctx: ExportContext, variant: Variant, reference: Any, opts: ExportOptions) -> _Artifact:
@@ -191,9 +207,10 @@ def _make_artifact(ctx: ExportContext, variant: Variant, reference: Any, opts: E
     out = ctx.workdir / Path(rel_path).name
     with step(f"export {variant.label}") as timing:
         extra = variant.row.export(ctx, variant, out)
+    window = None if variant.row.dynamic_shapes else ctx.window
     with step(f"parity {variant.label}"):
         result = check_parity(
-            variant.row.runner(out, opts.threads),
+            variant.row.runner(out, opts.threads, variant, window),
             reference,
             override_tolerance(variant, opts.atol, opts.metric_drop),
             artifact=rel_path,
@@ -202,7 +219,8 @@ def _make_artifact(ctx: ExportContext, variant: Variant, reference: Any, opts: E
         )
     verdict = "passed" if result.passed else "FAILED"
     log.info("%s: %s, %d bytes", variant.label, verdict, out.stat().st_size)
-    return _Artifact(variant, out, {**extra, "export_seconds": timing["seconds"]}, result)
+    fixed = None if window is None else {"features": [1, window.frames, ctx.n_mels]}
+    return _Artifact(variant, out, {**extra, "export_seconds": timing["seconds"]}, result, fixed)
 
 
 def _add_classifier(writer: BundleWriter, info: Any, merge: MergeReport, made: list[_Artifact]) -> None:
@@ -229,10 +247,56 @@ def _add_classifier(writer: BundleWriter, info: Any, merge: MergeReport, made: l
             format=art.variant.row.manifest_format,
             precision=art.variant.precision,
             runtime=art.variant.row.runtime,
-            fixed_shape=None,
+            fixed_shape=art.fixed_shape,
             parity=art.parity.to_manifest(),
             extra=art.extra,
         )
+
+
+def _add_vad(writer: BundleWriter) -> None:
+    """The ``vad`` role: the Silero VAD ONNX file the silero-vad package ships, copied unchanged.
+
+    The device segments microphone audio with it; silero-vad itself depends on torch, so devices
+    get the model from the bundle instead of the package. Without the package the bundle has no
+    ``vad`` role and the device falls back to its energy VAD (and says so).
+    """
+    from edgewise.edge.audio.vad import find_silero_vad_onnx
+
+    path = find_silero_vad_onnx()
+    if path is None:
+        log.warning("silero-vad is not installed: the bundle has no VAD model (the device uses its energy VAD)")
+        return
+    version = None
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        version = importlib.metadata.version("silero-vad")
+    writer.add_model(
+        "vad",
+        inputs=[
+            {"name": "input", "shape": ["batch", "samples"], "dtype": "float32"},
+            {"name": "state", "shape": [2, "batch", 128], "dtype": "float32"},
+            {"name": "sr", "shape": [], "dtype": "int64"},
+        ],
+        outputs=[
+            {"name": "output", "shape": ["batch", 1], "dtype": "float32"},
+            {"name": "stateN", "shape": [2, "batch", 128], "dtype": "float32"},
+        ],
+        extra={
+            "model": "Silero VAD",
+            "source": f"silero-vad {version} (MIT licence), data/silero_vad.onnx, unchanged",
+            "sample_rate": 16000,
+            "window_samples": 512,
+            "context_samples": 64,
+        },
+    )
+    writer.add_artifact(
+        "vad",
+        path,
+        "models/vad.silero.onnx",
+        format="onnx",
+        precision="fp32",
+        runtime="onnxruntime",
+        parity={"checked": False, "reason": "a third-party model shipped unchanged; not derived from the run"},
+    )
 
 
 def _listing_sha256(corpus: Any) -> str:

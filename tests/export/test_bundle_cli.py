@@ -31,7 +31,7 @@ def test_verify_accepts_the_bundle_and_detects_a_tampered_artifact(exported, tmp
     folder, archive = exported
     assert main(["bundle", "verify", str(folder)]) == 0
     assert main(["bundle", "verify", str(archive)]) == 0
-    assert "4 artifact(s) match their sha256" in capsys.readouterr().out
+    assert "5 artifact(s) match their sha256" in capsys.readouterr().out
     copy = tmp_path / folder.name
     shutil.copytree(folder, copy)
     target = copy / "models" / "ser.int8-dynamic.onnx"

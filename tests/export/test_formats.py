@@ -84,15 +84,24 @@ def test_cli_refuses_a_bad_combination_with_exit_2(trained_run, tmp_path, capsys
     assert not any(tmp_path.iterdir())
 
 
-def test_tflite_and_tensorrt_say_why_they_cannot_export(trained_run, tmp_path, capsys):
-    with pytest.raises(MissingDependencyError, match="TensorRT is not installable on this machine"):
-        check_toolchains([Variant("tensorrt", "fp16")])
-    assert main(["export", str(trained_run), "--out", str(tmp_path), "--format", "tensorrt"]) == 2
-    assert "the device builds the engine on first use" in capsys.readouterr().err
-    try:
+def test_a_missing_tflite_toolchain_names_the_packages(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "litert_torch" else real(name, *a)
+    )
+    with pytest.raises(MissingDependencyError, match=r"litert-torch: pip install 'edgewise\[tflite\]'"):
         check_toolchains([Variant("tflite", "fp32")])
-    except MissingDependencyError as exc:
-        assert "tflite export: install edgewise[tflite] (litert-torch)" in str(exc)
+
+
+def test_quant_modes_apply_to_the_formats_that_have_them():
+    variants = resolve_variants(["onnx", "tensorrt"], ["int8"], ["dynamic", "static"])
+    assert [(v.format, v.quant) for v in variants] == [
+        ("onnx", "dynamic"),
+        ("onnx", "static"),
+        ("tensorrt", "static"),
+    ]
 
 
 def test_tolerance_overrides_prefer_the_more_specific_key():

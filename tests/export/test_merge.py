@@ -60,7 +60,8 @@ def test_a_batchnorm_without_a_folding_rule_is_refused():
 @pytest.mark.slow
 def test_exported_conformer_graph_has_no_batchnorm(tmp_path):
     onnx = pytest.importorskip("onnx")
-    from edgewise.export.onnx_export import OnnxRunner, export_fp32
+    from edgewise.edge.backends import OnnxBackend
+    from edgewise.export.onnx_export import export_fp32
 
     cfg = ModelConfig(arch="conformer", hrf=HRFConfig())
     trained = randomize_(build_model(cfg)).eval()
@@ -69,7 +70,7 @@ def test_exported_conformer_graph_has_no_batchnorm(tmp_path):
     graph = onnx.load(str(path)).graph
     assert not [n for n in graph.node if n.op_type == "BatchNormalization"]
     assert all(not n.metadata_props for n in graph.node)  # no stack traces with build paths
-    runner = OnnxRunner(path)
+    runner = OnnxBackend(path)
     x = torch.randn(2, 45, cfg.n_mels)
     with torch.no_grad():
         expected = trained(x).numpy()  # the unmerged training form

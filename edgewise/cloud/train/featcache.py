@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from edgewise.audio import load_audio
 from edgewise.errors import AudioError, DataError
 from edgewise.features import LogMelConfig, log_mel
 from edgewise.fsutil import atomic_path
+from edgewise.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def compute_features(
 
     bar = tqdm(total=len(jobs), desc="features", unit="utt", disable=not progress, leave=False)
     if workers > 1 and len(jobs) > 32:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             for path, feats, err in pool.map(_features_of, jobs, chunksize=16):
                 results[path] = (feats, err)
                 bar.update()

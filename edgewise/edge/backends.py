@@ -1,0 +1,193 @@
+"""Inference backends: one loaded artifact, float32 features in, float32 logits out.
+
+The edge runtime and the export parity gate use these same classes, so an artifact is checked in
+the code that will run it. Each runtime is imported lazily, inside the backend that needs it:
+
+* :class:`OnnxBackend`  onnxruntime, with execution providers in order of preference (TensorRT and
+  CUDA on Jetson, CPU elsewhere); a missing provider is skipped with a logged reason.
+* :class:`LiteRTBackend`  a ``.tflite`` file in the ai-edge-litert interpreter (XNNPACK on CPU), or
+  in the older tflite-runtime for what that runs correctly (see :func:`tflite_runtime_refusal`).
+  TFLite models have a fixed input window: the backend pads or chunks to it
+  (:mod:`edgewise.edge.windows`), quantizing int8 inputs and dequantizing outputs when needed.
+
+Call a backend with (batch, time, n_mels) features; it returns (batch, classes) logits.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgewise.edge.windows import WindowSpec, run_windowed
+from edgewise.errors import EdgewiseError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class BackendError(EdgewiseError):
+    """An artifact cannot be loaded or run; the message names the file and the reason."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_file(path: Path, kind: str) -> Path:
+    if not path.is_file():
+        raise BackendError(f"{path}: {kind} file not found")
+    return path
+
+
+class OnnxBackend:
+    """An onnxruntime session; ``providers`` in order of preference, unavailable ones skipped."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] = CPU_PROVIDERS) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependencyError(
+                "onnxruntime is not installed: pip install 'edgewise[edge]'"
+            ) from None
+
+        self.path = _check_file(Path(path), "ONNX")
+        available = set(ort.get_available_providers())
+        chosen = [p for p in providers if p in available]
+        for skipped in (p for p in providers if p not in available):
+            log.info(
+                "%s: execution provider %s is not in this onnxruntime build; skipped", self.path.name, skipped
+            )
+        if not chosen:
+            chosen = list(CPU_PROVIDERS)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+            raise BackendError(f"{self.path}: not a loadable ONNX model ({_first_line(exc)})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BackendError(
+                f"{self.path}: expected one input and one output, got {[i.name for i in inputs]} -> "
+                f"{[o.name for o in outputs]}"
+            )
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.providers = list(self.session.get_providers())
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(features, dtype=np.float32)
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.providers[0]}"
+
+
+def tflite_runtime_refusal(precision: str, quant: str | None) -> str | None:
+    """Why the legacy tflite-runtime package must not run an artifact, or None when it may.
+
+    tflite-runtime 2.14 (the last release, still on many devices) needs numpy < 2, rejects newer
+    op versions and gave wrong outputs (0-25% top-1 agreement) for dynamic-range int8 models here.
+    """
+    if int(np.__version__.split(".")[0]) >= 2:
+        return f"tflite-runtime needs numpy < 2 and this environment has numpy {np.__version__}"
+    if precision == "int8" and quant != "static":
+        return "tflite-runtime gives wrong outputs for dynamic-range int8 models; use fp32/fp16 or ai-edge-litert"
+    return None
+
+
+def _litert_interpreter(precision: str, quant: str | None) -> tuple[Any, str]:
+    """The interpreter class to use: ai-edge-litert, else tflite-runtime where it is correct."""
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    if importlib.util.find_spec("tflite_runtime") is not None:
+        refusal = tflite_runtime_refusal(precision, quant)
+        if refusal:
+            raise MissingDependencyError(f"{refusal}; pip install ai-edge-litert")
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite-runtime"
+    raise MissingDependencyError("no TFLite interpreter: pip install 'edgewise[edge]' (ai-edge-litert)")
+
+
+class LiteRTBackend:
+    """A fixed-window ``.tflite`` model; longer or shorter inputs go through ``window``."""
+
+    runtime = "litert"
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int = 1,
+        window: WindowSpec | None = None,
+        *,
+        precision: str = "fp32",
+        quant: str | None = None,
+    ) -> None:
+        interpreter_cls, self.interpreter_name = _litert_interpreter(precision, quant)
+        self.path = _check_file(Path(path), "TFLite")
+        try:
+            self.interpreter = interpreter_cls(model_path=str(self.path), num_threads=max(1, threads))
+            self.interpreter.allocate_tensors()
+        except Exception as exc:  # the interpreter raises ValueError/RuntimeError with its own text
+            raise BackendError(f"{self.path}: not a loadable TFLite model ({_first_line(exc)})") from None
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BackendError(
+                f"{self.path}: expected one input and one output, got {len(inputs)} -> {len(outputs)}"
+            )
+        self._input, self._output = inputs[0], outputs[0]
+        shape = [int(d) for d in self._input["shape"]]
+        if len(shape) != 3 or shape[0] != 1:
+            raise BackendError(f"{self.path}: expected a (1, frames, n_mels) input, got {shape}")
+        self.input_shape = tuple(shape)
+        frames = shape[1]
+        self.window = window or WindowSpec(frames=frames, hop=max(1, frames // 2))
+        if self.window.frames != frames:
+            raise BackendError(
+                f"{self.path}: the manifest's window is {self.window.frames} frames, the model's input {frames}"
+            )
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        dtype = self._input["dtype"]
+        if dtype == np.float32:
+            return x
+        scale, zero = self._input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+    def _dequantize(self, y: np.ndarray) -> np.ndarray:
+        if y.dtype == np.float32:
+            return y
+        scale, zero = self._output["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+
+    def run_window(self, window: np.ndarray) -> np.ndarray:
+        """One (1, frames, n_mels) window -> (1, classes)."""
+        self.interpreter.set_tensor(self._input["index"], self._quantize(window))
+        self.interpreter.invoke()
+        return self._dequantize(self.interpreter.get_tensor(self._output["index"]).copy())
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 3 or features.shape[2] != self.input_shape[2]:
+            raise BackendError(
+                f"{self.path.name}: expected (batch, time, {self.input_shape[2]}) features, got {features.shape}"
+            )
+        return run_windowed(self.run_window, features, self.window)
+
+    def describe(self) -> str:
+        return f"{self.interpreter_name} ({self.window.frames}-frame window)"

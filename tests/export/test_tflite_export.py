@@ -1,0 +1,108 @@
+"""TFLite artifacts: converted with litert-torch, run in ai-edge-litert, gated against PyTorch windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgewise.bundle import load_bundle
+from edgewise.cli import main
+from edgewise.cloud.train.run import load_run_model
+from edgewise.edge.backends import LiteRTBackend, tflite_runtime_refusal
+from edgewise.edge.windows import WindowSpec, run_windowed
+
+pytest.importorskip("litert_torch")
+pytest.importorskip("ai_edge_litert")
+
+STEMS = ["fp32", "fp16", "int8-dynamic", "int8-static"]
+
+
+@pytest.fixture(scope="module")
+def tflite_bundle(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tflite-bundle")
+    args = [
+        "-q",
+        "export",
+        str(trained_run),
+        "--out",
+        str(out),
+        "--format",
+        "tflite",
+        "--window-seconds",
+        "1.5",
+    ]
+    args += ["--precision", "fp32", "--precision", "fp16", "--precision", "int8"]
+    assert main([*args, "--quant", "dynamic", "--quant", "static", "--threads", "1"]) == 0
+    bundle = load_bundle(out / "ser-tiny-1.0.0")
+    yield bundle
+    bundle.close()
+
+
+@pytest.mark.slow
+def test_every_tflite_precision_passes_the_gate_with_its_window_recorded(tflite_bundle):
+    arts = {a.path.removeprefix("models/ser.").removesuffix(".tflite"): a for a in tflite_bundle.artifacts("classifier")}
+    assert sorted(arts) == sorted(STEMS)
+    for stem, art in arts.items():
+        assert art.format == "tflite" and art.runtime == "litert"
+        assert art.fixed_shape == {"features": [1, 150, 64]}, stem
+        assert art.extra["window"]["frames"] == 150 and art.extra["window"]["hop"] == 75
+        p = art.parity
+        assert p["passed"] is True, (stem, p)
+        assert p["reference"] == "PyTorch on the same 150-frame windows"
+        assert p["checked_with"].startswith("ai-edge-litert")
+        assert p["reference_ua"] - p["ua"] <= p["max_metric_drop"] + 1e-12
+    sizes = {stem: arts[stem].size_bytes for stem in STEMS}
+    assert sizes["int8-dynamic"] < sizes["fp16"] < sizes["fp32"]
+    assert arts["int8-static"].extra["calibration"]["windows"] > 0
+
+
+@pytest.mark.slow
+def test_the_fp32_tflite_model_equals_pytorch_on_short_and_long_audio(tflite_bundle, trained_run):
+    model, _ = load_run_model(trained_run)
+    model.eval()
+    art = next(a for a in tflite_bundle.artifacts("classifier") if a.path.endswith("ser.fp32.tflite"))
+    window = WindowSpec.from_dict(art.extra["window"])
+    backend = LiteRTBackend(tflite_bundle.artifact_path(art), threads=1, window=window)
+    rng = np.random.default_rng(3)
+    with torch.no_grad():
+        for frames in (40, 150, 151, 407):  # tiled, exact, one frame over, chunked
+            x = rng.standard_normal((1, frames, 64)).astype(np.float32)
+            expected = run_windowed(lambda w: model(torch.from_numpy(w)).numpy(), x, window)
+            np.testing.assert_allclose(backend(x), expected, atol=1e-4)
+
+
+def test_a_window_that_disagrees_with_the_model_is_refused(tflite_bundle):
+    art = next(a for a in tflite_bundle.artifacts("classifier") if a.path.endswith("ser.fp32.tflite"))
+    with pytest.raises(Exception, match="window is 300 frames, the model's input 150"):
+        LiteRTBackend(tflite_bundle.artifact_path(art), window=WindowSpec(300, 150))
+
+
+def test_int8_input_and_output_tensors_are_quantized_and_dequantized(tflite_bundle, tmp_path):
+    """A fully int8 model (int8 input and output) runs through the same backend within int8 error."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    fp32 = next(a for a in tflite_bundle.artifacts("classifier") if a.path.endswith("ser.fp32.tflite"))
+    src = tflite_bundle.artifact_path(fp32)
+    qt = quantizer.Quantizer(str(src))
+    qt.load_quantization_recipe(recipe.static_wi8_ai8())
+    rng = np.random.default_rng(0)
+    reference = LiteRTBackend(src)
+    name = next(iter(reference.interpreter.get_signature_runner("serving_default").get_input_details()))
+    calib = [{name: rng.standard_normal((1, 150, 64)).astype(np.float32)} for _ in range(8)]
+    out = tmp_path / "full-int8.tflite"
+    qt.quantize(qt.calibrate({"serving_default": calib})).export_model(str(out), overwrite=True)
+    backend = LiteRTBackend(out, precision="int8", quant="static")
+    assert backend._input["dtype"] == np.int8  # the path under test
+    x = rng.standard_normal((2, 150, 64)).astype(np.float32)
+    got, want = backend(x), reference(x)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.abs(got - want).max() < 0.5 * np.abs(want).max() + 0.1
+
+
+def test_tflite_runtime_is_refused_where_it_gives_wrong_answers():
+    if int(np.__version__.split(".")[0]) >= 2:
+        assert "needs numpy < 2" in tflite_runtime_refusal("fp32", None)
+    else:
+        assert tflite_runtime_refusal("fp32", None) is None
+        assert "dynamic-range int8" in tflite_runtime_refusal("int8", "dynamic")
