@@ -1,0 +1,39 @@
+"""Pipelines the daemon runs, one per bundle task.
+
+A pipeline is built from a bundle and a device profile (``from_bundle``), keeps its model resident,
+and turns one input into one result dict (``process``). The daemon only knows this interface, so
+the TTS pipeline (text in, audio out) and the recommender pipeline (history in, items out) plug in
+as further entries of :data:`PIPELINES` without changes to the daemon.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from edgewise.errors import ConfigError
+
+
+class Pipeline(Protocol):
+    task: str
+    input_kind: str  # what process() takes: "audio" (float32 mono at 16 kHz), later "text", "history"
+
+    def process(self, item: Any) -> dict[str, Any]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def _ser():
+    from edgewise.edge.pipelines.ser import SERPipeline
+
+    return SERPipeline
+
+
+PIPELINES = {"ser": _ser}
+
+
+def pipeline_for_task(task: str):
+    if task not in PIPELINES:
+        raise ConfigError(f"no edge pipeline for bundle task {task!r}; this edgewise runs: {', '.join(PIPELINES)}")
+    return PIPELINES[task]()

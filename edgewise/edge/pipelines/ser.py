@@ -1,0 +1,118 @@
+"""Speech emotion recognition on the device: audio -> shared numpy log-mel -> model -> label.
+
+The front-end is :func:`edgewise.features.log_mel` with the parameters and training normalization
+the bundle's manifest carries, so the device computes exactly the features the model was trained
+and checked on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgewise.bundle import Bundle
+from edgewise.devices import DeviceProfile
+from edgewise.edge.runtime import ModelRuntime
+from edgewise.errors import AudioError, ConfigError
+from edgewise.features import log_mel, num_frames
+
+ROLE = "classifier"
+
+
+@dataclass
+class SERResult:
+    label: str
+    probabilities: dict[str, float]
+    audio_seconds: float
+    frontend_ms: float
+    model_ms: float
+
+    @property
+    def latency_ms(self) -> float:
+        return self.frontend_ms + self.model_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "latency_ms": round(self.latency_ms, 3)}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class SERPipeline:
+    task = "ser"
+    input_kind = "audio"
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        manifest = runtime.bundle.manifest
+        if not manifest.labels:
+            raise ConfigError(f"{runtime.bundle.root}: an SER bundle needs labels in its manifest")
+        self.runtime = runtime
+        self.labels = list(manifest.labels)
+        self.features = manifest.log_mel()
+        self.min_frames = int(runtime.bundle.model(ROLE).extra.get("min_frames", 2))
+        self.sample_rate = self.features.sample_rate
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: str | Path | Bundle,
+        profile: DeviceProfile,
+        *,
+        public_key: str | Path | None = None,
+        threads: int | None = None,
+        engine_dir: Path | None = None,
+    ) -> SERPipeline:
+        runtime = ModelRuntime.open(
+            bundle, profile, role=ROLE, public_key=public_key, threads=threads, engine_dir=engine_dir
+        )
+        return cls(runtime)
+
+    @property
+    def name(self) -> str:
+        return self.runtime.bundle.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.runtime.bundle.manifest.version
+
+    def classify(self, audio: np.ndarray, sample_rate: int | None = None) -> SERResult:
+        """One utterance of float32 mono audio at the bundle's sample rate."""
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            raise AudioError(f"expected audio at {self.sample_rate} Hz, got {sample_rate} Hz")
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise AudioError(f"expected mono audio (one dimension), got shape {audio.shape}")
+        if num_frames(audio.size, self.features) < self.min_frames:
+            raise AudioError(
+                f"audio of {audio.size / self.sample_rate * 1000:.0f} ms is too short for the model "
+                f"(needs {self.min_frames} frames)"
+            )
+        t0 = time.perf_counter()
+        feats = log_mel(audio, self.features)[None].astype(np.float32)
+        t1 = time.perf_counter()
+        logits = np.asarray(self.runtime.backend(feats), dtype=np.float32)[0]
+        t2 = time.perf_counter()
+        probs = softmax(logits.astype(np.float64))
+        return SERResult(
+            label=self.labels[int(np.argmax(probs))],
+            probabilities={k: round(float(p), 6) for k, p in zip(self.labels, probs)},
+            audio_seconds=round(audio.size / self.sample_rate, 3),
+            frontend_ms=(t1 - t0) * 1000,
+            model_ms=(t2 - t1) * 1000,
+        )
+
+    def process(self, item: np.ndarray) -> dict[str, Any]:
+        return self.classify(item).to_dict()
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.task, "bundle": self.name, "version": self.version, **self.runtime.describe()}
+
+    def close(self) -> None:
+        self.runtime.bundle.close()

@@ -1,0 +1,122 @@
+"""Open a bundle on a device: verify it, pick the artifact and backend the device profile prefers.
+
+    runtime = ModelRuntime.open(bundle_path, profile, role="classifier", public_key=None)
+    logits = runtime.backend(features)          # (batch, time, n_mels) -> (batch, classes)
+    runtime.choice, runtime.skipped             # what runs, and why each better choice did not
+
+The profile's ``runtimes`` are tried in order; a preference is skipped, with the reason logged and
+kept in ``skipped``, when the bundle has no such artifact, its parity gate failed, or its runtime
+is not installed or cannot load it here (no TensorRT, no GPU provider, a broken file). Falling back
+is normal (a Jetson without onnxruntime-gpu runs the CPU build); running nothing is an error that
+lists every reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgewise.bundle import ArtifactEntry, Bundle, load_bundle
+from edgewise.devices import DeviceProfile, RuntimeChoice
+from edgewise.edge.backends import BackendError, LiteRTBackend, OnnxBackend
+from edgewise.edge.windows import WindowSpec
+from edgewise.errors import EdgewiseError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+
+class NoRunnableArtifact(EdgewiseError):
+    """None of the profile's preferences can run this bundle here."""
+
+
+def _quant(art: ArtifactEntry) -> str | None:
+    return art.extra.get("quant") or (art.extra.get("quantization") or {}).get("quant")
+
+
+def matching_artifacts(bundle: Bundle, role: str, choice: RuntimeChoice) -> list[ArtifactEntry]:
+    return [
+        a
+        for a in bundle.artifacts(role, format=choice.format, precision=choice.precision)
+        if choice.quant is None or _quant(a) == choice.quant
+    ]
+
+
+def open_backend(
+    bundle: Bundle, art: ArtifactEntry, choice: RuntimeChoice, threads: int, engine_dir: Path | None = None
+) -> Any:
+    """The backend for one artifact; raises MissingDependencyError/BackendError when it cannot run."""
+    path = bundle.artifact_path(art)
+    if art.format == "onnx":
+        return OnnxBackend(path, threads, providers=choice.providers)
+    if art.format == "tflite":
+        window = WindowSpec.from_dict(art.extra.get("window") or {}, where=f"{art.path} extra.window")
+        return LiteRTBackend(path, threads, window, precision=art.precision, quant=_quant(art))
+    if art.format == "tensorrt-onnx":
+        from edgewise.edge.tensorrt import BuildSpec, EngineCache, TensorRTBackend, import_tensorrt
+
+        import_tensorrt()  # fail fast, before hashing the graph, on machines without TensorRT
+        spec = BuildSpec.from_manifest(art.extra.get("tensorrt") or {})
+        plan = EngineCache(engine_dir or bundle.root.parent / "engines").get_or_build(path, spec)
+        return TensorRTBackend(plan, spec)
+    raise BackendError(f"{art.path}: no backend for format {art.format!r}")
+
+
+@dataclass
+class ModelRuntime:
+    bundle: Bundle
+    role: str
+    artifact: ArtifactEntry
+    choice: RuntimeChoice
+    backend: Any
+    skipped: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(
+        cls,
+        bundle: str | Path | Bundle,
+        profile: DeviceProfile,
+        *,
+        role: str = "classifier",
+        public_key: str | Path | None = None,
+        threads: int | None = None,
+        engine_dir: Path | None = None,
+    ) -> ModelRuntime:
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle, public_key=public_key)
+        bundle.model(role)  # a clear error when the role is missing
+        threads = threads or profile.threads
+        skipped: list[str] = []
+        for choice in profile.runtimes:
+            candidates = matching_artifacts(bundle, role, choice)
+            if not candidates:
+                skipped.append(f"{choice.describe()}: not in the bundle")
+                continue
+            for art in candidates:
+                if art.parity.get("passed") is False:
+                    skipped.append(f"{choice.describe()} ({art.path}): failed its parity gate at export")
+                    continue
+                try:
+                    backend = open_backend(bundle, art, choice, threads, engine_dir)
+                except (MissingDependencyError, BackendError) as exc:
+                    skipped.append(f"{choice.describe()} ({art.path}): {exc}")
+                    continue
+                for reason in skipped:
+                    log.info("%s: passed over %s", profile.name, reason)
+                log.info("%s: running %s with %s", profile.name, art.path, backend.describe())
+                return cls(bundle, role, art, choice, backend, skipped)
+        have = ", ".join(f"{a.format} {a.precision}" for a in bundle.artifacts(role)) or "none"
+        raise NoRunnableArtifact(
+            f"{bundle.root.name}: nothing in this bundle runs on {profile.name} (bundle has: {have}):\n  "
+            + "\n  ".join(skipped)
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact.path,
+            "format": self.artifact.format,
+            "precision": self.artifact.precision,
+            "backend": self.backend.describe(),
+            "skipped": list(self.skipped),
+        }
