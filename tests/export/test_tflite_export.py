@@ -106,3 +106,24 @@ def test_tflite_runtime_is_refused_where_it_gives_wrong_answers():
     else:
         assert tflite_runtime_refusal("fp32", None) is None
         assert "dynamic-range int8" in tflite_runtime_refusal("int8", "dynamic")
+
+
+def test_a_corrupt_tflite_file_is_named(tmp_path):
+    from edgewise.edge.backends import BackendError
+
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"TFL3 but not really" * 20)
+    with pytest.raises(BackendError, match=r"broken\.tflite: not a loadable TFLite model"):
+        LiteRTBackend(bad)
+    with pytest.raises(BackendError, match=r"missing\.tflite: TFLite file not found"):
+        LiteRTBackend(tmp_path / "missing.tflite")
+
+
+def test_static_tflite_calibration_refuses_an_empty_set():
+    from edgewise.export.errors import ExportError
+    from edgewise.export.tflite_export import calibration_windows
+
+    with pytest.raises(ExportError, match="calibration set is empty"):
+        calibration_windows([], 150, 75)
+    windows = calibration_windows([np.zeros((40, 64), np.float32), np.zeros((400, 64), np.float32)], 150, 75)
+    assert len(windows) == 1 + 5 and all(w.shape == (150, 64) for w in windows)
