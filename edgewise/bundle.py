@@ -130,7 +130,7 @@ class SignatureError(BundleError):
 # Manifest schema
 
 
-def _plain_json(value: Any, where: str) -> Any:
+def plain_json(value: Any, where: str) -> Any:
     """``value`` as plain JSON (numpy scalars/arrays converted); NaN, inf and other types refused."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
@@ -141,13 +141,13 @@ def _plain_json(value: Any, where: str) -> Any:
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, (list, tuple)):
-        return [_plain_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [plain_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for key, v in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"{where} has a non-string key {key!r}")
-            out[key] = _plain_json(v, f"{where}.{key}")
+            out[key] = plain_json(v, f"{where}.{key}")
         return out
     raise ValueError(f"{where} is a {type(value).__name__}, not a JSON value")
 
@@ -210,7 +210,7 @@ class ArtifactEntry(StrictModel):
     @field_validator("parity", "extra")
     @classmethod
     def _json(cls, value: dict[str, Any], info) -> dict[str, Any]:
-        return _plain_json(value, info.field_name)
+        return plain_json(value, info.field_name)
 
 
 class ModelEntry(StrictModel):
@@ -233,7 +233,7 @@ class ModelEntry(StrictModel):
     @field_validator("extra")
     @classmethod
     def _json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _plain_json(value, "extra")
+        return plain_json(value, "extra")
 
     @field_validator("artifacts")
     @classmethod
@@ -287,7 +287,7 @@ class _ManifestHeader(StrictModel):
             value = {**value, "log_mel": value["log_mel"].to_dict()}
         if not isinstance(value, dict):
             return value  # pydantic reports the type error
-        value = _plain_json(value, "preprocessing")
+        value = plain_json(value, "preprocessing")
         if "log_mel" in value:
             if not isinstance(value["log_mel"], dict):
                 raise ValueError("'log_mel' must be a mapping of LogMelConfig fields")
@@ -320,7 +320,7 @@ class Manifest(_ManifestHeader):
     @field_validator("provenance")
     @classmethod
     def _json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _plain_json(value, "provenance")
+        return plain_json(value, "provenance")
 
     def log_mel(self) -> LogMelConfig:
         """The SER front-end recorded in ``preprocessing.log_mel``."""
