@@ -69,6 +69,13 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
     ),
     ("bundle", "sign", "edgewise.export.commands", "bundle_sign", "sign a bundle's manifest with ed25519"),
     ("bundle", "keygen", "edgewise.export.commands", "bundle_keygen", "make an ed25519 signing key pair"),
+    (
+        "daemon",
+        None,
+        "edgewise.edge.commands",
+        "daemon",
+        "run the device daemon (live audio -> model -> MQTT), or write its systemd unit",
+    ),
 ]
 
 GROUP_HELP = {

@@ -23,7 +23,17 @@ def ser_bundle(edge_corpus, tmp_path_factory):
     from edgewise.cli import main
 
     runs = tmp_path_factory.mktemp("edge-runs")
-    train = ["-q", "train", "ser", "--config", "tiny", "--data", str(edge_corpus), "--out", str(runs / "tiny")]
+    train = [
+        "-q",
+        "train",
+        "ser",
+        "--config",
+        "tiny",
+        "--data",
+        str(edge_corpus),
+        "--out",
+        str(runs / "tiny"),
+    ]
     assert main([*train, "--set", "optim.epochs=3", *FAST[2:]]) == 0
     out = tmp_path_factory.mktemp("edge-bundles")
     export = ["-q", "export", str(runs / "tiny"), "--out", str(out), "--format", "onnx", "--format", "tflite"]

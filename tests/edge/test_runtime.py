@@ -30,7 +30,9 @@ def test_every_shipped_profile_loads_and_names_its_file():
 
 def test_a_bad_profile_names_the_field(tmp_path):
     bad = tmp_path / "mine.yaml"
-    bad.write_text("name: mine\ndescription: x\narch: sparc\nruntimes: []\nthreads: 2\nmemory_budget_mb: 64\ninstall_root: /x\n")
+    bad.write_text(
+        "name: mine\ndescription: x\narch: sparc\nruntimes: []\nthreads: 2\nmemory_budget_mb: 64\ninstall_root: /x\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_profile(bad)
     assert "field 'arch'" in str(err.value) and "field 'runtimes'" in str(err.value)
@@ -60,7 +62,9 @@ def test_jetson_without_tensorrt_or_gpu_falls_back_and_says_why(ser_bundle):
 def test_a_missing_interpreter_falls_back_and_nothing_runnable_lists_every_reason(ser_bundle, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name in ("ai_edge_litert", "tflite_runtime") else real(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("ai_edge_litert", "tflite_runtime") else real(name, *a),
     )
     rt = ModelRuntime.open(ser_bundle, load_profile("rpi5"))
     assert rt.artifact.path == "models/ser.int8-dynamic.onnx"

@@ -35,5 +35,7 @@ PIPELINES = {"ser": _ser}
 
 def pipeline_for_task(task: str):
     if task not in PIPELINES:
-        raise ConfigError(f"no edge pipeline for bundle task {task!r}; this edgewise runs: {', '.join(PIPELINES)}")
+        raise ConfigError(
+            f"no edge pipeline for bundle task {task!r}; this edgewise runs: {', '.join(PIPELINES)}"
+        )
     return PIPELINES[task]()

@@ -676,7 +676,10 @@ class TelemetryClient:
             return fail("no command handler is installed on this device")
         try:
             result = self.command_handler(command)
-        except Exception as exc:
+        except EdgewiseError as exc:  # the command cannot be done (bad args, a failed deploy): say why
+            log.warning("telemetry: command %r (%s) refused: %s", command.id, command.action, exc)
+            return fail(str(exc) or type(exc).__name__)
+        except Exception as exc:  # a bug in the handler: keep the traceback in the log
             log.exception("telemetry: command %r (%s) failed", command.id, command.action)
             return fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         if isinstance(result, BaseModel):
