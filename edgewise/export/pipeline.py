@@ -184,7 +184,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportResult:
             )
         if failed:
             log.warning("writing %d artifact(s) that failed the parity gate (--no-gate)", len(failed))
-        _add_classifier(writer, info, merge_report, made)
+        _add_classifier(writer, info, merge_report, made, _flops(merged, info.features))
         if opts.include_vad:
             _add_vad(writer)
         with step("write bundle"):
@@ -223,7 +223,32 @@ def _make_artifact(ctx: ExportContext, variant: Variant, reference: Any, opts: E
     return _Artifact(variant, out, {**extra, "export_seconds": timing["seconds"]}, result, fixed)
 
 
-def _add_classifier(writer: BundleWriter, info: Any, merge: MergeReport, made: list[_Artifact]) -> None:
+def _flops(model: Any, features: Any, seconds: float = 3.0) -> dict[str, Any]:
+    """Floating-point operations of one forward pass on ``seconds`` of audio (batch 1).
+
+    Counted by torch's FlopCounterMode (matrix multiplies and convolutions, 2 per multiply-add;
+    norms, softmax and activations are not counted), so a benchmark can state each artifact's
+    fraction of the machine's GEMM ceiling.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edgewise.features import num_frames
+
+    frames = num_frames(int(seconds * features.sample_rate), features)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(1, frames, features.n_mels))
+    return {
+        "seconds": seconds,
+        "frames": frames,
+        "flops": int(counter.get_total_flops()),
+        "counted": "matmul and convolution FLOPs (2 per multiply-add), torch.utils.flop_counter",
+    }
+
+
+def _add_classifier(
+    writer: BundleWriter, info: Any, merge: MergeReport, made: list[_Artifact], flops: dict[str, Any]
+) -> None:
     """The ``classifier`` role: its tensor interface and one entry per artifact."""
     n_mels = info.features.n_mels
     writer.add_model(
@@ -235,6 +260,7 @@ def _add_classifier(writer: BundleWriter, info: Any, merge: MergeReport, made: l
             "size": info.model_config.get("size"),
             "parameters": merge.parameters_after,
             "min_frames": 2,
+            "flops": flops,
             "input": "log-mel frames normalized with preprocessing.log_mel mean/std",
             "output": "unnormalized class scores in the order of labels (softmax for probabilities)",
         },

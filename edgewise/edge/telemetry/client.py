@@ -413,7 +413,12 @@ class TelemetryClient:
             reconnect_on_failure=True,
         )
         client.suppress_exceptions = True
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        # paho logs every failed reconnect attempt at ERROR; this client reports the outage once
+        # itself, so paho's own lines are kept for -vv (DEBUG) only.
+        paho_log = logging.getLogger(f"{__name__}.paho")
+        if paho_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
+            paho_log.setLevel(logging.CRITICAL)
+        client.enable_logger(paho_log)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
