@@ -15,6 +15,8 @@
    subscriber (a persistent session; duplicates are detectable by event id).
 5. ``kill -9`` of the daemon in the middle of a bundle switch, then a restart: how many trials came
    back with a healthy model.
+6. A power cut during ``edge-deploy`` (``kill -9`` at a random moment of a deploy), then what the
+   device does at boot (``recover``, open ``current``): how many trials had a working model.
 
 Writes ``OUT/edge_report.{json,md}`` and ``OUT/edge_latency.png``::
 
@@ -351,11 +353,69 @@ def kill_switch_section(root: Path, broker: MosquittoBroker, work: Path, version
     return {"trials": trials, "came_back_healthy": ok, "outcomes": outcomes}
 
 
+def power_cut_section(root: Path, work: Path, bundle: Path, trials: int) -> dict:
+    """``kill -9`` of ``edge-deploy`` at a random moment (a power cut), then what a device does at
+    boot: ``recover`` and open ``current``. Each trial deploys a new version (a fresh copy to do)."""
+    from edgewise.devices import load_profile
+    from edgewise.edge.install import current_install, recover
+    from edgewise.edge.runtime import ModelRuntime
+
+    rng = np.random.default_rng(1)
+    profile = load_profile("x86-local")
+    outcomes, ok = [], 0
+    span = None  # one uninterrupted deploy first, to know how long a deploy takes here
+    for trial in range(trials + 1):
+        copy = work / f"cut-{trial}"
+        shutil.copytree(bundle, copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["version"] = f"8.{trial}.0"
+        (copy / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgewise.edge.deploy.cli", "-q", "--device", "local", "--root", str(root), str(copy)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        t0 = time.perf_counter()
+        if span is None:
+            if proc.wait(120) != 0:
+                raise RuntimeError("edge-deploy failed without interruption")
+            span = time.perf_counter() - t0
+            continue
+        delay = float(rng.uniform(0.0, span))
+        try:
+            finished = proc.wait(delay) == 0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            finished = False
+        repaired = recover(root)
+        current = current_install(root)
+        try:
+            with load_bundle(current) as opened:
+                ModelRuntime.open(opened, profile)
+            works = True
+        except Exception as exc:  # recorded: a trial that does not come back is the finding
+            works = False
+            log.error("trial %d: %s", trial, exc)
+        ok += works
+        outcomes.append(
+            {
+                "kill_after_s": round(delay, 3),
+                "deploy_finished_first": finished,
+                "current": f"{current.parent.name}/{current.name}" if current else None,
+                "recover": repaired,
+                "works": works,
+            }
+        )
+    return {"trials": trials, "deploy_seconds": span, "came_back_working": ok, "killed_mid_deploy": sum(not o["deploy_finished_first"] for o in outcomes), "outcomes": outcomes}
+
+
 # --------------------------------------------------------------------------------------------------
 
 
 def markdown(r: dict) -> str:
-    d, t, b, k = r["daemon"], r["throughput"], r["broker_restart"], r["kill_switch"]
+    d, t, b, k, pc = r["daemon"], r["throughput"], r["broker_restart"], r["kill_switch"], r["power_cut"]
     e2e, ev = d["e2e_ms"], d["event_latency_ms"]
     return "\n".join(
         [
@@ -375,6 +435,7 @@ def markdown(r: dict) -> str:
             f"| QoS 1 throughput, edgewise client (SQLite outbox) | {t['edgewise_msg_s']:.0f} msg/s ({t['ratio']:.2f}x paho) |",
             f"| broker stopped after {b['broker_stopped_after']} of {b['published']} events, down {b['broker_down_s']:.0f} s | lost {b['lost']}, duplicates delivered {b['duplicates_delivered']} (detectable by id), in order: {b['in_order_by_first_delivery']} |",
             f"| `kill -9` during a bundle switch, then restart | {k['came_back_healthy']} of {k['trials']} trials came back with a healthy model |",
+            f"| power cut (`kill -9`) during `edge-deploy`, then boot (`recover`) | {pc['came_back_working']} of {pc['trials']} trials had a working model ({pc['killed_mid_deploy']} killed before the deploy finished; kill times uniform over one deploy, {pc['deploy_seconds']:.1f} s) |",
             "",
             "End-to-end latency: each utterance is written at once, then quiet follows in real time as a "
             "microphone would deliver it; the span runs from the end of the utterance's audio to the event at "
@@ -450,6 +511,8 @@ def main() -> int:
             throughput = throughput_section(broker, work, args.messages, args.rounds)
             log.info("kill -9 during a switch: %d trials", args.kill_trials)
             kills = kill_switch_section(root, broker, work, versions, args.kill_trials)
+        log.info("power cut during edge-deploy: %d trials", args.kill_trials)
+        power_cut = power_cut_section(root, work, bundle, args.kill_trials)
         log.info("broker restart in a 10,000-event run")
         restart = broker_restart_section(work)
         with load_bundle(bundle) as b:
@@ -462,6 +525,7 @@ def main() -> int:
             "throughput": throughput,
             "broker_restart": restart,
             "kill_switch": kills,
+            "power_cut": power_cut,
             "wall_seconds": time.perf_counter() - t_start,
         }
         args.out.mkdir(parents=True, exist_ok=True)

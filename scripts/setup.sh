@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EXTRAS="${EDGEWISE_EXTRAS:-dev}"
-APT_PACKAGES=(espeak-ng sox libsndfile1 libportaudio2 mosquitto python3-venv)
+APT_PACKAGES=(espeak-ng sox libsndfile1 libportaudio2 mosquitto openssh-client openssh-server python3-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -17,6 +17,12 @@ if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# sshd (for the loopback SSH deploy tests) refuses to start without its privilege-separation folder
+if [ ! -d /run/sshd ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO mkdir -p /run/sshd 2>/dev/null || echo "setup: could not create /run/sshd; the SSH deploy tests will skip" >&2
 fi
 
 PYTHON="${PYTHON:-python3}"

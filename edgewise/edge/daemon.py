@@ -47,7 +47,15 @@ from edgewise.devices import load_profile
 from edgewise.edge.audio import AudioInputConfig, UtteranceSegmenter, build_vad, open_source
 from edgewise.edge.audio.sources import WavFileSource
 from edgewise.edge.health import CpuMeter, InferenceStats, rss_mb, temperature_c
-from edgewise.edge.install import activate, current_install, install_bundle, mark_good, recover, rollback
+from edgewise.edge.install import (
+    activate,
+    current_install,
+    deploy_lock,
+    install_bundle,
+    mark_good,
+    recover,
+    rollback,
+)
 from edgewise.edge.pipelines import pipeline_for_task
 from edgewise.errors import AudioError, ConfigError, EdgewiseError
 from edgewise.fsutil import write_text_atomic
@@ -401,8 +409,9 @@ class Daemon:
         if action == "reload":
             return self._checked(self.reload("command"))
         if action == "rollback":
-            rollback(self.root, reason=f"command {command.id}")
-            return self._checked(self.reload("rollback"))
+            with deploy_lock(self.root):
+                rollback(self.root, reason=f"command {command.id}")
+                return self._checked(self.reload("rollback"))
         if action == "deploy":
             return self._deploy(args)
         if action == "infer":
@@ -420,17 +429,18 @@ class Daemon:
         if not isinstance(url, str) or not url:
             raise ConfigError("deploy needs args.url: the bundle archive to download")
         path = self._download(url, args.get("sha256"))
-        try:
-            installed = install_bundle(self.root, path, public_key=self.cfg.public_key)
-        finally:
-            shutil.rmtree(path.parent, ignore_errors=True)
-        key = f"{installed.parent.name}/{installed.name}"
-        previous = activate(self.root, installed)
-        report = self.reload(f"deploy {key}")
-        if report["ok"]:
-            return {**report, "previous": previous}
-        back = rollback(self.root, reason=f"health check failed: {report['error']}", failed=key)
-        self.reload("rollback after a failed deploy")
+        with deploy_lock(self.root):
+            try:
+                installed = install_bundle(self.root, path, public_key=self.cfg.public_key)
+            finally:
+                shutil.rmtree(path.parent, ignore_errors=True)
+            key = f"{installed.parent.name}/{installed.name}"
+            previous = activate(self.root, installed)
+            report = self.reload(f"deploy {key}")
+            if report["ok"]:
+                return {**report, "previous": previous}
+            back = rollback(self.root, reason=f"health check failed: {report['error']}", failed=key)
+            self.reload("rollback after a failed deploy")
         raise EdgewiseError(f"{key} failed its health check ({report['error']}); rolled back to {back}")
 
     def _download(self, url: str, sha256: str | None) -> Path:

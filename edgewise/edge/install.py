@@ -22,11 +22,14 @@ should ``current`` be missing or broken, points it at the last good version.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 CURRENT = "current"
 STATE = "state.json"
 PARTIAL = ".partial-"
+LOCK_FILE = "deploy.lock"
 
 
 class InstallError(EdgewiseError):
@@ -76,6 +80,36 @@ class InstallState:
 
     def note(self, action: str, **fields: Any) -> None:
         self.history.append({"ts": round(time.time(), 3), "action": action, **fields})
+
+
+@contextlib.contextmanager
+def deploy_lock(root: str | os.PathLike) -> Iterator[None]:
+    """One deploy or rollback at a time per install root (``ROOT/deploy.lock``, released on exit).
+
+    Taken by ``edge-deploy`` and by the daemon's ``deploy`` and ``rollback`` commands, so the two
+    paths never switch ``current`` at the same time.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK_FILE, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise InstallError(
+                f"another deploy (pid {holder}) is working on {root}; try again when it ends"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def models_dir(root: Path) -> Path:

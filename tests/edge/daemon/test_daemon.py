@@ -239,3 +239,21 @@ def test_without_a_sound_card_the_daemon_says_so_and_keeps_serving(
     command(broker, "status", cmd_id="s1")
     assert ack_for(sub, "s1").ok
     assert d.stop() == 0
+
+
+def test_edge_deploy_switches_the_running_daemon_and_waits_for_its_health(root, broker, subscribe, daemons, tmp_path, ser_bundle):
+    sub = subscribe(broker, TOPICS)
+    d = daemons(root, broker, {"source": "stdin", "stdin_format": "raw"}).start(stdin=subprocess.PIPE)
+    d.wait_health(lambda h: h["ok"])
+    v2 = bundle_version(ser_bundle, tmp_path, "1.4.0")
+    deploy = subprocess.run(
+        [sys.executable, "-m", "edgewise.edge.deploy.cli", "--device", "local", "--root", str(root), str(v2)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    health = d.health()
+    assert health["ok"] and health["model"] == "ser-tiny/1.4.0" and health["pid"] == d.proc.pid
+    sub.wait_for(lambda ps: any(p.type == "status" and p.model and p.model.version == "1.4.0" for p in ps))
+    assert d.stop() == 0

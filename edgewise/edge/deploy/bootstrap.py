@@ -1,0 +1,327 @@
+"""First-time setup of a device over ssh, as a list of plain shell steps.
+
+:func:`probe_script` asks the device what it is (one round trip); :func:`check_facts` refuses a
+device that cannot work (wrong architecture, no Python >= 3.10, not Linux) before anything is
+changed; :func:`plan` returns the :class:`Step` list, which tests read without any ssh. Every
+step is safe to repeat, so after a failure fix the cause and run ``--bootstrap`` again.
+
+The steps, in order:
+
+1. create ``ROOT/{incoming,models}`` (with ``sudo -n`` when the ssh user cannot, then chown);
+2. create ``ROOT/venv`` with the profile's Python; on Jetson profiles ``--system-site-packages``,
+   so JetPack's ``tensorrt`` module (apt, not pip) is visible inside the venv;
+3. (unless ``--skip-install``) upgrade pip, install ``edgewise[edge]`` (or ``--edgewise-spec``,
+   a local wheel is copied over first), and on Jetson with ``--wheel-index URL`` replace the CPU
+   onnxruntime with ``onnxruntime-gpu`` from that index (PyPI has no Jetson GPU wheels);
+4. report what the venv can run (onnxruntime providers, TensorRT, LiteRT);
+5. copy the bundle signing key (``--key``) to ``ROOT/keys/``;
+6. write ``ROOT/daemon.yaml`` from the template (kept if it exists, unless ``--force-config``);
+7. install the systemd unit with the device's ``edgewise daemon install-unit`` (tolerated: a
+   failure is reported, not fatal).
+
+The device is then recorded in the local inventory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgewise.devices import DeviceProfile
+from edgewise.edge.deploy import DeployError
+from edgewise.edge.deploy.ssh import check_remote_path, shell_path
+
+MIN_PYTHON = (3, 10)
+DEFAULT_SPEC = "edgewise[edge]"
+NO_JETSON_WHEELS = (
+    "PyPI has no onnxruntime GPU wheels for Jetson: without --wheel-index the ONNX fallback runs on the "
+    "CPU (TensorRT still comes from JetPack through --system-site-packages). For CUDA onnxruntime pass "
+    "--wheel-index with a Jetson wheel index matching the JetPack version"
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing to do on the device: a shell line (with optional stdin), or a file to copy."""
+
+    title: str
+    command: str | None = None
+    stdin: bytes | None = None
+    upload: tuple[Path, str] | None = None  # (local file, remote path)
+    tolerate: bool = False  # a failure is reported and the bootstrap goes on
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    profile: DeviceProfile
+    root: str
+    wheel_index: str | None = None
+    edgewise_spec: str = DEFAULT_SPEC
+    mqtt_host: str | None = None
+    mqtt_port: int = 1883
+    fleet: str | None = None
+    device_id: str | None = None
+    service_user: str | None = None
+    public_key: Path | None = None
+    skip_install: bool = False
+    force_config: bool = False
+
+    @property
+    def is_jetson(self) -> bool:
+        return self.profile.accelerator == "cuda" and self.profile.arch == "aarch64"
+
+    @property
+    def user(self) -> str:
+        return self.service_user or self.profile.service_user
+
+
+# --------------------------------------------------------------------------------------------------
+# what the device is
+
+
+def probe_script(opts: BootstrapOptions) -> str:
+    py = shlex.quote(opts.profile.python)
+    user = shlex.quote(opts.user)
+    lines = [
+        "printf 'os=%s\\n' \"$( (. /etc/os-release && printf '%s' \"$PRETTY_NAME\") 2>/dev/null)\"",
+        "printf 'arch=%s\\n' \"$(uname -m)\"",
+        f"printf 'python=%s\\n' \"$({py} -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])' 2>/dev/null)\"",
+        f"printf 'venv=%s\\n' \"$({py} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo yes || echo no)\"",
+        "printf 'tegra=%s\\n' \"$(head -n1 /etc/nv_tegra_release 2>/dev/null)\"",
+        "printf 'user=%s\\n' \"$(id -un)\"",
+        f"printf 'service_user=%s\\n' \"$(id -u {user} >/dev/null 2>&1 && echo yes || echo no)\"",
+        "printf 'systemd=%s\\n' \"$(test -d /run/systemd/system && echo yes || echo no)\"",
+        "printf 'hostname=%s\\n' \"$(hostname 2>/dev/null)\"",
+        f"printf 'root=%s\\n' {shell_path(opts.root)}",
+    ]
+    return "; ".join(lines)
+
+
+def parse_facts(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def check_facts(facts: dict[str, str], opts: BootstrapOptions, where: str) -> list[str]:
+    """Notes for the user; raises DeployError listing every problem that makes the device unusable."""
+    profile, problems, notes = opts.profile, [], []
+    if not facts.get("os"):
+        problems.append("no /etc/os-release: edgewise devices run Linux")
+    arch = facts.get("arch", "")
+    if arch != profile.arch:
+        hint = (
+            " (a 32-bit OS: install the 64-bit one)" if arch == "armv7l" and profile.arch == "aarch64" else ""
+        )
+        problems.append(
+            f"the device is {arch or 'unknown'}, but profile {profile.name} is {profile.arch}{hint}: wrong --device?"
+        )
+    version = facts.get("python", "")
+    try:
+        found = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        found = ()
+    if not found or found < MIN_PYTHON:
+        need = ".".join(map(str, MIN_PYTHON))
+        extra = f" ({profile.notes})" if profile.notes else ""
+        problems.append(f"{profile.python} is {version or 'missing'}; edgewise needs Python >= {need}{extra}")
+    if facts.get("venv") != "yes" and not opts.skip_install:
+        problems.append(
+            f"{profile.python} cannot make a venv with pip: install python3-venv (sudo apt install python3-venv)"
+        )
+    if problems:
+        raise DeployError(f"{where} cannot run edgewise as {profile.name}:\n  " + "\n  ".join(problems))
+    if opts.is_jetson and not facts.get("tegra"):
+        notes.append("no /etc/nv_tegra_release: is JetPack installed? TensorRT comes from it")
+    if opts.is_jetson and not opts.wheel_index:
+        notes.append(NO_JETSON_WHEELS)
+    if facts.get("service_user") != "yes":
+        notes.append(
+            f"the service user {opts.user!r} does not exist: create it (sudo useradd --system --groups audio "
+            f"{opts.user}) and let it write {facts.get('root') or opts.root} (health.json, state.json)"
+        )
+    if facts.get("systemd") != "yes":
+        notes.append(
+            "no systemd on the device: start the daemon yourself (edgewise daemon --config ROOT/daemon.yaml)"
+        )
+    return notes
+
+
+# --------------------------------------------------------------------------------------------------
+# the plan
+
+
+def daemon_yaml(opts: BootstrapOptions, device_id: str, public_key: str | None = None) -> str:
+    """``ROOT/daemon.yaml`` for :class:`edgewise.edge.daemon.DaemonConfig`."""
+    data: dict[str, Any] = {"device": opts.profile.name, "root": opts.root}
+    if public_key:
+        data["public_key"] = public_key
+    data["mqtt"] = {
+        "host": opts.mqtt_host or "localhost",
+        "port": opts.mqtt_port,
+        "fleet": opts.fleet or "default",
+        "device": device_id,
+    }
+    placeholders = [f"{field_} (--{flag})" for field_, flag, value in (
+        ("mqtt.host", "mqtt-host", opts.mqtt_host), ("mqtt.fleet", "fleet", opts.fleet)) if not value]  # fmt: skip
+    header = [
+        "# edgewise device daemon: written by edge-deploy --bootstrap; edit freely (bootstrap keeps it).",
+        "# Fields: edgewise.edge.daemon.DaemonConfig; mqtt: edgewise.edge.telemetry.client.TelemetryConfig;",
+        "# audio: defaults to the default microphone with Silero VAD (see AudioInputConfig).",
+    ]
+    if placeholders:
+        header.append(f"# placeholders to fill in: {', '.join(placeholders)}")
+    return "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    """``path/to.whl[edge]`` -> (``path/to.whl``, ``[edge]``)."""
+    if spec.endswith("]") and "[" in spec:
+        i = spec.rindex("[")
+        return spec[:i], spec[i:]
+    return spec, ""
+
+
+def plan(opts: BootstrapOptions, device_id: str = "device") -> list[Step]:
+    """The steps that set a device up; root may start with ``~/`` (expanded by the device's shell)."""
+    R = opts.root.rstrip("/")
+    r = shell_path(R)
+    sub = lambda rel: shell_path(f"{R}/{rel}")  # noqa: E731
+    py = shlex.quote(opts.profile.python)
+    vpy = sub("venv/bin/python")
+    pip = f"{vpy} -m pip"
+    steps = [
+        Step(
+            "create the install root",
+            f"mkdir -p {sub('incoming')} {sub('models')} 2>/dev/null || "
+            f'(sudo -n mkdir -p {sub("incoming")} {sub("models")} && sudo -n chown -R "$(id -un)" {r})',
+        )
+    ]
+    site = " --system-site-packages" if opts.is_jetson else ""
+    if opts.skip_install:
+        venv = f"test -x {vpy} || {py} -m venv{site} --without-pip {sub('venv')}"
+    else:
+        venv = f"(test -x {vpy} && test -x {sub('venv/bin/pip')}) || {py} -m venv{site} {sub('venv')}"
+    steps.append(
+        Step(
+            "create the virtual environment"
+            + (" (with system site packages: JetPack's TensorRT)" if site else ""),
+            venv,
+        )
+    )
+    if not opts.skip_install:
+        spec_path, extras = _split_spec(opts.edgewise_spec)
+        spec = opts.edgewise_spec
+        if Path(spec_path).is_file():  # a local wheel or sdist: copy it over first
+            remote = f"{R}/incoming/{Path(spec_path).name}"
+            steps.append(Step(f"copy {Path(spec_path).name}", upload=(Path(spec_path), remote)))
+            spec = remote + extras
+        steps.append(Step("upgrade pip", f"{pip} install -q --upgrade pip"))
+        steps.append(
+            Step(
+                f"install {spec}",
+                f"{pip} install -q {shell_path(spec) if spec.startswith('~/') else shlex.quote(spec)}",
+            )
+        )
+        if opts.is_jetson and opts.wheel_index:
+            steps.append(
+                Step(
+                    "install onnxruntime-gpu from the Jetson wheel index",
+                    f"{pip} uninstall -q -y onnxruntime; "
+                    f"{pip} install -q onnxruntime-gpu --extra-index-url {shlex.quote(opts.wheel_index)}",
+                )
+            )
+        check = (
+            "import importlib.util as u, sys; import onnxruntime as o; import edgewise.edge.deploy.cli; "
+            "print('onnxruntime', o.__version__, o.get_available_providers()); "
+            "print('tensorrt', 'yes' if u.find_spec('tensorrt') else 'no'); "
+            "print('litert', 'yes' if u.find_spec('ai_edge_litert') else 'no'); "
+            "print('torch', 'PRESENT (it should not be)' if 'torch' in sys.modules else 'absent')"
+        )
+        steps.append(
+            Step(
+                "check the runtimes",
+                f"{vpy} -c {shlex.quote(check)} && test -x {sub('venv/bin/edge-deploy')}",
+            )
+        )
+    remote_key = None
+    if opts.public_key is not None:
+        remote_key = f"{R}/keys/{Path(opts.public_key).name}"
+        steps.append(
+            Step(
+                "install the bundle signing key",
+                f"mkdir -p {sub('keys')} && cat > {shell_path(remote_key)}",
+                stdin=Path(opts.public_key).read_bytes(),
+            )
+        )
+    config = sub("daemon.yaml")
+    write = f"cat > {sub('.daemon.yaml.tmp')} && mv -f {sub('.daemon.yaml.tmp')} {config}"
+    if not opts.force_config:
+        kept = shlex.quote(f"kept the existing {R}/daemon.yaml (--force-config replaces it)")
+        write = f"if [ -e {config} ]; then echo {kept}; else {write}; fi"
+    steps.append(Step("write daemon.yaml", write, stdin=daemon_yaml(opts, device_id, remote_key).encode()))
+    unit = f"{sub('venv/bin/edgewise')} daemon install-unit --config {config} --user {shlex.quote(opts.user)}"
+    steps.append(
+        Step(
+            "install the systemd unit",
+            f'if [ "$(id -u)" -eq 0 ]; then {unit}; else sudo -n {unit}; fi',
+            tolerate=True,
+        )
+    )
+    return steps
+
+
+@dataclass
+class BootstrapReport:
+    notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+    device_id: str = ""
+
+
+def run(
+    session: Any, opts: BootstrapOptions, say: Any = print, check_id: Callable[[str], None] | None = None
+) -> BootstrapReport:
+    """Probe, check, then run :func:`plan` through an open :class:`~edgewise.edge.deploy.ssh.SSHSession`.
+
+    ``check_id`` vets the device id (default: the device's hostname) before anything changes.
+    """
+    from edgewise.edge.telemetry.topics import validate_id
+
+    where = session.target.label
+    res = session.run(probe_script(opts), what="the probe")
+    facts = parse_facts(res.stdout)
+    say(f"{where}: {facts.get('os') or '?'}, {facts.get('arch') or '?'}, Python {facts.get('python') or '?'}")
+    report = BootstrapReport(facts=facts)
+    report.notes = check_facts(facts, opts, where)
+    if facts.get("root", "").startswith("/"):
+        opts = dataclasses.replace(opts, root=check_remote_path(facts["root"], "install root"))
+    device_id = opts.device_id or facts.get("hostname") or session.target.address
+    report.device_id = validate_id(device_id, "--device-id")
+    if check_id is not None:
+        check_id(report.device_id)
+    steps = plan(opts, report.device_id)
+    for i, step in enumerate(steps, 1):
+        say(f"[{i}/{len(steps)}] {step.title}")
+        if step.upload is not None:
+            session.copy(*step.upload)
+            continue
+        rc, tail = session.stream(step.command, prefix="    ", stdin=step.stdin, what=step.title)
+        if rc == 0:
+            continue
+        reason = next((ln.strip() for ln in reversed(tail) if ln.strip()), f"exit {rc}")
+        if step.tolerate:
+            say(f"    not done: {step.title} failed ({reason}); the rest of the bootstrap went on")
+            report.skipped.append(f"{step.title}: {reason}")
+            continue
+        raise DeployError(
+            f"bootstrap of {where} stopped at '{step.title}' (exit {rc}): {reason}; fix it and run "
+            "--bootstrap again (every step is safe to repeat)"
+        )
+    for note in report.notes:
+        say(f"note: {note}")
+    return report
