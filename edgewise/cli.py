@@ -69,6 +69,7 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
     ),
     ("bundle", "sign", "edgewise.export.commands", "bundle_sign", "sign a bundle's manifest with ed25519"),
     ("bundle", "keygen", "edgewise.export.commands", "bundle_keygen", "make an ed25519 signing key pair"),
+    ("bench", None, "edgewise.bench.commands", "bench", "benchmark a bundle's artifacts on this device or over ssh"),
     (
         "daemon",
         None,

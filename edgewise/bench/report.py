@@ -1,0 +1,246 @@
+"""Write a benchmark report: bench.json (validated), bench.md and PNG plots (matplotlib, optional)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgewise.bench.schema import validate_report
+from edgewise.fsutil import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+JSON_NAME, MD_NAME = "bench.json", "bench.md"
+PLOT_NAMES = ("bench_latency.png", "bench_throughput.png", "bench_ceiling.png")
+
+
+def _num(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{suffix}"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1024:.0f} KiB" if n < 2**20 else f"{n / 2**20:.1f} MiB"
+
+
+def _thr(row: dict[str, Any], batch: int) -> str:
+    for t in row.get("throughput") or []:
+        if t["batch"] == batch:
+            return f"{t['utterances_per_s']:.0f}" + (" (seq)" if t["mode"] == "sequential" else "")
+    return "-"
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    batches = (report.get("settings") or {}).get("batches") or [1, 4, 16]
+    head = ["artifact", "runtime", "precision", "size", "cold load ms", "p50 / p90 / p99 ms"]
+    head += [f"utt/s b{b}" for b in batches]
+    head += ["peak RSS MiB (baseline)", "CPU s / audio s", "GFLOP/s", "% of ceiling", "vs ONNX fp32"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in report["rows"]:
+        name = row["name"] + ("" if row.get("parity_passed") is not False else " (parity FAILED)")
+        if row["status"] != "ok":
+            cells = [name, row.get("runtime") or "-", row["precision"], _size(row.get("size_bytes"))]
+            cells.append(f"**{row['status']}**: {row.get('reason') or ''}")
+            cells += [""] * (len(head) - len(cells))
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        lat, mem, flops = row["latency_ms"], row["memory"], row.get("flops") or {}
+        frac = flops.get("fraction_of_ceiling")
+        pct = "-" if frac is None else f"{100 * frac:.1f}% of {flops.get('ceiling')}"
+        gflops = flops.get("achieved_gflops")
+        cells = [
+            name,
+            row.get("runtime") or "-",
+            row["precision"] + (f" {row['quant']}" if row.get("quant") else ""),
+            _size(row.get("size_bytes")),
+            _num(row["cold"]["cold_ms"], ".1f"),
+            f"{lat['p50']:.2f} / {lat['p90']:.2f} / {lat['p99']:.2f}",
+            *[_thr(row, b) for b in batches],
+            f"{_num(mem.get('peak_rss_mb'), '.0f')} ({_num(mem.get('baseline_rss_mb'), '.0f')})",
+            _num(row["cpu"]["cpu_s_per_audio_s"], ".3g"),
+            "flops unknown" if gflops is None else f"{gflops:.2f}",
+            pct,
+            _num(row.get("ratio_vs_onnx_fp32"), ".2f", "x"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ceiling_line(name: str, fig: dict[str, Any]) -> str:
+    if fig.get("status") != "ok":
+        return f"- {name}: unavailable ({fig.get('reason')})"
+    sizes = ", ".join(f"{n}: {v:.0f}" for n, v in fig.get("by_size", {}).items())
+    phases = ", ".join(f"{p} {v:.0f}" for p, v in fig.get("by_phase", {}).items())
+    return (
+        f"- {name}: **{fig['value']:.0f} {fig['unit']}** (best of {fig.get('repeats')} per size, measured before "
+        f"and after the rows: {phases}; by size {sizes}); "
+        f"{fig.get('method')}; threads: {fig.get('thread_control')}"
+    )
+
+
+def markdown(report: dict[str, Any]) -> str:
+    b, dev = report["bundle"], report["device"]
+    title = (
+        f"# edgewise bench: {b.get('name') or b['path']} {b.get('version') or ''} on {dev['label']}".rstrip()
+    )
+    lines = [
+        title,
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Written {report['created']} by edgewise {report['edgewise_version']}.",
+    ]
+    if not b["verified"]:
+        lines += ["", f"**The bundle does not verify; nothing was benchmarked:** {b.get('error')}", ""]
+        return "\n".join(lines) + "\n"
+    env, s = report["environment"], report["settings"]
+    inp = env["input"]
+    runtimes = ", ".join(f"{k} {v}" for k, v in env["runtimes"].items() if v) or "none"
+    if inp["kind"] == "fixed":
+        length = f"a fixed {inp['seconds']:g} s input ({inp['frames']} frames x {inp['n_mels']} mels)"
+    else:
+        ls = inp["length_s"]
+        length = (
+            f"{inp['utterances']} utterances of {inp['corpus']} ({inp['split']}), {ls['min']:.2f}-{ls['max']:.2f} s "
+            f"(median {ls['p50']:.2f} s); cold load, throughput and FLOPs use a fixed {inp['seconds']:g} s input"
+        )
+    flops = b.get("flops")
+    lines += [
+        "",
+        "## Environment",
+        "",
+        f"- CPU: {env['cpu_model']} ({env['machine']}), {env['cores_logical']} logical cores, "
+        f"{env['cores_usable']} usable; **{env['threads']} threads** for every row and the ceiling",
+        f"- OS: {env['os']} ({env['kernel']}); Python {env['python']}",
+        f"- Runtimes: {runtimes}; onnxruntime providers: {', '.join(env['onnxruntime_providers']) or '-'}",
+        f"- Load average (1/5/15 min): start {env.get('load_average_start')}, end {env.get('load_average_end')}",
+        f"- Input: {length}",
+        f"- Model FLOPs: {flops['flops'] / 1e6:.1f} MFLOP per {flops['seconds']:g} s ({flops.get('counted', '')})"
+        if flops
+        else "- Model FLOPs: unknown (the manifest has no extra.flops)",
+        f"- Method: warm latency {s['runs']} runs after {s['warmup']} warm-up runs, batch 1, in {s['rounds']} "
+        f"interleaved rounds (rotating order); throughput: {s['block_seconds']:g} s blocks per row and round, "
+        f"median over rounds; cold load: median of {s['cold_runs']} fresh processes (load + first inference); "
+        "ratios: median of per-round ratios",
+        "",
+        "## Ceiling (measured in this run)",
+        "",
+        _ceiling_line("fp32 GEMM", report["ceiling"]["fp32"]),
+        _ceiling_line("int8 GEMM", report["ceiling"]["int8"]),
+        "",
+        "## Results",
+        "",
+        *table(report),
+        "",
+        "Peak RSS: VmHWM of a fresh process that loaded the model and ran it at batch 1; in brackets, a "
+        "process that imports the same runtime and loads nothing. `(seq)`: a fixed-window model runs a "
+        "batch one utterance at a time. % of ceiling: achieved FLOP/s over the fp32 GEMM ceiling (int8 "
+        "rows: the int8 one). PyTorch rows: size = 4 bytes x parameters.",
+    ]
+    notes = [f"- {r['name']}: {n}" for r in report["rows"] for n in r.get("notes") or []]
+    notes += [
+        f"- {r['name']}: FLOPs: {r['flops']['note']}"
+        for r in report["rows"]
+        if (r.get("flops") or {}).get("note")
+    ]
+    notes += [f"- {n}" for n in report.get("notes") or []]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
+    if report.get("plots"):
+        lines += ["", *[f"![{p}]({p})" for p in report["plots"]]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], out: Path) -> list[str]:
+    """The PNG plots; returns their names (empty, with a note, when matplotlib is not installed)."""
+    if importlib.util.find_spec("matplotlib") is None:
+        report["notes"].append("plots skipped: matplotlib is not installed")
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if r["status"] == "ok"]
+    if not rows:
+        return []
+    names = [r["name"] for r in rows]
+    label = report["device"]["label"]
+    threads = report["environment"]["threads"]
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.5 * len(rows) + 2))
+    ys = range(len(rows))
+    p50 = [r["latency_ms"]["p50"] for r in rows]
+    ax1.barh(ys, p50, color="tab:blue", label="p50")
+    ax1.errorbar([r["latency_ms"]["p90"] for r in rows], ys, fmt="|", color="k", markersize=10, label="p90")
+    ax1.errorbar([r["latency_ms"]["p99"] for r in rows], ys, fmt="x", color="tab:red", label="p99")
+    ax1.set_xscale("log")
+    ax1.set_yticks(list(ys), names)
+    ax1.invert_yaxis()
+    ax1.set_xlabel(f"warm latency, ms, log scale (batch 1, {threads} threads)")
+    ax1.legend(fontsize=7)
+    ax2.barh(ys, [r["cold"]["cold_ms"] for r in rows], color="tab:gray")
+    ax2.set_yticks(list(ys), [])
+    ax2.invert_yaxis()
+    ax2.set_xlabel("cold load ms (fresh process: load + first inference)")
+    fig.suptitle(f"edgewise bench on {label}: latency")
+    fig.tight_layout()
+    fig.savefig(out / PLOT_NAMES[0], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        pts = r["throughput"]
+        style = "--" if any(t["mode"] == "sequential" for t in pts) else "-"
+        ax.plot(
+            [t["batch"] for t in pts],
+            [t["utterances_per_s"] for t in pts],
+            style,
+            marker="o",
+            label=r["name"],
+        )
+    ax.set_xscale("log", base=2)
+    batches = sorted({t["batch"] for r in rows for t in r["throughput"]})
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel("batch size (dashed: sequential, fixed-window model)")
+    ax.set_ylabel("utterances / s")
+    ax.set_title(f"throughput on {label}", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / PLOT_NAMES[1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 2))
+    frac = [100 * ((r.get("flops") or {}).get("fraction_of_ceiling") or 0) for r in rows]
+    colors = ["tab:orange" if r["precision"] == "int8" else "tab:blue" for r in rows]
+    ax.barh(list(ys), frac, color=colors)
+    ax.set_yticks(list(ys), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of the GEMM ceiling (blue: fp32 ceiling, orange: int8 ceiling)")
+    ax.set_title(f"compute efficiency on {label}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / PLOT_NAMES[2], dpi=110)
+    plt.close(fig)
+    return list(PLOT_NAMES)
+
+
+def write_report(report: dict[str, Any], out: Path, plots: bool = True) -> Path:
+    """bench.json (validated first), the plots and bench.md into ``out``; returns bench.json's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    if plots and report["bundle"]["verified"] and report.get("environment"):
+        try:
+            report["plots"] = plot(report, out)
+        except Exception as exc:  # a plot must never cost the report
+            log.warning("plots failed: %s", exc)
+            report["notes"].append(f"plots failed: {exc}")
+    elif not plots:
+        report["notes"].append("plots not drawn (--no-plots)")
+    # through the schema: validated, and every field present (null where not measured), in schema order
+    report = validate_report(report).model_dump(mode="json", by_alias=True)
+    path = out / JSON_NAME
+    write_text_atomic(path, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / MD_NAME, markdown(report))
+    return path
