@@ -30,10 +30,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.edgewise-installed-$EXTRAS-$(sha256sum pyproject.toml | cut -c1-16)"
+# scripts/constraints.txt pins every dependency to the versions the suite was last run with: the
+# install is reproducible and pip does not spend minutes backtracking through litert and torch
+# releases. Regenerate it from a working venv with scripts/update-constraints.sh.
+stamp=".venv/.edgewise-installed-$EXTRAS-$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing edgewise[$EXTRAS] into .venv (torch is pinned to the CPU build 2.13.0)" >&2
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]" -c scripts/constraints.txt
   touch "$stamp"
 fi
