@@ -117,8 +117,8 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     if verbose < 1:  # keep third-party chatter out of normal runs
-        for noisy in ("matplotlib", "PIL", "urllib3", "torch", "onnxscript"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        for noisy in ("matplotlib", "PIL", "urllib3", "torch", "onnxscript", "torchao", "absl", "jax"):
+            logging.getLogger(noisy).setLevel(logging.ERROR if noisy in ("torchao", "absl", "jax") else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

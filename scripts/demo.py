@@ -103,7 +103,7 @@ def main() -> int:
     bundle = next(p for p in bundles.iterdir() if p.is_dir())
 
     step("4/6 install the bundle on this machine with edge-deploy")
-    run(BIN / "edge-deploy", "--device", "local", "--root", device, bundle.with_suffix(".tar.gz"))
+    run(BIN / "edge-deploy", "--device", "local", "--root", device, bundle.parent / f"{bundle.name}.tar.gz")
 
     step(f"5/6 Mosquitto + the daemon; {FILES} held-out wav files through it, results over MQTT")
     events = live_run(device, DEMO / "corpus")

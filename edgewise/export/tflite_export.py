@@ -98,11 +98,12 @@ def _version(dist: str) -> str | None:
 
 def convert_fp32(model: Any, path: Path, frames: int, n_mels: int) -> Path:
     """litert-torch conversion of the merged model at a (1, frames, n_mels) input."""
-    import litert_torch
     import torch
 
     example = torch.zeros(1, frames, n_mels)
     with _captured_native_output(), torch.no_grad():
+        import litert_torch  # its import prints TensorFlow/JAX start-up lines: captured too
+
         edge_model = litert_torch.convert(model.eval(), (example,))
         edge_model.export(str(path))
     if not path.is_file() or path.stat().st_size == 0:
