@@ -61,7 +61,9 @@ QUIET_S = 1.5  # quiet after each utterance, streamed in real time until the eve
 class Collector:
     """A paho subscriber that records (receive time, decoded JSON) per message."""
 
-    def __init__(self, broker: MosquittoBroker, topics: list[str], *, client_id: str = "", persistent: bool = False):
+    def __init__(
+        self, broker: MosquittoBroker, topics: list[str], *, client_id: str = "", persistent: bool = False
+    ):
         self.items: list[tuple[float, str, dict]] = []
         self.cond = threading.Condition()
         kwargs = {"client_id": client_id}
@@ -173,7 +175,10 @@ def daemon_section(root: Path, broker: MosquittoBroker, work: Path, wavs: list[P
     proc = start_daemon(root, broker, work, "daemon")
     try:
         health = wait_health(root, proc)
-        sub.wait(lambda items: any(p.get("type") == "status" and p.get("state") == "online" for _, _, p in items), 30)
+        sub.wait(
+            lambda items: any(p.get("type") == "status" and p.get("state") == "online" for _, _, p in items),
+            30,
+        )
         quiet = np.random.default_rng(0).normal(0, 0.003, int(QUIET_S * 16000)).astype(np.float32)
         chunk = int(0.02 * 16000)
         e2e, model_ms, durations = [], [], []
@@ -189,7 +194,9 @@ def daemon_section(root: Path, broker: MosquittoBroker, work: Path, wavs: list[P
                 if len(sub.of_type("event")) >= want:
                     break
                 time.sleep(max(0.0, t0 + (k + chunk) / 16000 - time.perf_counter()))
-            if not sub.wait(lambda items, n=want: sum(p.get("type") == "event" for _, _, p in items) >= n, 30):
+            if not sub.wait(
+                lambda items, n=want: sum(p.get("type") == "event" for _, _, p in items) >= n, 30
+            ):
                 log.warning("utterance %d (%s) gave no event (the VAD found no speech?)", i, wav.name)
                 break
             t, event = sub.of_type("event")[-1]
@@ -232,11 +239,15 @@ def _pct(values: list[float]) -> dict | None:
     if not values:
         return None
     a = np.asarray(values)
-    return {k: float(np.percentile(a, q)) for k, q in (("p50", 50), ("p90", 90), ("p99", 99))} | {"n": len(values)}
+    return {k: float(np.percentile(a, q)) for k, q in (("p50", 50), ("p90", 90), ("p99", 99))} | {
+        "n": len(values)
+    }
 
 
 def throughput_section(broker: MosquittoBroker, work: Path, n: int, rounds: int) -> dict:
-    payload = json.dumps({"schema": 1, "type": "event", "label": "happy", "probabilities": {"happy": 0.9}}).encode()
+    payload = json.dumps(
+        {"schema": 1, "type": "event", "label": "happy", "probabilities": {"happy": 0.9}}
+    ).encode()
     results: dict[str, list[float]] = {"paho": [], "edgewise": []}
     for r in range(rounds):
         for kind in ("paho", "edgewise") if r % 2 == 0 else ("edgewise", "paho"):
@@ -277,7 +288,14 @@ def throughput_section(broker: MosquittoBroker, work: Path, n: int, rounds: int)
                 raise RuntimeError(f"{kind}: subscriber got {len(sub.items)} of {n}")
             results[kind].append(n / seconds)
     paho, ours = statistics.median(results["paho"]), statistics.median(results["edgewise"])
-    return {"messages": n, "rounds": rounds, "paho_msg_s": paho, "edgewise_msg_s": ours, "ratio": ours / paho, "all": results}
+    return {
+        "messages": n,
+        "rounds": rounds,
+        "paho_msg_s": paho,
+        "edgewise_msg_s": ours,
+        "ratio": ours / paho,
+        "all": results,
+    }
 
 
 def broker_restart_section(work: Path, n: int = 10_000, stop_at: int = 3_000, down_s: float = 2.0) -> dict:
@@ -331,7 +349,9 @@ def broker_restart_section(work: Path, n: int = 10_000, stop_at: int = 3_000, do
     }
 
 
-def kill_switch_section(root: Path, broker: MosquittoBroker, work: Path, versions: list[Path], trials: int) -> dict:
+def kill_switch_section(
+    root: Path, broker: MosquittoBroker, work: Path, versions: list[Path], trials: int
+) -> dict:
     rng = np.random.default_rng(0)
     ok = 0
     outcomes = []
@@ -349,7 +369,9 @@ def kill_switch_section(root: Path, broker: MosquittoBroker, work: Path, version
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         ok += bool(health["ok"])
-        outcomes.append({"kill_after_s": round(delay, 3), "came_back_with": health["model"], "ok": health["ok"]})
+        outcomes.append(
+            {"kill_after_s": round(delay, 3), "came_back_with": health["model"], "ok": health["ok"]}
+        )
     return {"trials": trials, "came_back_healthy": ok, "outcomes": outcomes}
 
 
@@ -371,7 +393,17 @@ def power_cut_section(root: Path, work: Path, bundle: Path, trials: int) -> dict
         manifest["version"] = f"8.{trial}.0"
         (copy / "manifest.json").write_text(json.dumps(manifest, indent=2))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgewise.edge.deploy.cli", "-q", "--device", "local", "--root", str(root), str(copy)],
+            [
+                sys.executable,
+                "-m",
+                "edgewise.edge.deploy.cli",
+                "-q",
+                "--device",
+                "local",
+                "--root",
+                str(root),
+                str(copy),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -382,7 +414,7 @@ def power_cut_section(root: Path, work: Path, bundle: Path, trials: int) -> dict
                 raise RuntimeError("edge-deploy failed without interruption")
             span = time.perf_counter() - t0
             continue
-        delay = float(rng.uniform(0.0, span))
+        delay = float(rng.uniform(0.3 * span, 1.1 * span))  # past interpreter start-up, through the switch
         try:
             finished = proc.wait(delay) == 0
         except subprocess.TimeoutExpired:
@@ -399,16 +431,30 @@ def power_cut_section(root: Path, work: Path, bundle: Path, trials: int) -> dict
             works = False
             log.error("trial %d: %s", trial, exc)
         ok += works
+        version = manifest["version"]
         outcomes.append(
             {
                 "kill_after_s": round(delay, 3),
                 "deploy_finished_first": finished,
+                "new_version_installed": (root / "models" / manifest["name"] / version).is_dir(),
+                "switched_to_new": current is not None and current.name == version,
                 "current": f"{current.parent.name}/{current.name}" if current else None,
                 "recover": repaired,
                 "works": works,
             }
         )
-    return {"trials": trials, "deploy_seconds": span, "came_back_working": ok, "killed_mid_deploy": sum(not o["deploy_finished_first"] for o in outcomes), "outcomes": outcomes}
+    return {
+        "trials": trials,
+        "deploy_seconds": span,
+        "came_back_working": ok,
+        "killed_after_install": sum(
+            o["new_version_installed"] and not o["deploy_finished_first"] for o in outcomes
+        ),
+        "killed_after_switch": sum(o["switched_to_new"] and not o["deploy_finished_first"] for o in outcomes),
+        "repaired_at_boot": sum(bool(o["recover"]) for o in outcomes),
+        "killed_mid_deploy": sum(not o["deploy_finished_first"] for o in outcomes),
+        "outcomes": outcomes,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -435,7 +481,7 @@ def markdown(r: dict) -> str:
             f"| QoS 1 throughput, edgewise client (SQLite outbox) | {t['edgewise_msg_s']:.0f} msg/s ({t['ratio']:.2f}x paho) |",
             f"| broker stopped after {b['broker_stopped_after']} of {b['published']} events, down {b['broker_down_s']:.0f} s | lost {b['lost']}, duplicates delivered {b['duplicates_delivered']} (detectable by id), in order: {b['in_order_by_first_delivery']} |",
             f"| `kill -9` during a bundle switch, then restart | {k['came_back_healthy']} of {k['trials']} trials came back with a healthy model |",
-            f"| power cut (`kill -9`) during `edge-deploy`, then boot (`recover`) | {pc['came_back_working']} of {pc['trials']} trials had a working model ({pc['killed_mid_deploy']} killed before the deploy finished; kill times uniform over one deploy, {pc['deploy_seconds']:.1f} s) |",
+            f"| power cut (`kill -9`) during `edge-deploy`, then boot (`recover`) | {pc['came_back_working']} of {pc['trials']} trials had a working model ({pc['killed_mid_deploy']} killed before the deploy finished: {pc['killed_after_install']} after the new version was copied in, {pc['killed_after_switch']} after the switch; {pc['repaired_at_boot']} needed repair at boot) |",
             "",
             "End-to-end latency: each utterance is written at once, then quiet follows in real time as a "
             "microphone would deliver it; the span runs from the end of the utterance's audio to the event at "
@@ -458,7 +504,11 @@ def plot(r: dict, out: Path) -> str:
     a1.set_xlabel("end of speech -> MQTT event received (ms)")
     a1.set_ylabel("utterances")
     t = r["throughput"]
-    a2.bar(["raw paho", "edgewise client"], [t["paho_msg_s"], t["edgewise_msg_s"]], color=["tab:gray", "tab:orange"])
+    a2.bar(
+        ["raw paho", "edgewise client"],
+        [t["paho_msg_s"], t["edgewise_msg_s"]],
+        color=["tab:gray", "tab:orange"],
+    )
     a2.set_ylabel("QoS 1 messages per second")
     fig.tight_layout()
     path = out / "edge_latency.png"
@@ -487,7 +537,19 @@ def main() -> int:
         if bundle is None:
             from edgewise.cli import main as cli
 
-            code = cli(["-q", "export", str(args.run), "--out", str(work / "bundle"), "--precision", "int8", "--precision", "fp32"])
+            code = cli(
+                [
+                    "-q",
+                    "export",
+                    str(args.run),
+                    "--out",
+                    str(work / "bundle"),
+                    "--precision",
+                    "int8",
+                    "--precision",
+                    "fp32",
+                ]
+            )
             if code:
                 raise SystemExit(f"export failed ({code})")
             bundle = next(p for p in (work / "bundle").iterdir() if p.is_dir())
