@@ -448,6 +448,35 @@ def write_archive(bundle_dir: str | os.PathLike, dest: str | os.PathLike | None 
     return dest
 
 
+def archive_manifest(archive: str | os.PathLike) -> bytes | None:
+    """The bytes of ``NAME-VERSION/manifest.json`` inside an archive, or None (unreadable, absent)."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                parts = [p for p in member.name.split("/") if p not in ("", ".")]
+                if member.isfile() and len(parts) == 2 and parts[1] == MANIFEST_NAME:
+                    fh = tar.extractfile(member)
+                    return fh.read() if fh else None
+    except (tarfile.TarError, OSError):
+        return None
+    return None
+
+
+def archive_for(bundle: str | os.PathLike, workdir: str | os.PathLike) -> tuple[Path, bool]:
+    """The ``.tar.gz`` to ship a bundle as: the archive given; the one beside a folder when it holds
+    the same manifest (so the same bundle); else a fresh one written into ``workdir``.
+
+    Returns the archive and whether it was newly written.
+    """
+    bundle = Path(bundle)
+    if bundle.is_file():
+        return bundle, False
+    beside = bundle.with_name(f"{bundle.name}.tar.gz")
+    if beside.is_file() and archive_manifest(beside) == (bundle / MANIFEST_NAME).read_bytes():
+        return beside, False
+    return write_archive(bundle, Path(workdir) / f"{bundle.name}.tar.gz"), True
+
+
 def _member_kind(m: tarfile.TarInfo) -> str:
     if m.ischr():
         return "character device"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgewise.bench.ceiling import DEFAULT_REPEATS, DEFAULT_SIZES
-from edgewise.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, EdgewiseError
+from edgewise.errors import ConfigError, EdgewiseError
 
 log = logging.getLogger("edgewise.bench")
 
@@ -267,25 +267,9 @@ def _summary(report: dict, path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edgewise.bench``: the same command without the ``edgewise`` entry point."""
-    from edgewise.cli import setup_logging
+    """``python -m edgewise.bench ARGS``: ``edgewise bench ARGS`` (the CLI's own error handling)."""
+    from edgewise.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="edgewise bench", description="benchmark a bundle on this device")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    bench_add_arguments(parser)
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
-    try:
-        return bench_run(args)
-    except EdgewiseError as exc:
-        print(f"edgewise: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except OSError as exc:
-        if exc.filename is None:
-            raise
-        print(f"edgewise: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("edgewise: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    args = list(sys.argv[1:] if argv is None else argv)
+    flags = [a for a in args if a in ("-v", "-vv", "-q", "--verbose", "--quiet")]
+    return cli_main([*flags, "bench", *[a for a in args if a not in flags]])

@@ -19,41 +19,17 @@ from __future__ import annotations
 
 import json
 import shlex
-import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgewise.bench.schema import validate_report
-from edgewise.bundle import MANIFEST_NAME, load_bundle, write_archive
+from edgewise.bundle import archive_for, load_bundle
 from edgewise.devices import DeviceProfile
 from edgewise.errors import EdgewiseError
 
 Say = Callable[[str], None]
-
-
-def _archive_manifest(archive: Path) -> bytes | None:
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                parts = [p for p in member.name.split("/") if p not in ("", ".")]
-                if member.isfile() and len(parts) == 2 and parts[1] == MANIFEST_NAME:
-                    fh = tar.extractfile(member)
-                    return fh.read() if fh else None
-    except (tarfile.TarError, OSError):
-        return None
-    return None
-
-
-def archive_for(bundle: Path, workdir: Path) -> Path:
-    """The archive to copy: the one given, the one beside a folder with the same manifest, else a new one."""
-    if bundle.is_file():
-        return bundle
-    beside = bundle.with_name(f"{bundle.name}.tar.gz")
-    if beside.is_file() and _archive_manifest(beside) == (bundle / MANIFEST_NAME).read_bytes():
-        return beside
-    return write_archive(bundle, workdir / f"{bundle.name}.tar.gz")
 
 
 def remote_python_script(profile: DeviceProfile, remote_python: str | None) -> str:
@@ -92,7 +68,7 @@ def run_remote(
         name = f"{opened.manifest.name}-{opened.manifest.version}"
     try:
         with tempfile.TemporaryDirectory(prefix="edgewise-bench-") as work, SSHSession(target) as session:
-            archive = archive_for(Path(bundle), Path(work))
+            archive, _ = archive_for(Path(bundle), Path(work))
             made = session.run('mktemp -d "${TMPDIR:-/tmp}/edgewise-bench.XXXXXX"', what="mktemp")
             remote_dir = check_remote_path(made.stdout.strip(), "remote temporary folder")
             if made.returncode != 0 or not remote_dir:

@@ -9,9 +9,10 @@ import json
 import pytest
 
 from edgewise.bench.commands import main
+from edgewise.edge.telemetry.broker import free_port
 from edgewise.errors import EdgewiseError
 
-from .conftest import QUICK, bench, free_port, parse, rows_by_name
+from .conftest import QUICK, bench, parse, rows_by_name
 
 
 def _hide_modules(monkeypatch, *names: str) -> None:

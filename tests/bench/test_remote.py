@@ -10,9 +10,7 @@ from edgewise.bench.commands import main
 from .conftest import QUICK
 
 
-def test_a_benchmark_over_ssh_comes_back_labelled_with_the_device(
-    loopback_sshd, bench_bundle, tmp_path, capsys
-):
+def test_a_benchmark_over_ssh_comes_back_labelled_with_the_device(sshd, bench_bundle, tmp_path, capsys):
     rc = main(
         [
             str(bench_bundle),
@@ -20,7 +18,7 @@ def test_a_benchmark_over_ssh_comes_back_labelled_with_the_device(
             str(tmp_path),
             "--device",
             "local",
-            *loopback_sshd["flags"],
+            *sshd["flags"],
             "--remote-python",
             sys.executable,
             *QUICK,
@@ -33,11 +31,9 @@ def test_a_benchmark_over_ssh_comes_back_labelled_with_the_device(
     out, err = capsys.readouterr()
     assert rc == 0, out + err
     assert f"copying {bench_bundle.name}.tar.gz" in out  # the archive beside the folder, not a new one
-    assert f"[{loopback_sshd['host']}] onnx fp32: p50" in out  # the device's own summary, streamed
+    assert f"[{sshd['host']}] onnx fp32: p50" in out  # the device's own summary, streamed
     report = json.loads((tmp_path / "bench.json").read_text())
-    assert report["device"]["name"] == "x86-local" and report["device"]["host"].startswith(
-        loopback_sshd["host"]
-    )
-    assert report["device"]["label"] == f"x86-local ({loopback_sshd['host']})"
+    assert report["device"]["name"] == "x86-local" and report["device"]["host"].startswith(sshd["host"])
+    assert report["device"]["label"] == f"x86-local ({sshd['host']})"
     assert report["rows"][0]["status"] == "ok" and report["rows"][0]["latency_ms"]["p50"] > 0
     assert "on x86-local (" in (tmp_path / "bench.md").read_text().splitlines()[0]

@@ -137,7 +137,7 @@ def test_the_markdown_has_the_table_and_the_plots_exist(full_bench):
     assert report["plots"] and all((out / p).stat().st_size > 1000 for p in report["plots"])
 
 
-def test_real_utterance_lengths_with_a_corpus(bench_bundle, bench_corpus, tmp_path):
+def test_real_utterance_lengths_with_a_corpus(bench_bundle, edge_corpus, tmp_path):
     rc, report = bench(
         bench_bundle,
         tmp_path,
@@ -147,7 +147,7 @@ def test_real_utterance_lengths_with_a_corpus(bench_bundle, bench_corpus, tmp_pa
         "--precisions",
         "fp32",
         "--corpus",
-        bench_corpus,
+        edge_corpus,
         "--split",
         "test",
         "--limit",

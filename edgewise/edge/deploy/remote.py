@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgewise.bundle import MANIFEST_NAME, load_bundle, write_archive
+from edgewise.bundle import archive_for as bundle_archive_for
+from edgewise.bundle import load_bundle
 from edgewise.devices import DeviceProfile
 from edgewise.edge.deploy import DeployError, inventory
 from edgewise.edge.deploy.preflight import bundle_key, check_runtime_match, describe_artifact
@@ -83,32 +83,16 @@ def _device_arg(session: SSHSession, dev: RemoteDevice, incoming: str) -> str:
     return dev.profile.name
 
 
-def _archive_manifest(archive: Path) -> bytes | None:
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                parts = [p for p in member.name.split("/") if p not in ("", ".")]
-                if member.isfile() and len(parts) == 2 and parts[1] == MANIFEST_NAME:
-                    fh = tar.extractfile(member)
-                    return fh.read() if fh else None
-    except (tarfile.TarError, OSError):
-        return None
-    return None
-
-
 def archive_for(bundle: Path, workdir: Path, say: Say) -> Path:
-    """The ``.tar.gz`` to copy: the archive given, the one beside a folder when it holds the same
-    manifest (so the same bundle), else a fresh one written into ``workdir``."""
-    if bundle.is_file():
-        return bundle
-    beside = bundle.with_name(f"{bundle.name}.tar.gz")
-    if beside.is_file() and _archive_manifest(beside) == (bundle / MANIFEST_NAME).read_bytes():
-        return beside
-    say(
-        f"packing {bundle} into an archive"
-        + (f" ({beside.name} is for another manifest)" if beside.is_file() else "")
-    )
-    return write_archive(bundle, workdir / f"{bundle.name}.tar.gz")
+    """The ``.tar.gz`` to copy (:func:`edgewise.bundle.archive_for`), saying when it had to pack one."""
+    archive, packed = bundle_archive_for(bundle, workdir)
+    if packed:
+        beside = bundle.with_name(f"{bundle.name}.tar.gz")
+        say(
+            f"packing {bundle} into an archive"
+            + (f" ({beside.name} is for another manifest)" if beside.is_file() else "")
+        )
+    return archive
 
 
 def _flags(dev: RemoteDevice, device_arg: str, root: str) -> str:

@@ -13,8 +13,9 @@ import time
 import pytest
 
 from edgewise.edge.deploy import inventory
+from edgewise.edge.telemetry.broker import free_port
 
-from .conftest import V1, V2, current_key, free_port, run_cli, state
+from .conftest import V1, V2, current_key, run_cli, state
 
 pytestmark = pytest.mark.slow
 
