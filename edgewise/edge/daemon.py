@@ -161,6 +161,10 @@ class Daemon:
             for t in threads:
                 if t.is_alive():
                     t.join(timeout=5)
+            # let an utterance in flight publish its event before the outbox closes (a thread
+            # blocked in a read of stdin or a device is left behind: see audio_blocked)
+            if audio.is_alive():
+                audio.join(timeout=2.0)
             self._publish_telemetry()  # the last interval is not lost either
             flushed = self.client.close(flush_timeout=self.cfg.shutdown_flush_s)
             log.info("stopped; outbox %s", "flushed" if flushed else "kept on disk for the next start")
@@ -172,7 +176,6 @@ class Daemon:
                 pid_file.unlink()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            audio.join(timeout=1.0)
             self.audio_blocked = audio.is_alive()  # still in a blocking read of stdin or a device
         return 0
 
@@ -284,15 +287,18 @@ class Daemon:
             return None
         self.stats.add(result["latency_ms"], result.get("label"))
         name, version = key.split("/", 1)
-        self.client.publish_event(
-            task=pipeline.task,
-            model={"name": name, "version": version},
-            label=result.get("label"),
-            probabilities=result.get("probabilities", {}),
-            latency_ms=result["latency_ms"],
-            source=source,
-            result={k: v for k, v in result.items() if k not in ("label", "probabilities")},
-        )
+        try:
+            self.client.publish_event(
+                task=pipeline.task,
+                model={"name": name, "version": version},
+                label=result.get("label"),
+                probabilities=result.get("probabilities", {}),
+                latency_ms=result["latency_ms"],
+                source=source,
+                result={k: v for k, v in result.items() if k not in ("label", "probabilities")},
+            )
+        except EdgewiseError as exc:  # only when the client closed under a late utterance at shutdown
+            log.warning("event for an utterance of %.2f s not stored: %s", audio.size / 16000, exc)
         return result
 
     def _segmenter(self) -> UtteranceSegmenter:
