@@ -69,7 +69,13 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
     ),
     ("bundle", "sign", "edgewise.export.commands", "bundle_sign", "sign a bundle's manifest with ed25519"),
     ("bundle", "keygen", "edgewise.export.commands", "bundle_keygen", "make an ed25519 signing key pair"),
-    ("bench", None, "edgewise.bench.commands", "bench", "benchmark a bundle's artifacts on this device or over ssh"),
+    (
+        "bench",
+        None,
+        "edgewise.bench.commands",
+        "bench",
+        "benchmark a bundle's artifacts on this device or over ssh",
+    ),
     (
         "daemon",
         None,
@@ -118,7 +124,9 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     )
     if verbose < 1:  # keep third-party chatter out of normal runs
         for noisy in ("matplotlib", "PIL", "urllib3", "torch", "onnxscript", "torchao", "absl", "jax"):
-            logging.getLogger(noisy).setLevel(logging.ERROR if noisy in ("torchao", "absl", "jax") else logging.WARNING)
+            logging.getLogger(noisy).setLevel(
+                logging.ERROR if noisy in ("torchao", "absl", "jax") else logging.WARNING
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

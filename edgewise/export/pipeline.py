@@ -290,7 +290,9 @@ def _add_vad(writer: BundleWriter) -> None:
 
     path = find_silero_vad_onnx()
     if path is None:
-        log.warning("silero-vad is not installed: the bundle has no VAD model (the device uses its energy VAD)")
+        log.warning(
+            "silero-vad is not installed: the bundle has no VAD model (the device uses its energy VAD)"
+        )
         return
     version = None
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
@@ -321,7 +323,10 @@ def _add_vad(writer: BundleWriter) -> None:
         format="onnx",
         precision="fp32",
         runtime="onnxruntime",
-        parity={"checked": False, "reason": "a third-party model shipped unchanged; not derived from the run"},
+        parity={
+            "checked": False,
+            "reason": "a third-party model shipped unchanged; not derived from the run",
+        },
     )
 
 

@@ -20,7 +20,8 @@ STEMS = ["fp32", "fp16", "int8-dynamic", "int8-static"]
 def _artifacts(bundle_dir):
     bundle = load_bundle(bundle_dir)
     return bundle, {
-        a.path.split("/")[-1].removeprefix("ser.").removesuffix(".onnx"): a for a in bundle.artifacts("classifier")
+        a.path.split("/")[-1].removeprefix("ser.").removesuffix(".onnx"): a
+        for a in bundle.artifacts("classifier")
     }
 
 

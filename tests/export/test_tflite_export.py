@@ -41,7 +41,10 @@ def tflite_bundle(trained_run, tmp_path_factory):
 
 @pytest.mark.slow
 def test_every_tflite_precision_passes_the_gate_with_its_window_recorded(tflite_bundle):
-    arts = {a.path.removeprefix("models/ser.").removesuffix(".tflite"): a for a in tflite_bundle.artifacts("classifier")}
+    arts = {
+        a.path.removeprefix("models/ser.").removesuffix(".tflite"): a
+        for a in tflite_bundle.artifacts("classifier")
+    }
     assert sorted(arts) == sorted(STEMS)
     for stem, art in arts.items():
         assert art.format == "tflite" and art.runtime == "litert"

@@ -161,7 +161,9 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             "--fleet", metavar="ID", help="daemon.yaml: fleet id (default: a 'default' placeholder)"
         )
         b.add_argument(
-            "--service-user", metavar="USER", help="user the systemd unit runs as (default: the --host login user, so deploys can signal it)"
+            "--service-user",
+            metavar="USER",
+            help="user the systemd unit runs as (default: the --host login user, so deploys can signal it)",
         )
         b.add_argument(
             "--skip-install",

@@ -241,7 +241,9 @@ def test_without_a_sound_card_the_daemon_says_so_and_keeps_serving(
     assert d.stop() == 0
 
 
-def test_edge_deploy_switches_the_running_daemon_and_waits_for_its_health(root, broker, subscribe, daemons, tmp_path, ser_bundle):
+def test_edge_deploy_switches_the_running_daemon_and_waits_for_its_health(
+    root, broker, subscribe, daemons, tmp_path, ser_bundle
+):
     sub = subscribe(broker, TOPICS)
     d = daemons(root, broker, {"source": "stdin", "stdin_format": "raw"}).start(stdin=subprocess.PIPE)
     d.wait_health(lambda h: h["ok"])
