@@ -96,7 +96,7 @@ def load_models(bundle_dir: Path, run: Path, threads: int) -> list[dict]:
     bundle = load_bundle(bundle_dir)
     for art in bundle.artifacts("classifier"):
         path = bundle.artifact_path(art)
-        quant = art.extra.get("quant") or (art.extra.get("quantization") or {}).get("quant")
+        quant = art.quant
         label = f"{art.format} {art.precision}" + (f" ({quant})" if quant else "")
         row = {
             "name": label,

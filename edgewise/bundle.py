@@ -207,6 +207,11 @@ class ArtifactEntry(StrictModel):
     def _path_inside(cls, path: str) -> str:
         return _check_relpath(path)
 
+    @property
+    def quant(self) -> str | None:
+        """The int8 quantization mode (``extra.quant``: ``dynamic`` or ``static``), or None."""
+        return self.extra.get("quant")
+
     @field_validator("parity", "extra")
     @classmethod
     def _json(cls, value: dict[str, Any], info) -> dict[str, Any]:

@@ -84,10 +84,6 @@ class BundleDoesNotVerify(EdgewiseError):
 # Rows
 
 
-def _quant(art: ArtifactEntry) -> str | None:
-    return art.extra.get("quant") or (art.extra.get("quantization") or {}).get("quant")
-
-
 def row_name(fmt: str, precision: str, quant: str | None) -> str:
     return f"{fmt} {precision}" + (f" ({quant})" if quant else "")
 
@@ -105,7 +101,7 @@ def runtime_problem(art: ArtifactEntry) -> str | None:
         if find("ai_edge_litert") is not None:
             return None
         if find("tflite_runtime") is not None:
-            return tflite_runtime_refusal(art.precision, _quant(art))
+            return tflite_runtime_refusal(art.precision, art.quant)
         return "no TFLite interpreter: ai-edge-litert is not installed (pip install 'edgewise[edge]')"
     if art.format == "tensorrt-onnx":
         if find("tensorrt") is None:
@@ -171,7 +167,7 @@ def plan_rows(
         ):
             excluded.append(art.path)
             continue
-        quant = _quant(art)
+        quant = art.quant
         row = _new_row(
             row_name(art.format, art.precision, quant),
             "artifact",
@@ -219,7 +215,7 @@ def providers_for(art: ArtifactEntry, profile: DeviceProfile | None) -> list[str
     """The execution providers the device profile asks for this artifact (CPU without a profile)."""
     if profile is not None:
         for choice in profile.runtimes:
-            quant_ok = choice.quant is None or choice.quant == _quant(art)
+            quant_ok = choice.quant is None or choice.quant == art.quant
             if (choice.format, choice.precision) == (art.format, art.precision) and quant_ok:
                 return list(choice.providers)
     return ["CPUExecutionProvider"]

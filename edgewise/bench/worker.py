@@ -125,7 +125,7 @@ class Worker:
         art = next((a for a in opened.artifacts("classifier") if a.path == artifact), None)
         if art is None:
             raise ValueError(f"{bundle}: no classifier artifact {artifact!r}")
-        quant = art.extra.get("quant") or (art.extra.get("quantization") or {}).get("quant")
+        quant = art.quant
         choice = RuntimeChoice(format=art.format, precision=art.precision, quant=quant, providers=providers)
         t0 = time.perf_counter()
         importlib.import_module(runtime_module(runtime))

@@ -228,7 +228,7 @@ class Daemon:
                 if self.client is not None:
                     self.client.publish_error(f"could not load {key}: {message}", code="model_load")
                 return self._write_health(False, key, message)
-            vad = [a for a in bundle.artifacts("vad")] if "vad" in bundle.manifest.models else []
+            vad = bundle.artifacts("vad") if "vad" in bundle.manifest.models else []
             with self._swap_lock:
                 old = self._pipeline
                 self._pipeline, self._pipeline_key = pipeline, key
@@ -304,7 +304,7 @@ class Daemon:
     def _segmenter(self) -> UtteranceSegmenter:
         cfg = self.cfg.audio
         vad_path = cfg.vad_model or self._snapshot_vad()
-        vad = build_vad(cfg.vad, vad_path, cfg.threshold) if cfg.vad != "none" else None
+        vad = build_vad(cfg.vad, vad_path, cfg.threshold)  # None for vad: none
         return UtteranceSegmenter.from_config(cfg, vad)
 
     def _snapshot_vad(self) -> Path | None:

@@ -31,15 +31,11 @@ class NoRunnableArtifact(EdgewiseError):
     """None of the profile's preferences can run this bundle here."""
 
 
-def _quant(art: ArtifactEntry) -> str | None:
-    return art.extra.get("quant") or (art.extra.get("quantization") or {}).get("quant")
-
-
 def matching_artifacts(bundle: Bundle, role: str, choice: RuntimeChoice) -> list[ArtifactEntry]:
     return [
         a
         for a in bundle.artifacts(role, format=choice.format, precision=choice.precision)
-        if choice.quant is None or _quant(a) == choice.quant
+        if choice.quant is None or a.quant == choice.quant
     ]
 
 
@@ -52,7 +48,7 @@ def open_backend(
         return OnnxBackend(path, threads, providers=choice.providers)
     if art.format == "tflite":
         window = WindowSpec.from_dict(art.extra.get("window") or {}, where=f"{art.path} extra.window")
-        return LiteRTBackend(path, threads, window, precision=art.precision, quant=_quant(art))
+        return LiteRTBackend(path, threads, window, precision=art.precision, quant=art.quant)
     if art.format == "tensorrt-onnx":
         from edgewise.edge.tensorrt import BuildSpec, EngineCache, TensorRTBackend, import_tensorrt
 

@@ -40,7 +40,7 @@ def _parity(parity: dict[str, Any]) -> str:
 
 
 def _variant(art: Any) -> str:
-    quant = art.extra.get("quant")
+    quant = art.quant
     return f"{art.precision}-{quant}" if quant else art.precision
 
 

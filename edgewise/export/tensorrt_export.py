@@ -61,6 +61,7 @@ def export_variant(ctx: ExportContext, variant: Variant, out: Path) -> dict[str,
     spec = build_spec(ctx, variant.precision)
     extra: dict[str, Any] = {"tensorrt": spec.to_manifest(), "engine": "built on the device on first use"}
     if quantization:
+        extra["quant"] = quantization["quant"]  # where every format records its int8 mode
         extra["quantization"] = quantization
     if tensorrt_available():
         try:

@@ -41,7 +41,7 @@ def primary_role(bundle: Bundle) -> str:
 
 
 def describe_artifact(art: ArtifactEntry) -> str:
-    quant = art.extra.get("quant") or (art.extra.get("quantization") or {}).get("quant")
+    quant = art.quant
     gate = " [failed its parity gate]" if art.parity.get("passed") is False else ""
     return f"{art.format} {art.precision}" + (f" ({quant})" if quant else "") + gate
 
