@@ -16,7 +16,7 @@ from edgewise.cloud.models.hrf import HRFConfig
 from edgewise.config import StrictModel, load_config
 
 Arch = Literal["conv_transformer", "conformer", "speechformer"]
-Size = Literal["tiny", "small", "base"]
+Size = Literal["micro", "tiny", "small", "base"]
 
 
 class ModelConfig(StrictModel):
@@ -58,19 +58,23 @@ class SpeechFormerSize:
 
 SizeSpec = TransformerSize | ConformerSize | SpeechFormerSize
 
+# micro: ~30k parameters, for microcontroller-class budgets and capacity studies (benchmarks/ser_capacity.py);
 # tiny: ~0.1M parameters, trains in minutes on 2 CPU cores; small: ~4x; base: the 1-3M teacher.
 SIZES: dict[str, dict[str, SizeSpec]] = {
     "conv_transformer": {
+        "micro": TransformerSize(d_model=32, n_layers=2, n_heads=4, d_ff=64),
         "tiny": TransformerSize(d_model=64, n_layers=2, n_heads=4, d_ff=128),
         "small": TransformerSize(d_model=128, n_layers=2, n_heads=4, d_ff=256),
         "base": TransformerSize(d_model=256, n_layers=4, n_heads=4, d_ff=512),
     },
     "conformer": {
+        "micro": ConformerSize(d_model=32, n_layers=2, n_heads=4, d_ff=48, conv_kernel=15),
         "tiny": ConformerSize(d_model=64, n_layers=2, n_heads=4, d_ff=96, conv_kernel=15),
         "small": ConformerSize(d_model=128, n_layers=2, n_heads=4, d_ff=192, conv_kernel=15),
         "base": ConformerSize(d_model=192, n_layers=4, n_heads=4, d_ff=384, conv_kernel=31),
     },
     "speechformer": {
+        "micro": SpeechFormerSize(d_model=32, n_heads=4, d_ff=64, stages=((1, 8), (1, 8), (1, None))),
         "tiny": SpeechFormerSize(d_model=64, n_heads=4, d_ff=128, stages=((1, 8), (1, 8), (1, None))),
         "small": SpeechFormerSize(d_model=128, n_heads=4, d_ff=256, stages=((1, 8), (1, 8), (1, None))),
         "base": SpeechFormerSize(d_model=256, n_heads=4, d_ff=512, stages=((1, 8), (2, 8), (1, None))),

@@ -21,6 +21,7 @@ LENGTHS = (37, 101, 299)
 
 CASES = [(arch, "tiny", HRFConfig()) for arch in ARCHS]
 CASES += [(arch, "small", HRFConfig()) for arch in ARCHS]
+CASES += [(arch, "micro", HRFConfig()) for arch in ARCHS]
 CASES += [(arch, "tiny", HRFConfig(rank=16)) for arch in ARCHS]  # rank < d_model
 CASES += [(arch, "tiny", HRFConfig(expansion=2.0)) for arch in ARCHS]
 
