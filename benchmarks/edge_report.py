@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
+from report_files import write_report
 
 from edgewise.audio import load_audio
 from edgewise.bundle import load_bundle
@@ -592,9 +593,7 @@ def main() -> int:
         }
         args.out.mkdir(parents=True, exist_ok=True)
         report["plot"] = plot(report, args.out)
-        (args.out / "edge_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / "edge_report.md").write_text(markdown(report))
-        print(markdown(report))
+        write_report(args.out, "edge_report", report, markdown(report))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

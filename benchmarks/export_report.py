@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report_files import write_report
 
 log = logging.getLogger("export_report")
 
@@ -337,9 +338,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report["plot"] = plot(report, args.out)
     report["wall_seconds"] = time.perf_counter() - t0
-    (args.out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "export_report.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, "export_report", report, markdown(report))
     return 0
 
 

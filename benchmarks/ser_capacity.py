@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from report_files import write_report
 from ser_report import summarize, train
 
 SIZES = ("micro", "tiny", "small")
@@ -182,9 +183,7 @@ def main() -> int:
     report["wall_seconds"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     report["plot"] = plot(report, args.out)
-    (args.out / "ser_capacity.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "ser_capacity.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, "ser_capacity", report, markdown(report))
     return 0
 
 

@@ -24,6 +24,8 @@ import statistics
 import time
 from pathlib import Path
 
+from report_files import write_report
+
 ARCHS = ("conv_transformer", "conformer", "speechformer")
 SHORT = {"conv_transformer": "ConvT", "conformer": "Conformer", "speechformer": "SpeechF"}
 log = logging.getLogger("ser_report")
@@ -348,9 +350,7 @@ def main() -> int:
     report["latency"] = latency_comparison()
     report["wall_seconds"] = time.perf_counter() - t0
     report["plots"] = plot(report, args.out)
-    (args.out / "ser_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "ser_report.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, "ser_report", report, markdown(report))
     return 0
 
 
