@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from report_files import write_report
-from ser_report import summarize, train
+from ser_report import add_run_arguments, summarize, train
 
 SIZES = ("micro", "tiny", "small")
 log = logging.getLogger("ser_capacity")
@@ -120,15 +120,7 @@ def markdown(r: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--corpus", type=Path, required=True, help="an edgewise corpus (edgewise data speech)"
-    )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument(
-        "--work", type=Path, default=Path("benchmarks/work/ser"), help="training runs (resumable)"
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each)")
+    add_run_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     t0 = time.perf_counter()

@@ -251,8 +251,8 @@ def metrics_row(seed: int, m: dict) -> dict:
     return {"seed": seed, **{k: m[k] for k in ("ua", "wa", "macro_f1", "parameters")}}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every SER training benchmark shares: corpus, output, run directory, seeds, jobs."""
     parser.add_argument(
         "--corpus", type=Path, required=True, help="an edgewise corpus (edgewise data speech)"
     )
@@ -261,8 +261,13 @@ def main() -> int:
         "--work", type=Path, default=Path("benchmarks/work/ser"), help="training runs (resumable)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(parser)
     parser.add_argument("--teacher", default="base", help="training preset of the distillation teacher")
-    parser.add_argument("--jobs", type=int, default=2, help="student runs trained at once (one thread each)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     t0 = time.perf_counter()
