@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from report_files import write_report
-from ser_report import add_run_arguments, summarize, train
+from ser_report import add_run_arguments, summarize, test_probabilities, train
 
 SIZES = ("micro", "tiny", "small")
 log = logging.getLogger("ser_capacity")
@@ -35,23 +35,10 @@ def run_dir(work: Path, size: str, seed: int) -> Path:
 def ensemble_ua(corpus_dir: Path, runs: list[Path]) -> dict:
     """Test UA of the average softmax of ``runs`` (all share the corpus's labels and features)."""
     import numpy as np
-    import torch
 
-    from edgewise.cloud.data.corpus import load_corpus
-    from edgewise.cloud.train.featcache import compute_features, default_cache_dir
     from edgewise.cloud.train.metrics import classification_report
-    from edgewise.cloud.train.run import load_run_model
-    from edgewise.cloud.train.trainer import predict_logits
 
-    corpus = load_corpus(corpus_dir)
-    probs, labels, truth = [], None, None
-    for run in runs:
-        model, info = load_run_model(run)
-        fs = compute_features(
-            corpus.split("test"), info.labels, info.features, default_cache_dir(corpus.root), progress=False
-        )
-        probs.append(torch.softmax(torch.from_numpy(predict_logits(model, fs, info.features)), 1).numpy())
-        labels, truth = info.labels, fs.labels
+    truth, labels, probs = test_probabilities(corpus_dir, runs)
     report = classification_report(truth, np.mean(probs, axis=0).argmax(1), labels)
     return {"ua": report["ua"], "members": len(runs)}
 

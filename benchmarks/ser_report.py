@@ -55,6 +55,56 @@ def summarize(values: list[float]) -> dict:
     }
 
 
+def test_probabilities(corpus_dir: Path, runs: list[Path]):
+    """Test-split labels, label names and each run's softmax outputs (merged models, whole utterances)."""
+    import torch
+
+    from edgewise.cloud.data.corpus import load_corpus
+    from edgewise.cloud.train.featcache import compute_features, default_cache_dir
+    from edgewise.cloud.train.run import load_run_model
+    from edgewise.cloud.train.trainer import predict_logits
+
+    corpus = load_corpus(corpus_dir)
+    probs, labels, truth = [], None, None
+    for run in runs:
+        model, info = load_run_model(run)
+        fs = compute_features(
+            corpus.split("test"), info.labels, info.features, default_cache_dir(corpus.root), progress=False
+        )
+        probs.append(torch.softmax(torch.from_numpy(predict_logits(model, fs, info.features)), 1).numpy())
+        labels, truth = info.labels, fs.labels
+    return truth, labels, probs
+
+
+def paired_bootstrap(truth, pred_a, pred_b, n_classes: int, rounds: int = 2000, seed: int = 0) -> dict:
+    """UA(a) - UA(b) on the same test utterances, with a 95% interval from resampling utterances, and
+    the share of resamples in which a is not better than b (a one-sided p-value)."""
+    import numpy as np
+
+    def ua_diff(idx) -> float:
+        t, a, b = truth[idx], pred_a[idx], pred_b[idx]
+        return float(np.mean([np.mean(a[t == c] == c) - np.mean(b[t == c] == c) for c in range(n_classes)]))
+
+    rng = np.random.default_rng(seed)
+    everything = np.arange(len(truth))
+    diffs = np.array([ua_diff(rng.choice(everything, len(truth))) for _ in range(rounds)])
+    return {
+        "diff": ua_diff(everything),
+        "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+        "p_not_better": float(np.mean(diffs <= 0)),
+        "rounds": rounds,
+    }
+
+
+def teacher_vs_students(corpus_dir: Path, teacher: Path, students: dict[str, Path]) -> dict:
+    truth, labels, probs = test_probabilities(corpus_dir, [teacher, *students.values()])
+    t_pred = probs[0].argmax(1)
+    return {
+        name: paired_bootstrap(truth, t_pred, p.argmax(1), len(labels))
+        for name, p in zip(students, probs[1:])
+    }
+
+
 def latency_comparison(seconds: float = 3.0, threads: int = 2, rounds: int = 120, reps: int = 10) -> dict:
     """Per-call latency of training-form, merged and plain tiny models, interleaved round by round.
 
@@ -190,7 +240,7 @@ def markdown(report: dict) -> str:
         f"Machine: {report['environment']['cpu']}, {report['environment']['cores']} cores, torch "
         f"{report['environment']['torch']}. Training runs already finished under `--work` are reused, "
         f"so the wall time of one invocation ({report['wall_seconds'] / 60:.1f} min here) depends on what was "
-        "there; from scratch the whole report took about 25 min.  ",
+        "there; from scratch the whole report takes about 45 min (the base teacher 15, the 18 tiny runs 20, the 3 KD runs 10).  ",
         f"Corpus: `{report['corpus']}` ({report['corpus_counts']}). Test split = held-out speakers. "
         f"UA = mean per-class recall (chance 0.25).",
         "",
@@ -208,6 +258,23 @@ def markdown(report: dict) -> str:
             f"| tiny ConvTransformer HRF+KD, merged (seed {run['seed']}) | {run['parameters']:,} | "
             f"{run['ua']:.3f} | {run['wa']:.3f} | {run['macro_f1']:.3f} |"
         )
+    if "teacher_vs_tiny_plain" in report:
+        rows = report["teacher_vs_tiny_plain"]
+        rounds = next(iter(rows.values()))["rounds"]
+        lines += [
+            "",
+            "## Teacher vs every tiny plain model: paired bootstrap over the test utterances",
+            "",
+            f"UA(teacher) − UA(tiny plain) on the same {report['corpus_counts']['test']} test utterances, "
+            f"{rounds} resamples; p = share of resamples in which the teacher is not better.",
+            "",
+            "| tiny plain model | UA difference | 95% interval | p |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, b in rows.items():
+            lines.append(
+                f"| {name} | {b['diff']:+.3f} | [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}] | {b['p_not_better']:.3f} |"
+            )
     lines += [
         "",
         f"## HRF vs plain, same tiny backbone, seeds {seeds} (mean ± std of test UA)",
@@ -350,6 +417,13 @@ def main() -> int:
         "kd": {**summarize([r["ua"] for r in kd_runs]), "runs": kd_runs},
         "no_kd": report["hrf_vs_plain"]["conv_transformer"]["hrf"],
     }
+
+    log.info("teacher vs the tiny plain students (paired bootstrap)")
+    report["teacher_vs_tiny_plain"] = teacher_vs_students(
+        args.corpus,
+        teacher_dir,
+        {f"{arch} seed {s}": args.work / f"{arch}-plain-s{s}" for arch in ARCHS for s in args.seeds},
+    )
 
     log.info("latency")
     report["latency"] = latency_comparison()
