@@ -368,6 +368,19 @@ def main() -> int:
         baseline_file.write_text(json.dumps(report["baseline"]))
     log.info("teacher (%s preset)", args.teacher)
     teacher_dir = args.work / "teacher"
+    if (
+        teacher_dir / "metrics.json"
+    ).is_file():  # reused: it must be the preset asked for (KD runs depend on it)
+        import yaml
+
+        from edgewise.cloud.train.config import resolve_config
+
+        had = yaml.safe_load((teacher_dir / "config.yaml").read_text()).get("name")
+        if had != resolve_config(args.teacher).name:
+            parser.error(
+                f"{teacher_dir} holds a teacher trained from {had!r}, not --teacher {args.teacher}; "
+                "use another --work or move that run (and the *-kd-* runs) away"
+            )
     teacher = train(args.teacher, args.corpus, teacher_dir, ["seed=0", "model.hrf=null"])
     report["teacher"] = {**teacher, "preset": args.teacher}
 
