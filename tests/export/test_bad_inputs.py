@@ -31,28 +31,28 @@ def test_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_checkpoint_from_another_architecture(trained_run, tmp_path, capsys):
-    run = _copy_run(trained_run, tmp_path, lambda m: m["model"].update(arch="conformer"))
+def test_a_checkpoint_from_another_architecture(tiny_run, tmp_path, capsys):
+    run = _copy_run(tiny_run, tmp_path, lambda m: m["model"].update(arch="conformer"))
     assert _export(run, tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert "model.safetensors: checkpoint does not fit this architecture" in err
     assert not (tmp_path / "out").exists()
 
 
-def test_a_run_whose_corpus_is_gone_asks_for_data(trained_run, tmp_path, capsys):
-    run = _copy_run(trained_run, tmp_path, lambda m: m["provenance"].update(corpus=str(tmp_path / "gone")))
+def test_a_run_whose_corpus_is_gone_asks_for_data(tiny_run, tmp_path, capsys):
+    run = _copy_run(tiny_run, tmp_path, lambda m: m["provenance"].update(corpus=str(tmp_path / "gone")))
     assert _export(run, tmp_path / "out") == 2
     assert "is not available here; pass --data CORPUS" in capsys.readouterr().err
 
 
-def test_a_corpus_with_other_labels(trained_run, tmp_path, capsys):
+def test_a_corpus_with_other_labels(tiny_run, tmp_path, capsys):
     from tests.cloud.train.conftest import make_tone_corpus
 
     other = make_tone_corpus(tmp_path / "corpus", speakers_per_split=(1, 1, 1), per_class=1)
     meta = json.loads((other / "corpus.json").read_text())
     meta["labels"] = ["neutral", "happy", "angry", "sad"]
     (other / "corpus.json").write_text(json.dumps(meta))
-    assert _export(trained_run, tmp_path / "out", "--data", str(other)) == 2
+    assert _export(tiny_run, tmp_path / "out", "--data", str(other)) == 2
     assert "differ from the run's" in capsys.readouterr().err
 
 
@@ -65,23 +65,23 @@ def test_a_corpus_with_other_labels(trained_run, tmp_path, capsys):
         (["--quant", "static"], "applies to int8 only"),
     ],
 )
-def test_bad_options(trained_run, tmp_path, capsys, args, message):
-    assert _export(trained_run, tmp_path / "out", *args) == 2
+def test_bad_options(tiny_run, tmp_path, capsys, args, message):
+    assert _export(tiny_run, tmp_path / "out", *args) == 2
     assert message in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_an_existing_bundle_is_not_replaced_without_force(trained_run, exported, capsys):
+def test_an_existing_bundle_is_not_replaced_without_force(tiny_run, exported, capsys):
     folder, _ = exported
     before = (folder / "manifest.json").read_bytes()
-    assert _export(trained_run, folder.parent) == 2
+    assert _export(tiny_run, folder.parent) == 2
     assert "already exists" in capsys.readouterr().err
     assert (folder / "manifest.json").read_bytes() == before
 
 
-def test_an_unusable_sign_key_fails_before_any_export(trained_run, tmp_path, capsys):
+def test_an_unusable_sign_key_fails_before_any_export(tiny_run, tmp_path, capsys):
     key = tmp_path / "bad.key"
     key.write_bytes(b"not a key")
-    assert _export(trained_run, tmp_path / "out", "--sign-key", str(key)) == 2
+    assert _export(tiny_run, tmp_path / "out", "--sign-key", str(key)) == 2
     assert "bad.key" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -63,11 +63,11 @@ def test_bad_combinations_list_the_valid_ones(formats, precisions, quant, messag
         assert "tensorrt: fp32, fp16, int8 (static)" in str(err.value)
 
 
-def test_cli_refuses_a_bad_combination_with_exit_2(trained_run, tmp_path, capsys):
+def test_cli_refuses_a_bad_combination_with_exit_2(tiny_run, tmp_path, capsys):
     code = main(
         [
             "export",
-            str(trained_run),
+            str(tiny_run),
             "--out",
             str(tmp_path),
             "--format",

@@ -12,10 +12,10 @@ from edgewise.export.parity import ReferenceSet, check_parity, format_report
 
 
 @pytest.mark.slow
-def test_an_impossible_tolerance_fails_the_export_and_leaves_nothing(trained_run, tmp_path, capsys):
+def test_an_impossible_tolerance_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, capsys):
     out = tmp_path / "bundles"
     code = main(
-        ["-q", "export", str(trained_run), "--out", str(out), "--threads", "1", "--tolerance", "fp32=1e-12"]
+        ["-q", "export", str(tiny_run), "--out", str(out), "--threads", "1", "--tolerance", "fp32=1e-12"]
     )
     assert code == 2
     err = capsys.readouterr().err
@@ -25,11 +25,11 @@ def test_an_impossible_tolerance_fails_the_export_and_leaves_nothing(trained_run
 
 
 @pytest.mark.slow
-def test_no_gate_writes_the_failure_into_the_manifest_and_signs(trained_run, tmp_path, capsys):
+def test_no_gate_writes_the_failure_into_the_manifest_and_signs(tiny_run, tmp_path, capsys):
     key = tmp_path / "keys" / "release"
     assert main(["bundle", "keygen", "--out", str(key)]) == 0
     out = tmp_path / "bundles"
-    args = ["-q", "export", str(trained_run), "--out", str(out), "--threads", "1", "--version", "2.0.0-rc.1"]
+    args = ["-q", "export", str(tiny_run), "--out", str(out), "--threads", "1", "--version", "2.0.0-rc.1"]
     args += ["--no-gate", "--max-ua-drop", "fp32=0", "--tolerance", "fp32=1e-12", "--sign-key", f"{key}.key"]
     assert main(args) == 0
     bundle = load_bundle(out / "ser-tiny-2.0.0-rc.1", public_key=f"{key}.pub")

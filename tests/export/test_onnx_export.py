@@ -26,7 +26,7 @@ def _artifacts(bundle_dir):
 
 
 @pytest.mark.slow
-def test_manifest_validates_and_records_parity_for_every_artifact(exported, trained_run):
+def test_manifest_validates_and_records_parity_for_every_artifact(exported, tiny_run):
     folder, archive = exported
     bundle, arts = _artifacts(archive)  # the archive opens and validates like the folder
     assert sorted(arts) == sorted(STEMS)
@@ -50,15 +50,15 @@ def test_manifest_validates_and_records_parity_for_every_artifact(exported, trai
     assert static["quant"] == "static" and static["activations"] == "uint8" and static["weights"] == "int8"
     assert static["calibration"]["utterances"] == 72  # the whole (small) training split
     prov = m.provenance
-    assert prov["run"] == str(trained_run.resolve()) and prov["corpus_json_sha256"]
+    assert prov["run"] == str(tiny_run.resolve()) and prov["corpus_json_sha256"]
     assert len(prov["corpus_listing_sha256"]) == 64
     assert {"torch", "onnx", "onnxruntime"} <= set(prov["versions"])
     bundle.close()
 
 
 @pytest.mark.slow
-def test_fp32_onnx_matches_pytorch_on_odd_lengths_and_batch_sizes(exported, trained_run):
-    model, _ = load_run_model(trained_run)
+def test_fp32_onnx_matches_pytorch_on_odd_lengths_and_batch_sizes(exported, tiny_run):
+    model, _ = load_run_model(tiny_run)
     bundle, arts = _artifacts(exported[0])
     runner = OnnxBackend(bundle.artifact_path(arts["fp32"]))
     gen = torch.Generator().manual_seed(1)
@@ -102,17 +102,17 @@ def test_calibration_set_must_be_non_empty_and_the_right_shape():
 
 
 @pytest.mark.slow
-def test_export_is_reproducible_and_independent_of_the_build_folder(exported, trained_run, tmp_path):
+def test_export_is_reproducible_and_independent_of_the_build_folder(exported, tiny_run, tmp_path):
     from edgewise.bundle import sha256_file
     from edgewise.export.merge import merge_for_export
     from edgewise.export.onnx_export import export_fp32
 
-    model, info = load_run_model(trained_run)
+    model, info = load_run_model(tiny_run)
     merged, _ = merge_for_export(model, info.features.n_mels)
     again = export_fp32(merged, tmp_path / "elsewhere" / "again.onnx", info.features.n_mels)
     _, arts = _artifacts(exported[0])
     assert sha256_file(again) == arts["fp32"].sha256
-    assert b"Traceback" not in again.read_bytes() and str(trained_run).encode() not in again.read_bytes()
+    assert b"Traceback" not in again.read_bytes() and str(tiny_run).encode() not in again.read_bytes()
 
 
 def test_minify_keeps_the_interface_sorts_the_graph_and_runs_the_same(tmp_path):

@@ -13,10 +13,10 @@ from edgewise.edge.tensorrt import BuildSpec, tensorrt_available
 
 
 @pytest.mark.slow
-def test_tensorrt_export_ships_the_graph_and_build_spec_and_says_why(trained_run, tmp_path, caplog):
+def test_tensorrt_export_ships_the_graph_and_build_spec_and_says_why(tiny_run, tmp_path, caplog):
     if tensorrt_available():
         pytest.skip("TensorRT is installed: this test covers machines without it")
-    args = ["export", str(trained_run), "--out", str(tmp_path), "--format", "tensorrt", "--threads", "1"]
+    args = ["export", str(tiny_run), "--out", str(tmp_path), "--format", "tensorrt", "--threads", "1"]
     with caplog.at_level(logging.WARNING):
         assert main([*args, "--precision", "fp16", "--precision", "int8"]) == 0
     assert "TensorRT is not installed on this machine" in caplog.text

@@ -19,12 +19,12 @@ STEMS = ["fp32", "fp16", "int8-dynamic", "int8-static"]
 
 
 @pytest.fixture(scope="module")
-def tflite_bundle(trained_run, tmp_path_factory):
+def tflite_bundle(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("tflite-bundle")
     args = [
         "-q",
         "export",
-        str(trained_run),
+        str(tiny_run),
         "--out",
         str(out),
         "--format",
@@ -61,8 +61,8 @@ def test_every_tflite_precision_passes_the_gate_with_its_window_recorded(tflite_
 
 
 @pytest.mark.slow
-def test_the_fp32_tflite_model_equals_pytorch_on_short_and_long_audio(tflite_bundle, trained_run):
-    model, _ = load_run_model(trained_run)
+def test_the_fp32_tflite_model_equals_pytorch_on_short_and_long_audio(tflite_bundle, tiny_run):
+    model, _ = load_run_model(tiny_run)
     model.eval()
     art = next(a for a in tflite_bundle.artifacts("classifier") if a.path.endswith("ser.fp32.tflite"))
     window = WindowSpec.from_dict(art.extra["window"])
