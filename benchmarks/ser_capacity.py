@@ -43,13 +43,81 @@ def ensemble_ua(corpus_dir: Path, runs: list[Path]) -> dict:
     return {"ua": report["ua"], "members": len(runs)}
 
 
+GENERATOR_COLUMNS = ("pitch", "pitch_range", "rate", "amplitude", "level_db", "snr_db")
+
+
+def _generator_row(row: dict) -> list[float]:
+    phrases = [float(p) for p in row["phrase_pitch"].split()] or [0.0]
+    pauses = [float(p) for p in row["pauses_ms"].split()] or [0.0]
+    numbers = [float(row[k]) if row[k] else 60.0 for k in GENERATOR_COLUMNS]  # no noise: call it 60 dB
+    return numbers + [
+        phrases[-1] - phrases[0],
+        sum(pauses) / len(pauses),
+        sum(p > 0 for p in pauses) / len(pauses),
+    ]
+
+
+def generator_oracle(corpus_dir: Path, labels) -> dict | None:
+    """Logistic regression on the parameters the synthesizer drew for each utterance (its manifest
+    columns): the best a model that recovered them exactly from the audio could do. None for corpora
+    without those columns (real ones)."""
+    import csv
+
+    import numpy as np
+
+    from edgewise.cloud.baseline import fit_logistic
+
+    data = {}
+    for split in ("train", "val", "test"):
+        with open(corpus_dir / f"{split}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not set(GENERATOR_COLUMNS) <= set(rows[0]):
+            return None
+        data[split] = (
+            np.array([_generator_row(r) for r in rows]),
+            np.array([labels.index(r["label"]) for r in rows]),
+        )
+    return {"ua": fit_logistic(data, labels)["ua"], "features": len(data["train"][0][0])}
+
+
+def teachers(work: Path, corpus_dir: Path) -> dict | None:
+    """The SER report's teacher (``work/teacher``) and any further seeds of it (``work/teacher-s1``, ...),
+    with the ensemble of them: the base Conformer next to the widths trained here."""
+    runs = [r for r in [work / "teacher", *sorted(work.glob("teacher-s[0-9]*"))] if (r / "metrics.json").is_file()]
+    if not runs:
+        return None
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    return {
+        **summarize([m["ua"] for m in metrics]),
+        "runs": [r.name for r in runs],
+        "parameters": metrics[0]["parameters"],
+        "ensemble": ensemble_ua(corpus_dir, runs) if len(runs) > 1 else None,
+    }
+
+
+def baselines(work: Path, corpus_dir: Path) -> dict:
+    """eGeMAPS + LR plain (cached in ``work/baseline.json``, shared with the SER report) and z-scored
+    per speaker, and the generator oracle."""
+    from edgewise.cloud.baseline import egemaps_baseline
+    from edgewise.cloud.data.corpus import load_corpus
+
+    corpus = load_corpus(corpus_dir)
+    cached = work / "baseline.json"
+    plain = json.loads(cached.read_text())["ua"] if cached.is_file() else egemaps_baseline(corpus)["ua"]
+    return {
+        "egemaps": plain,
+        "egemaps_speaker_norm": egemaps_baseline(corpus, speaker_norm=True)["ua"],
+        "oracle": generator_oracle(corpus_dir, list(corpus.labels)),
+    }
+
+
 def plot(report: dict, out: Path) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 4.6))
     params = [report["sizes"][s]["parameters"] for s in SIZES]
     for s, p in zip(SIZES, params):
         vals = report["sizes"][s]["values"]
@@ -62,13 +130,26 @@ def plot(report: dict, out: Path) -> str:
         ls="--",
         label=f"ensemble of {report['ensemble']['members']} runs",
     )
-    ax.axhline(report["baseline_ua"], color="#777777", ls=":", label="eGeMAPS + LR baseline")
+    teacher = report["teachers"]
+    if teacher:
+        params.append(teacher["parameters"])
+        ax.scatter(
+            [teacher["parameters"]] * len(teacher["values"]), teacher["values"], color="#e0a3a3", zorder=2
+        )
+        ax.errorbar(teacher["parameters"], teacher["mean"], yerr=teacher["std"], fmt="s", color="#a32424",
+                    capsize=4, zorder=3)  # fmt: skip
+    refs = report["baselines"]
+    ax.axhline(refs["egemaps"], color="#777777", ls=":", label="eGeMAPS + LR baseline")
+    ax.axhline(refs["egemaps_speaker_norm"], color="#2f8f46", ls="-.", label="same, z-scored per speaker")
+    if refs["oracle"]:
+        ax.axhline(refs["oracle"]["ua"], color="#7a3f9e", ls=(0, (1, 3)), label="LR on generator parameters")
     ax.set_xscale("log")
     ax.minorticks_off()
-    ax.set_xticks(params, [f"{s}\n{p / 1000:.0f}k" for s, p in zip(SIZES, params)])
+    names = [*SIZES, "base\nConformer"] if teacher else SIZES
+    ax.set_xticks(params, [f"{s}\n{p / 1000:.0f}k" for s, p in zip(names, params)])
     ax.set_ylabel("test UA")
-    ax.set_title("plain ConvTransformer: test UA vs parameters", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("plain ConvTransformer widths and the base Conformer: test UA vs parameters", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     fig.tight_layout()
     path = out / "ser_capacity.png"
     fig.savefig(path, dpi=120)
@@ -77,6 +158,7 @@ def plot(report: dict, out: Path) -> str:
 
 
 def markdown(r: dict) -> str:
+    refs = r["baselines"]
     lines = [
         "# Capacity on the synthesized corpus: test UA vs model size",
         "",
@@ -94,10 +176,34 @@ def markdown(r: dict) -> str:
         lines.append(f"| {s} | {row['parameters']:,} | {row['mean']:.3f} ± {row['std']:.3f} | {values} |")
     lines += [
         f"| ensemble of all {r['ensemble']['members']} runs (mean softmax) | - | {r['ensemble']['ua']:.3f} | |",
-        f"| eGeMAPS functionals + logistic regression | 88 features | {r['baseline_ua']:.3f} | |",
+    ]
+    teacher = r["teachers"]
+    if teacher:
+        values = ", ".join(f"{v:.3f}" for v in teacher["values"])
+        lines.append(
+            f"| the SER report's teacher: base Conformer, plain ({', '.join(teacher['runs'])}) | "
+            f"{teacher['parameters']:,} | {teacher['mean']:.3f} ± {teacher['std']:.3f} | {values} |"
+        )
+        if teacher["ensemble"]:
+            lines.append(f"| ensemble of the teacher runs | - | {teacher['ensemble']['ua']:.3f} | |")
+    lines += [
+        f"| eGeMAPS functionals + logistic regression | 88 features | {refs['egemaps']:.3f} | |",
+        f"| the same, z-scored within each speaker (test speakers too) | 88 features | "
+        f"{refs['egemaps_speaker_norm']:.3f} | |",
+    ]
+    if refs["oracle"]:
+        lines.append(
+            f"| logistic regression on the generator's parameters (manifest) | {refs['oracle']['features']} "
+            f"features | {refs['oracle']['ua']:.3f} | |"
+        )
+    lines += [
         "",
-        "Reading: if the corpus left room for capacity, UA would rise from micro to small and the ensemble "
-        "would sit above its members. Where they tie, the limit is what the audio carries, not the model.",
+        "Reading: if the corpus left room for capacity, UA would rise from micro to small to the base teacher, "
+        "and the ensembles "
+        "would sit above their members. Where they tie, the limit is what the audio carries, not the model. "
+        "The last two rows locate that limit: z-scoring per speaker needs several utterances of a speaker "
+        "known in advance (no single-utterance model has that), and the generator's parameters are what a "
+        "model that recovered the prosody exactly from the audio would see.",
         "",
         "![capacity](ser_capacity.png)",
         "",
@@ -137,14 +243,6 @@ def main() -> int:
             results[key] = fut.result()
             log.info("%s seed %d: test UA %.3f", *key, results[key]["ua"])
 
-    baseline_file = args.work / "baseline.json"
-    if baseline_file.is_file():
-        baseline_ua = json.loads(baseline_file.read_text())["ua"]
-    else:
-        from edgewise.cloud.baseline import egemaps_baseline
-        from edgewise.cloud.data.corpus import load_corpus
-
-        baseline_ua = egemaps_baseline(load_corpus(args.corpus))["ua"]
     report = {
         "command": " ".join(["python", *sys.argv]),
         "corpus": str(args.corpus),
@@ -157,7 +255,8 @@ def main() -> int:
             for size in SIZES
         },
         "ensemble": ensemble_ua(args.corpus, [run_dir(args.work, size, s) for size, s in jobs]),
-        "baseline_ua": baseline_ua,
+        "teachers": teachers(args.work, args.corpus),
+        "baselines": baselines(args.work, args.corpus),
     }
     report["wall_seconds"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)

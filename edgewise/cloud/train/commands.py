@@ -90,13 +90,19 @@ def eval_baseline_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="corpus to grade")
     p.add_argument("--out", type=Path, help="write the metrics JSON here as well")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--speaker-norm",
+        action="store_true",
+        help="z-score the features within each speaker (test speakers too): a reference for how much "
+        "of the corpus's difficulty is speaker variation, not a single-utterance model",
+    )
 
 
 def eval_baseline_run(args: argparse.Namespace) -> int:
     from edgewise.cloud.baseline import egemaps_baseline
     from edgewise.cloud.data.corpus import load_corpus
 
-    report = egemaps_baseline(load_corpus(args.data), seed=args.seed)
+    report = egemaps_baseline(load_corpus(args.data), seed=args.seed, speaker_norm=args.speaker_norm)
     return _emit_report(report, args.out)
 
 
