@@ -1,6 +1,7 @@
 """Exploratory: synthesize a variant of the default corpus, to test whether a change makes model size matter.
 
-Not part of the library: the ``voice`` and ``wording`` variants patch the synthesizer from outside
+Not part of the library: ``level``, ``clean`` and ``timbre`` change the synthesizer settings; the
+``voice`` and ``wording`` variants patch the synthesizer from outside
 (per-utterance espeak-ng voice variants; an extra closing phrase). Train on the result with
 ``edgewise train ser --config tiny|small --set model.hrf=null`` and compare (see benchmarks/README.md,
 "Capacity study"). Usage::
@@ -54,6 +55,14 @@ def level_settings(level_sd: float, snr: tuple[float, float] | None = None) -> s
         channel = replace(channel, noise_snr_db=snr)
     return synth.SynthSettings(
         channel=channel, speaker_spread=replace(synth.SpeakerSpread(), level_db=level_sd)
+    )
+
+
+def timbre_settings() -> synth.SynthSettings:
+    """No per-speaker prosody offsets: a speaker's pitch, range, rate and loudness baseline follow from
+    the espeak-ng voice variant alone, which its timbre gives away (recording level still varies)."""
+    return synth.SynthSettings(
+        speaker_spread=synth.SpeakerSpread(pitch=0.0, pitch_range=0.0, rate=0.0, amplitude=0.0)
     )
 
 
@@ -134,7 +143,7 @@ def patch_wording() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=["level", "clean", "voice", "wording"])
+    parser.add_argument("variant", choices=["level", "clean", "voice", "wording", "timbre"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
@@ -144,6 +153,8 @@ def main() -> int:
         settings = level_settings(0.5)
     elif args.variant == "clean":
         settings = level_settings(0.3, snr=(25.0, 40.0))
+    elif args.variant == "timbre":
+        settings = timbre_settings()
     elif args.variant == "wording":
         patch_wording()
     with tempfile.TemporaryDirectory() as tmp:

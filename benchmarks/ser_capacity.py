@@ -83,7 +83,9 @@ def generator_oracle(corpus_dir: Path, labels) -> dict | None:
 def teachers(work: Path, corpus_dir: Path) -> dict | None:
     """The SER report's teacher (``work/teacher``) and any further seeds of it (``work/teacher-s1``, ...),
     with the ensemble of them: the base Conformer next to the widths trained here."""
-    runs = [r for r in [work / "teacher", *sorted(work.glob("teacher-s[0-9]*"))] if (r / "metrics.json").is_file()]
+    runs = [
+        r for r in [work / "teacher", *sorted(work.glob("teacher-s[0-9]*"))] if (r / "metrics.json").is_file()
+    ]
     if not runs:
         return None
     metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
