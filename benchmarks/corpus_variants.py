@@ -1,8 +1,8 @@
 """Exploratory: synthesize a variant of the default corpus, to test whether a change makes model size matter.
 
 Not part of the library: ``level``, ``clean`` and ``timbre`` change the synthesizer settings; the
-``voice`` and ``wording`` variants patch the synthesizer from outside
-(per-utterance espeak-ng voice variants; an extra closing phrase). Train on the result with
+``voice``, ``manyvoices`` and ``wording`` variants patch the synthesizer from outside (per-utterance
+or per-speaker espeak-ng voice variants; an extra closing phrase). Train on the result with
 ``edgewise train ser --config tiny|small --set model.hrf=null`` and compare (see benchmarks/README.md,
 "Capacity study"). Usage::
 
@@ -66,15 +66,32 @@ def timbre_settings() -> synth.SynthSettings:
     )
 
 
-def patch_voice_quality(data_root: Path) -> None:
-    """Render each utterance with its own espeak-ng variant: the speaker's, plus class voice quality."""
-    system = Path(
+VOICES_PER_VARIANT = 4
+
+
+def manyvoices_settings() -> synth.SynthSettings:
+    """Four speakers per espeak-ng variant and accent (240), each with its own vocal tract, see
+    :func:`patch_many_voices`; no random per-speaker prosody offsets."""
+    variants = tuple(f"{v}-{k}" for v in synth.SynthSettings().variants for k in range(VOICES_PER_VARIANT))
+    spread = synth.SpeakerSpread(pitch=0.0, pitch_range=0.0, rate=0.0, amplitude=0.0)
+    return synth.SynthSettings(variants=variants, speaker_spread=spread)
+
+
+def _system_espeak_data() -> Path:
+    return Path(
         next(
             p
             for p in ("/usr/lib/x86_64-linux-gnu/espeak-ng-data", "/usr/share/espeak-ng-data")
             if os.path.isdir(p)
         )
     )
+
+
+def _render_with_variant_files(data_root: Path, variant_text) -> None:
+    """Patch the synthesizer so that each utterance is spoken with its own espeak-ng variant file,
+    ``variant_text(plan)``, written into a private data folder under ``data_root`` that links the
+    system's and removed once the utterance is rendered."""
+    system = _system_espeak_data()
     data = data_root / "espeak-ng-data"
     data.mkdir(parents=True)
     for entry in system.iterdir():
@@ -88,6 +105,59 @@ def patch_voice_quality(data_root: Path) -> None:
     variants.mkdir()
     for entry in (system / "voices" / "!v").iterdir():
         os.symlink(entry, variants / entry.name)
+
+    command, render = synth.espeak_command, synth.render_speech
+
+    def espeak_command(plan):
+        name = f"x{plan.seed}_{plan.index}"
+        (variants / name).write_text(variant_text(plan))
+        cmd = command(plan)
+        cmd[cmd.index("-v") + 1] = f"{plan.speaker.accent}+{name}"
+        return [cmd[0], f"--path={data_root}", *cmd[1:]]
+
+    def render_speech(plan, *args, **kwargs):
+        try:
+            return render(plan, *args, **kwargs)
+        finally:  # espeak-ng lists at most 350 variants: keep only those in flight
+            (variants / f"x{plan.seed}_{plan.index}").unlink(missing_ok=True)
+
+    synth.espeak_command, synth.render_speech = espeak_command, render_speech
+
+
+def patch_many_voices(data_root: Path) -> None:
+    """Each speaker of :func:`manyvoices_settings` speaks with its base variant's file, its formants
+    scaled by a vocal-tract factor f ~ N(1, 0.06) and its pitch by f^-2 (a longer tract, a lower
+    voice, as in people), times a little independent jitter: the speaker's pitch baseline can be
+    read from its timbre, given enough speakers to learn from."""
+    import zlib
+
+    system = _system_espeak_data()
+
+    def variant_text(plan) -> str:
+        speaker = plan.speaker
+        rng = np.random.default_rng([zlib.crc32(speaker.id.encode()), 5])
+        tract = float(rng.normal(1.0, 0.06))
+        pitch_scale = tract**-2 * float(np.exp(rng.normal(0.0, 0.04)))
+        out = []
+        for line in (system / "voices" / "!v" / speaker.variant.split("-")[0]).read_text().splitlines():
+            parts = line.split()
+            if parts[:1] in (["name"], ["language"]):
+                continue
+            if parts[:1] == ["pitch"]:
+                line = f"pitch {round(float(parts[1]) * pitch_scale)} {round(float(parts[2]) * pitch_scale)}"
+            elif parts[:1] == ["formant"] and 1 <= int(parts[1]) <= 5:
+                line = f"formant {parts[1]} {round(float(parts[2]) * tract)} {' '.join(parts[3:])}"
+            out.append(line)
+        return "language variant\nname x\n" + "\n".join(out) + "\n"
+
+    _render_with_variant_files(data_root, variant_text)
+    check = synth.check_tools  # the speakers' variant names are ours: check the default voices
+    synth.check_tools = lambda settings=None: check(synth.SynthSettings())
+
+
+def patch_voice_quality(data_root: Path) -> None:
+    """Render each utterance with its own espeak-ng variant: the speaker's, plus class voice quality."""
+    system = _system_espeak_data()
 
     def variant_text(plan) -> str:
         base = (system / "voices" / "!v" / plan.speaker.variant).read_text()
@@ -106,22 +176,7 @@ def patch_voice_quality(data_root: Path) -> None:
             keep.append(f"formant {n} {freq} {round(100 * (height if 3 <= n <= 5 else 1.0))} 100")
         return "language variant\nname x\n" + "\n".join(keep) + "\n"
 
-    command, render = synth.espeak_command, synth.render_speech
-
-    def espeak_command(plan):
-        name = f"x{plan.seed}_{plan.index}"
-        (variants / name).write_text(variant_text(plan))
-        cmd = command(plan)
-        cmd[cmd.index("-v") + 1] = f"{plan.speaker.accent}+{name}"
-        return [cmd[0], f"--path={data_root}", *cmd[1:]]
-
-    def render_speech(plan, *args, **kwargs):
-        try:
-            return render(plan, *args, **kwargs)
-        finally:  # espeak-ng lists at most 350 variants: keep only those in flight
-            (variants / f"x{plan.seed}_{plan.index}").unlink(missing_ok=True)
-
-    synth.espeak_command, synth.render_speech = espeak_command, render_speech
+    _render_with_variant_files(data_root, variant_text)
 
 
 def patch_wording() -> None:
@@ -143,7 +198,7 @@ def patch_wording() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=["level", "clean", "voice", "wording", "timbre"])
+    parser.add_argument("variant", choices=["level", "clean", "voice", "wording", "timbre", "manyvoices"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
@@ -160,6 +215,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if args.variant == "voice":
             patch_voice_quality(Path(tmp))
+        elif args.variant == "manyvoices":
+            settings = manyvoices_settings()
+            patch_many_voices(Path(tmp))
         synth.synthesize_corpus(args.out, args.n, args.seed, settings=settings, progress=False)
     return 0
 

@@ -184,7 +184,9 @@ def markdown(r: dict) -> str:
         values = ", ".join(f"{v:.3f}" for v in teacher["values"])
         lines.append(
             f"| the SER report's teacher: base Conformer, plain ({', '.join(teacher['runs'])}) | "
-            f"{teacher['parameters']:,} | {teacher['mean']:.3f} ± {teacher['std']:.3f} | {values} |"
+            f"{teacher['parameters']:,} | {teacher['mean']:.3f}"
+            + (f" ± {teacher['std']:.3f}" if len(teacher["values"]) > 1 else "")
+            + f" | {values} |"
         )
         if teacher["ensemble"]:
             lines.append(f"| ensemble of the teacher runs | - | {teacher['ensemble']['ua']:.3f} | |")
