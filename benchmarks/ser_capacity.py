@@ -100,15 +100,18 @@ def teachers(work: Path, corpus_dir: Path) -> dict | None:
 def baselines(work: Path, corpus_dir: Path) -> dict:
     """eGeMAPS + LR plain (cached in ``work/baseline.json``, shared with the SER report) and z-scored
     per speaker, and the generator oracle."""
-    from edgewise.cloud.baseline import egemaps_baseline
+    from edgewise.cloud.baseline import egemaps_baseline, egemaps_baselines
     from edgewise.cloud.data.corpus import load_corpus
 
     corpus = load_corpus(corpus_dir)
     cached = work / "baseline.json"
-    plain = json.loads(cached.read_text())["ua"] if cached.is_file() else egemaps_baseline(corpus)["ua"]
+    if cached.is_file():
+        plain, speaker = json.loads(cached.read_text()), egemaps_baseline(corpus, speaker_norm=True)
+    else:  # one feature extraction for both
+        plain, speaker = egemaps_baselines(corpus, speaker_norm=(False, True))
     return {
-        "egemaps": plain,
-        "egemaps_speaker_norm": egemaps_baseline(corpus, speaker_norm=True)["ua"],
+        "egemaps": plain["ua"],
+        "egemaps_speaker_norm": speaker["ua"],
         "oracle": generator_oracle(corpus_dir, list(corpus.labels)),
     }
 

@@ -92,6 +92,13 @@ def egemaps_baseline(
     reference for how much of a corpus's difficulty is speaker variation (pitch, level and rate
     baselines), not a model a device could run on one utterance of a new speaker.
     """
+    return egemaps_baselines(corpus, seed=seed, workers=workers, speaker_norm=(speaker_norm,))[0]
+
+
+def egemaps_baselines(
+    corpus, *, seed: int = 0, workers: int | None = None, speaker_norm: tuple[bool, ...] = (False, True)
+) -> list[dict]:
+    """:func:`egemaps_baseline` for each ``speaker_norm`` setting, extracting the features once."""
     try:
         import opensmile  # noqa: F401
     except ImportError:
@@ -100,16 +107,23 @@ def egemaps_baseline(
         ) from None
 
     index = {lab: i for i, lab in enumerate(corpus.labels)}
-    data = {}
-    for split in ("train", "val", "test"):
-        utts = corpus.split(split)
-        features = egemaps_features([u.path for u in utts], workers)
-        if speaker_norm:
-            features = normalize_per_speaker(features, [u.speaker for u in utts])
-        data[split] = (features, np.array([index[u.label] for u in utts]))
+    splits = {split: corpus.split(split) for split in ("train", "val", "test")}
+    raw = {split: egemaps_features([u.path for u in utts], workers) for split, utts in splits.items()}
     model = "eGeMAPSv02 functionals + logistic regression"
-    return {
-        **fit_logistic(data, corpus.labels, seed=seed),
-        "model": model + (", z-scored per speaker" if speaker_norm else ""),
-        "speaker_normalized": speaker_norm,
-    }
+    reports = []
+    for norm in speaker_norm:
+        data = {
+            split: (
+                normalize_per_speaker(raw[split], [u.speaker for u in utts]) if norm else raw[split],
+                np.array([index[u.label] for u in utts]),
+            )
+            for split, utts in splits.items()
+        }
+        reports.append(
+            {
+                **fit_logistic(data, corpus.labels, seed=seed),
+                "model": model + (", z-scored per speaker" if norm else ""),
+                "speaker_normalized": norm,
+            }
+        )
+    return reports
