@@ -2,41 +2,157 @@
 # Prepare a fresh Debian/Ubuntu machine for edgewise: system packages, a virtual environment in
 # .venv, and the package with the extras named in $EDGEWISE_EXTRAS (default: dev).
 # Idempotent: a second run only checks. Used by scripts/demo.sh, scripts/test.sh and .ci/run.
+#
+# What it changes outside the checkout (README, Quick start):
+# - installs the apt packages below that are missing (with sudo when not root). Of those it
+#   installed itself, mosquitto and openssh-server are NOT started and NOT left enabled as system
+#   services: the tests and the demo start their own broker and sshd on loopback ports;
+# - creates /run/sshd (sshd's privilege-separation folder, on a tmpfs) when missing.
+#
+# Settings: PYTHON (default python3; must be 3.10 or newer), EDGEWISE_EXTRAS (default dev),
+# EDGEWISE_TORCH=auto|cpu|cuda (default auto: the CPU build of torch unless an NVIDIA GPU is present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EXTRAS="${EDGEWISE_EXTRAS:-dev}"
+PYTHON="${PYTHON:-python3}"
+TORCH_VERSION=2.13.0
+TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 APT_PACKAGES=(espeak-ng sox libsndfile1 libportaudio2 mosquitto openssh-client openssh-server python3-venv)
+# packages whose Debian maintainer scripts enable and start a system service
+SERVICES_OF_mosquitto=mosquitto.service
+SERVICES_OF_openssh_server="ssh.service ssh.socket"
 
+say() { echo "setup: $*" >&2; }
+die() {
+  echo "setup: error: $*" >&2
+  exit 2
+}
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# --- Python: checked before anything is installed ------------------------------------------------
+python_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; }
+command -v "$PYTHON" >/dev/null 2>&1 ||
+  die "no '$PYTHON' on PATH; edgewise needs Python 3.10 or newer (set PYTHON=/path/to/python3.X)"
+python_ok "$PYTHON" ||
+  die "edgewise needs Python 3.10 or newer; '$PYTHON' is $("$PYTHON" -V 2>&1) (set PYTHON=/path/to/python3.X)"
+if [ -x .venv/bin/python ] && ! python_ok .venv/bin/python; then
+  die ".venv was made with $(.venv/bin/python -V 2>&1); edgewise needs 3.10 or newer: remove .venv and run again"
+fi
+
+# --- system packages -------------------------------------------------------------------------------
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
-  echo "setup: installing system packages: ${missing[*]}" >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  say "installing system packages: ${missing[*]}"
+  # Debian starts a service when its package is installed unless /usr/sbin/policy-rc.d says no
+  # (exit 101). Put one there for the duration of the install unless the machine has its own.
+  policy_made=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# edgewise scripts/setup.sh: no service starts during its apt-get install\nexit 101\n' |
+      $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    policy_made=1
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$policy_made" ]; then
+    $SUDO rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
+  # ...and the packages enable their units at boot: undo that for the ones installed here
+  units=()
+  for pkg in "${missing[@]}"; do
+    var="SERVICES_OF_${pkg//-/_}"
+    [ -n "${!var:-}" ] && read -ra more <<<"${!var}" && units+=("${more[@]}")
+  done
+  if ((${#units[@]})) && command -v systemctl >/dev/null 2>&1; then
+    # --now also stops them where systemd runs; without a running systemd, disable works offline
+    if $SUDO systemctl disable --now --quiet "${units[@]}" 2>/dev/null ||
+      $SUDO systemctl disable --quiet "${units[@]}" 2>/dev/null; then
+      say "left ${units[*]} disabled and not running (the tests and the demo start their own)"
+    else
+      say "could not disable ${units[*]}; run: sudo systemctl disable --now ${units[*]}"
+    fi
+  fi
 fi
 
-# sshd (for the loopback SSH deploy tests) refuses to start without its privilege-separation folder
+# sshd (for the loopback SSH deploy tests) refuses to start as root without its privilege-separation
+# folder, which the distribution's service would create at boot
 if [ ! -d /run/sshd ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO mkdir -p /run/sshd 2>/dev/null || echo "setup: could not create /run/sshd; the SSH deploy tests will skip" >&2
+  $SUDO mkdir -p /run/sshd 2>/dev/null || say "could not create /run/sshd; the SSH deploy tests will skip"
 fi
 
-PYTHON="${PYTHON:-python3}"
+# --- the virtual environment -----------------------------------------------------------------------
 if [ ! -x .venv/bin/python ]; then
-  echo "setup: creating .venv" >&2
+  say "creating .venv with $("$PYTHON" -V 2>&1)"
   "$PYTHON" -m venv .venv
 fi
-# scripts/constraints.txt pins every dependency to the versions the suite was last run with: the
-# install is reproducible and pip does not spend minutes backtracking through litert and torch
-# releases. Regenerate it from a working venv with scripts/update-constraints.sh.
-stamp=".venv/.edgewise-installed-$EXTRAS-$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)"
+PIP=(.venv/bin/python -m pip)
+
+# torch: the CPU build unless this machine has an NVIDIA GPU. On x86_64 Linux, PyPI's torch is the
+# CUDA build (with several GB of nvidia-* wheels); the CPU build (version 2.13.0+cpu) comes from
+# PyTorch's CPU index. On other platforms PyPI's build is already the CPU one.
+has_nvidia_gpu() {
+  [ -e /proc/driver/nvidia/version ] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
+}
+torch_choice="${EDGEWISE_TORCH:-auto}"
+case "$torch_choice" in
+  auto) if has_nvidia_gpu; then torch_choice=cuda; else torch_choice=cpu; fi ;;
+  cpu | cuda) ;;
+  *) die "EDGEWISE_TORCH must be auto, cpu or cuda, got '$torch_choice'" ;;
+esac
+[ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] || torch_choice=default
+# Does this install need torch at all? (the edge extra alone does not)
+needs_torch=$(.venv/bin/python - "$EXTRAS" <<'PY'
+import re, sys
+text = open("pyproject.toml").read()
+extras = {}
+for name, body in re.findall(r'^([A-Za-z0-9_-]+) = \[(.*?)\]$', text, re.M | re.S):
+    extras[name] = body
+seen, todo = set(), [e.strip() for e in sys.argv[1].split(",") if e.strip()]
+while todo:
+    extra = todo.pop()
+    if extra in seen or extra not in extras:
+        continue
+    seen.add(extra)
+    for inner in re.findall(r'"edgewise\[([^\]]*)\]"', extras[extra]):
+        todo += [e.strip() for e in inner.split(",")]
+print("yes" if any(re.search(r'"torch[=<>~!\s]', extras[e]) for e in seen) else "no")
+PY
+)
+
+stamp=".venv/.edgewise-installed-$EXTRAS-torch-$torch_choice-$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing edgewise[$EXTRAS] into .venv (torch is pinned to the CPU build 2.13.0)" >&2
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]" -c scripts/constraints.txt
+  "${PIP[@]}" install -q --upgrade pip
+  constraints=(-c scripts/constraints.txt)
+  if [ "$needs_torch" = yes ] && [ "$torch_choice" = cpu ]; then
+    pin="torch==${TORCH_VERSION}+cpu"
+    echo "$pin" >.venv/edgewise-torch-cpu.txt
+    constraints+=(-c .venv/edgewise-torch-cpu.txt) # a later resolve cannot swap in the CUDA build
+    installed=$("${PIP[@]}" show torch 2>/dev/null || true)
+    if grep -qx "Version: ${TORCH_VERSION}+cpu" <<<"$installed"; then
+      say "torch ${TORCH_VERSION}+cpu (CPU build) is installed"
+    else
+      # The configured indexes and wheel folders first (a machine may carry the wheel locally, and
+      # an unreachable extra index costs pip about 8 s of retries per package); then PyTorch's.
+      index=()
+      if ! "${PIP[@]}" install -q --dry-run --no-deps "$pin" >/dev/null 2>&1; then
+        index=(--extra-index-url "$TORCH_CPU_INDEX")
+      fi
+      say "installing $pin, the CPU build (no NVIDIA GPU here; EDGEWISE_TORCH=cuda for the CUDA one)${index:+ from $TORCH_CPU_INDEX}"
+      "${PIP[@]}" install -q "$pin" "${index[@]}" "${constraints[@]}" ||
+        die "could not install $pin${index:+ from $TORCH_CPU_INDEX}; check the network, or set EDGEWISE_TORCH=cuda to take PyPI's CUDA build"
+    fi
+  fi
+  say "installing edgewise[$EXTRAS] into .venv (torch: $([ "$needs_torch" = yes ] && echo "$torch_choice build" || echo "not needed"))"
+  "${PIP[@]}" install -q -e ".[$EXTRAS]" "${constraints[@]}"
+  # scripts/constraints.txt pins every dependency to the versions the suite was last run with: the
+  # install is reproducible and pip does not spend minutes backtracking through litert and torch
+  # releases. Regenerate it from a working venv with scripts/update-constraints.sh.
   touch "$stamp"
 fi

@@ -1,4 +1,12 @@
-"""Session fixtures shared across test folders: one tiny trained SER run and its bundle.
+"""Session fixtures shared across test folders (one tiny trained SER run and its bundle), and the rule
+for missing tools.
+
+Missing tools: a test that needs something the machine lacks (Mosquitto, sshd, espeak-ng, LiteRT,
+torch, onnxruntime...) calls :func:`missing_tool` or :func:`require_module`. On a developer's
+machine that is a skip that names the tool; under ``CI=true`` it is a failure, so a CI run cannot
+pass with whole suites skipped because setup was incomplete. A plain ``pytest.skip`` /
+``importorskip`` / ``skipif`` whose reason says a tool is missing is turned into a failure under CI
+too (see :data:`MISSING_TOOL`), so a new test cannot slip past the rule.
 
 Training and export need the cloud and export extras; the edge and bench code under test does not
 import torch (tests/edge/test_no_torch.py checks that in a clean interpreter).
@@ -6,9 +14,77 @@ import torch (tests/edge/test_no_torch.py checks that in a clean interpreter).
 
 from __future__ import annotations
 
+import os
+import re
+from typing import Any, NoReturn
+
 import pytest
 
 from tests.cloud.train.conftest import FAST, make_tone_corpus
+
+pytest_plugins = ["pytester"]  # tests/test_missing_tools.py runs small pytest sessions
+
+# Skip reasons that mean "a tool setup installs is missing": failures under CI=true...
+MISSING_TOOL = re.compile(
+    r"not installed|could not import|no module named|not found on path|is missing|missing tool",
+    re.IGNORECASE,
+)
+# ...except hardware and what only installs beside it, which no CI machine here has: those stay skips.
+HARDWARE = re.compile(r"\b(GPU|CUDA|TensorRT|tensorrt|pycuda|Jetson|NVIDIA|sound card)\b", re.IGNORECASE)
+
+
+def in_ci() -> bool:
+    """True when the CI variable is set the way CI services set it (``true``, ``1``, ``yes``)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def missing_tool(reason: str) -> NoReturn:
+    """A required tool is missing: skip with ``reason`` here, fail with it under ``CI=true``.
+
+    Not for hardware a machine may lack (a GPU, TensorRT, a sound card): ``pytest.skip`` those, with
+    a reason that names it (see :data:`HARDWARE`)."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing tool fails the run; run scripts/setup.sh)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_module(modname: str, reason: str | None = None, *, exc_type: type | None = None) -> Any:
+    """``pytest.importorskip`` under the missing-tool rule: the module, or a skip (a failure in CI)."""
+    try:
+        return pytest.importorskip(modname, reason=reason, exc_type=exc_type)
+    except pytest.skip.Exception as exc:
+        why = str(exc.msg)
+    missing_tool(why)  # outside the except: the failure reads as one message, not a chain
+
+
+def _skip_reason(longrepr: Any) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (path, line, "Skipped: reason")
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _fail_if_missing_tool(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if report.skipped and in_ci():
+        reason = _skip_reason(report.longrepr)
+        if MISSING_TOOL.search(reason) and not HARDWARE.search(reason):
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{reason}\nCI=true: a skip for a missing tool fails the run (run scripts/setup.sh)"
+            )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    _fail_if_missing_tool(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    _fail_if_missing_tool(report)  # a module-level importorskip skips the whole file at collection
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +95,7 @@ def edge_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(edge_corpus, tmp_path_factory):
     """A tiny ConvTransformer run (HRF, 3 epochs) on the tone corpus."""
-    pytest.importorskip("torch")
+    require_module("torch")
     from edgewise.cli import main
 
     run = tmp_path_factory.mktemp("edge-runs") / "tiny"

@@ -20,6 +20,20 @@ def logit_kd_loss(
     ) * (t * t)
 
 
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float,
+    alpha: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """The student's objective: (1 - alpha) x cross-entropy on the labels + alpha x :func:`logit_kd_loss`."""
+    hard = F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)
+    return (1 - alpha) * hard + alpha * logit_kd_loss(student_logits, teacher_logits, temperature)
+
+
 class HiddenProjector(torch.nn.Module):
     """Maps the student's pooled hidden state to the teacher's width for an MSE loss; training only,
     never part of the exported model."""

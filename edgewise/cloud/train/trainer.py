@@ -32,7 +32,7 @@ from edgewise.cloud.train.checkpoint import (
     save_weights,
 )
 from edgewise.cloud.train.config import TrainConfig
-from edgewise.cloud.train.distill import HiddenProjector, logit_kd_loss
+from edgewise.cloud.train.distill import HiddenProjector, distillation_loss
 from edgewise.cloud.train.featcache import FeatureSet, compute_features, default_cache_dir, fit_normalization
 from edgewise.cloud.train.metrics import classification_report, plot_confusion
 from edgewise.cloud.train.run import RUN_SCHEMA_VERSION, load_run_model
@@ -332,13 +332,19 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup_steps, cfg.optim.lr)
             logits, hidden = train_module(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.optim.label_smoothing)
-            if teacher is not None:
+            if teacher is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.optim.label_smoothing)
+            else:
                 with torch.no_grad():
                     t_x = torch.from_numpy(normalize_features(raw, teacher_feat) * keep).to(dist.device)
                     t_logits, t_hidden = teacher.forward_with_hidden(t_x)
-                loss = (1 - cfg.kd.alpha) * loss + cfg.kd.alpha * logit_kd_loss(
-                    logits, t_logits, cfg.kd.temperature
+                loss = distillation_loss(
+                    logits,
+                    t_logits,
+                    y,
+                    temperature=cfg.kd.temperature,
+                    alpha=cfg.kd.alpha,
+                    label_smoothing=cfg.optim.label_smoothing,
                 )
                 if projector is not None:
                     loss = loss + cfg.kd.hidden_weight * F.mse_loss(hidden, t_hidden)
