@@ -48,8 +48,8 @@ from report_files import write_report
 
 from edgewise.audio import load_audio
 from edgewise.bundle import load_bundle
+from edgewise.devtools.mosquitto import MosquittoBroker
 from edgewise.edge.install import activate, install_bundle
-from edgewise.edge.telemetry.broker import MosquittoBroker
 from edgewise.edge.telemetry.client import TelemetryClient
 
 log = logging.getLogger("edge_report")

@@ -26,20 +26,34 @@ class StrictModel(BaseModel):
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file, bad syntax or a non-mapping top level is a ConfigError."""
+    """Read a YAML mapping; a missing, unreadable or empty file, bad syntax or a non-mapping top
+    level is a ConfigError.
+
+    An empty file (or one holding only comments) is refused rather than read as "all defaults":
+    it is almost always a file that was not written or was truncated, and training or running on
+    defaults nobody chose would hide that.
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
-        return {}
+        raise ConfigError(
+            f"{path}: empty config file; expected a mapping of settings (write '{{}}' to use every default)"
+        )
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of settings at the top level, got {type(data).__name__} {data!r:.60}"
+        )
     return data
 
 

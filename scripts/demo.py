@@ -2,10 +2,12 @@
 
     1. synthesize an emotional-speech corpus with espeak-ng
     2. train the teacher, then the tiny student with HRF and distillation (merged at the end)
-    3. export ONNX (fp32, int8) and TFLite (fp32, int8), each checked against PyTorch, in a bundle
-    4. install it with ``edge-deploy --device local``
-    5. start Mosquitto and the daemon, feed held-out wav files through it, print the events and
-       telemetry received over MQTT
+    3. make a fleet signing key, export ONNX (fp32, int8) and TFLite (fp32, int8), each checked
+       against PyTorch, in a bundle signed with it
+    4. install it with ``edge-deploy --device local --key`` (the signature is verified)
+    5. start Mosquitto with per-device logins and the fleet ACL (no anonymous clients), and the
+       daemon (trusting the fleet key, logging in as its device); feed held-out wav files through
+       it and print the events (prediction beside each file's true label) and telemetry received
     6. write the benchmark report (``edgewise bench``)
 
 Everything it starts (broker, daemon) is stopped when it ends, fails or is interrupted (Ctrl-C).
@@ -85,7 +87,11 @@ def main() -> int:
         SEED,
     )
 
-    step("3/6 export ONNX and TFLite, fp32 and int8, each checked against PyTorch")
+    step(
+        "3/6 a fleet signing key; export ONNX and TFLite, fp32 and int8, each checked against PyTorch, signed"
+    )
+    keys = DEMO / "keys"
+    ew("bundle", "keygen", "--out", keys / "fleet", "--force")
     ew(
         "export",
         runs / "student",
@@ -99,14 +105,17 @@ def main() -> int:
         "fp32",
         "--precision",
         "int8",
+        "--sign-key",
+        keys / "fleet.key",
     )
     bundle = next(p for p in bundles.iterdir() if p.is_dir())
 
-    step("4/6 install the bundle on this machine with edge-deploy")
-    run(BIN / "edge-deploy", "--device", "local", "--root", device, bundle.parent / f"{bundle.name}.tar.gz")
+    step("4/6 install the bundle on this machine with edge-deploy (signature checked with the fleet key)")
+    archive = bundle.parent / f"{bundle.name}.tar.gz"
+    run(BIN / "edge-deploy", "--device", "local", "--root", device, "--key", keys / "fleet.pub", archive)
 
-    step(f"5/6 Mosquitto + the daemon; {FILES} held-out wav files through it, results over MQTT")
-    events = live_run(device, DEMO / "corpus")
+    step(f"5/6 Mosquitto (logins + ACL) and the daemon; {FILES} held-out wav files, results over MQTT")
+    events = live_run(device, DEMO / "corpus", keys / "fleet.pub")
 
     step("6/6 benchmark report")
     ew("bench", bundle, "--run", runs / "student", "--out", DEMO / "bench")
@@ -115,25 +124,41 @@ def main() -> int:
     return 0
 
 
-def live_run(root: Path, corpus: Path) -> list[dict]:
+def true_labels(corpus: Path) -> dict[Path, str]:
+    """Each held-out file's label, as the corpus's test.csv gives it."""
+    from edgewise.cloud.data.corpus import load_corpus
+
+    return {Path(u.path): u.label for u in load_corpus(corpus).split("test")}
+
+
+def live_run(root: Path, corpus: Path, public_key: Path) -> list[dict]:
     """Broker, subscriber and daemon; every one of them is stopped on the way out."""
     import paho.mqtt.client as mqtt
     import yaml
 
-    from edgewise.cloud.data.corpus import load_corpus
-    from edgewise.edge.telemetry.broker import MosquittoBroker
+    from edgewise.devtools.mosquitto import MosquittoBroker
+    from edgewise.edge.deploy.broker_acl import add_users, device_user
 
-    wavs = [u.path for u in load_corpus(corpus).split("test")[:FILES]]
+    truth = true_labels(corpus)
+    wavs = list(truth)[:FILES]
     received: list[dict] = []
     cond = threading.Condition()
+    # the fleet's broker files: one login for the device, one for this operator; the ACL confines
+    # the device to edgewise/demo/laptop/ (and its own cmd); anonymous clients are refused
+    fleet_dir = DEMO / "broker-fleet"
+    shutil.rmtree(fleet_dir, ignore_errors=True)
+    logins, _ = add_users(fleet_dir, FLEET, devices={DEVICE: None}, operators={"demo-operator": None})
+    device_login = device_user(FLEET, DEVICE)
 
     def on_message(client, userdata, message):
         payload = json.loads(message.payload)
         kind = payload.get("type")
         if kind == "event":
-            src = Path(payload["source"]["name"]).name
+            src = Path(payload["source"]["name"])
+            label, expected = payload["label"], truth.get(src, "?")
             print(
-                f"  event      {src:28} {payload['label']:8} p={max(payload['probabilities'].values()):.2f} "
+                f"  event      {src.name:28} {label:8} (true: {expected:8}{' ok' if label == expected else ' --'}) "
+                f"p={max(payload['probabilities'].values()):.2f} "
                 f"{payload['latency_ms']:.1f} ms  (model {payload['model']['version']})",
                 flush=True,
             )
@@ -150,8 +175,11 @@ def live_run(root: Path, corpus: Path) -> list[dict]:
             received.append(payload)
             cond.notify_all()
 
-    with MosquittoBroker(workdir=DEMO / "broker") as broker:
+    with MosquittoBroker(
+        workdir=DEMO / "broker", password_file=fleet_dir / "passwords", acl_file=fleet_dir / "acl"
+    ) as broker:
         sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        sub.username_pw_set("demo-operator", logins["demo-operator"])
         sub.on_message = on_message
         sub.on_connect = lambda c, u, f, rc, p: c.subscribe(
             [(f"edgewise/{FLEET}/{DEVICE}/{t}", 1) for t in ("status", "telemetry", "events")]
@@ -159,13 +187,18 @@ def live_run(root: Path, corpus: Path) -> list[dict]:
         sub.connect(broker.host, broker.port)
         sub.loop_start()
         config = root / "daemon.yaml"
+        config.touch(mode=0o600)
+        config.chmod(0o600)  # it holds the device's broker password
+        mqtt_settings = {"host": broker.host, "port": broker.port, "fleet": FLEET, "device": DEVICE}
+        mqtt_settings |= {"username": device_login, "password": logins[device_login]}
         config.write_text(
             yaml.safe_dump(
                 {
                     "device": "x86-local",
                     "root": str(root),
+                    "public_key": str(public_key),
                     "telemetry_interval_s": 2.0,
-                    "mqtt": {"host": broker.host, "port": broker.port, "fleet": FLEET, "device": DEVICE},
+                    "mqtt": mqtt_settings,
                     "audio": {"source": "file", "files": [str(w) for w in wavs]},
                 }
             )
@@ -205,11 +238,7 @@ def summary(runs: Path, events: list[dict], seconds: float) -> None:
     ):
         m = json.loads((run_dir / "metrics.json").read_text())
         print(f"{name:34} {m['parameters']:>9,} {m['ua']:>6.3f} {m['wa']:>6.3f} {m['macro_f1']:>6.3f}")
-    truth = {}
-    from edgewise.cloud.data.corpus import load_corpus
-
-    for u in load_corpus(DEMO / "corpus").split("test"):
-        truth[Path(u.path)] = u.label
+    truth = true_labels(DEMO / "corpus")
     right = sum(truth.get(Path(e["source"]["name"])) == e["label"] for e in events)
     print(f"on the device: {len(events)} events over MQTT, {right} with the file's true label")
     print(f"benchmark report: {DEMO / 'bench' / 'bench.md'}")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edgewise.edge.telemetry.broker import free_port
+from edgewise.devtools.mosquitto import free_port
+from tests.conftest import missing_tool
 
 SSHD = "/usr/sbin/sshd"
 
@@ -24,9 +25,9 @@ def sshd(tmp_path_factory):
     creates at boot); the test is skipped, saying so, when it is missing.
     """
     if not Path(SSHD).is_file() or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        pytest.skip("OpenSSH server and client are not installed (apt install openssh-server)")
+        missing_tool("OpenSSH server and client are not installed (apt install openssh-server)")
     if os.geteuid() == 0 and not Path("/run/sshd").is_dir():
-        pytest.skip("sshd run as root needs /run/sshd (mkdir -p /run/sshd)")
+        missing_tool("sshd run as root needs /run/sshd, which is missing (mkdir -p /run/sshd)")
     tmp = tmp_path_factory.mktemp("sshd")
     for name in ("host_key", "user_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
@@ -54,7 +55,7 @@ def sshd(tmp_path_factory):
     deadline = time.monotonic() + 10
     while True:
         if proc.poll() is not None:
-            pytest.skip(f"sshd did not start: {(tmp / 'sshd.log').read_text().strip()}")
+            missing_tool(f"sshd did not start: {(tmp / 'sshd.log').read_text().strip()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break

@@ -70,6 +70,118 @@ def table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _choice(fmt: str, precision: str, quant: str | None) -> str:
+    """A runtime choice as the device profiles and the runtime's logs name it: ``onnx int8 (dynamic)``."""
+    return f"{fmt} {precision}" + (f" ({quant})" if quant else "")
+
+
+def suggest_order(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The device-profile ``runtimes`` order this benchmark measured: fastest first.
+
+    Ranked: artifact rows that ran and passed their export parity gate (the runtime never runs the
+    others), by the median per-round latency ratio against ONNX fp32 when every ranked row has one
+    (interleaved rounds: robust to a busy machine), else by warm p50. When the report names a device
+    profile, its measured choices are listed in its own order and compared.
+    """
+    ranked, left_out = [], []
+    for row in report.get("rows") or []:
+        if row["kind"] != "artifact":
+            left_out.append(f"{row['name']}: not a bundle artifact")
+        elif row["status"] != "ok" or not row.get("latency_ms"):
+            left_out.append(f"{row['name']}: {row['status']}")
+        elif row.get("parity_passed") is False:
+            left_out.append(f"{row['name']}: failed its parity gate at export")
+        else:
+            ranked.append(row)
+    if not ranked:
+        return None
+    by_ratio = all(r.get("ratio_vs_onnx_fp32") is not None for r in ranked)
+    if by_ratio:
+        ranked.sort(key=lambda r: (r["ratio_vs_onnx_fp32"], r["latency_ms"]["p50"]))
+    else:
+        ranked.sort(key=lambda r: r["latency_ms"]["p50"])
+    runtimes, seen = [], set()
+    for r in ranked:
+        key = (r["format"], r["precision"], r.get("quant"))
+        if key in seen:  # two artifacts of one choice: the runtime takes the first, rank the faster
+            continue
+        seen.add(key)
+        runtimes.append(
+            {
+                "format": r["format"],
+                "precision": r["precision"],
+                "quant": r.get("quant"),
+                "p50_ms": r["latency_ms"]["p50"],
+                "ratio_vs_onnx_fp32": r.get("ratio_vs_onnx_fp32"),
+            }
+        )
+    out: dict[str, Any] = {
+        "by": "warm latency relative to ONNX fp32 (median of per-round ratios)"
+        if by_ratio
+        else "warm p50 latency",
+        "runtimes": runtimes,
+        "left_out": left_out,
+        "profile": None,
+        "profile_order": None,
+        "profile_matches": None,
+    }
+    name = (report.get("device") or {}).get("name")
+    if name:
+        from edgewise.devices import load_profile
+        from edgewise.errors import ConfigError
+
+        try:
+            profile = load_profile(name)
+        except ConfigError as exc:
+            log.warning("no profile to compare the suggested order with: %s", exc)
+            return out
+        suggested = [_choice(r["format"], r["precision"], r["quant"]) for r in runtimes]
+        mine = [c.describe() for c in profile.runtimes if c.describe() in suggested]
+        out.update(
+            profile=profile.name,
+            profile_order=mine,
+            profile_matches=mine == [c for c in suggested if c in mine],
+        )
+    return out
+
+
+def suggestion_lines(report: dict[str, Any]) -> list[str]:
+    """bench.md's section on the profile order: one line, the profile's verdict, a YAML block."""
+    sug = report.get("suggested_order")
+    if not sug:
+        return []
+    ranked = [
+        _choice(r["format"], r["precision"], r["quant"])
+        + (f" ({r['ratio_vs_onnx_fp32']:.2f}x)" if r.get("ratio_vs_onnx_fp32") is not None else "")
+        + f" {r['p50_ms']:.2f} ms"
+        for r in sug["runtimes"]
+    ]
+    lines = [
+        "",
+        "## Suggested device-profile order",
+        "",
+        f"Suggested `runtimes` order, fastest first by {sug['by']}: {', '.join(ranked)}.",
+    ]
+    if sug.get("left_out"):
+        lines[-1] += f" Not ranked: {'; '.join(sug['left_out'])}."
+    if sug.get("profile"):
+        order = ", ".join(sug["profile_order"] or []) or "none of these"
+        verdict = (
+            "the same order"
+            if sug["profile_matches"]
+            else "a different order: reorder its `runtimes` to follow the measurement (README, Device profiles)"
+        )
+        lines += ["", f"Profile `{sug['profile']}` lists the measured choices as {order}: {verdict}."]
+    yaml_lines = [
+        "  - {"
+        + f"format: {r['format']}, precision: {r['precision']}"
+        + (f", quant: {r['quant']}" if r.get("quant") else "")
+        + "}"
+        for r in sug["runtimes"]
+    ]
+    return [*lines, "", "```yaml", "runtimes:", *yaml_lines, "```"]
+
+
 def _ceiling_line(name: str, fig: dict[str, Any]) -> str:
     if fig.get("status") != "ok":
         return f"- {name}: unavailable ({fig.get('reason')})"
@@ -139,6 +251,7 @@ def markdown(report: dict[str, Any]) -> str:
         "process that imports the same runtime and loads nothing. `(seq)`: a fixed-window model runs a "
         "batch one utterance at a time. % of ceiling: achieved FLOP/s over the fp32 GEMM ceiling (int8 "
         "rows: the int8 one). PyTorch rows: size = 4 bytes x parameters.",
+        *suggestion_lines(report),
     ]
     notes = [f"- {r['name']}: {n}" for r in report["rows"] for n in r.get("notes") or []]
     notes += [
@@ -238,6 +351,7 @@ def write_report(report: dict[str, Any], out: Path, plots: bool = True) -> Path:
             report["notes"].append(f"plots failed: {exc}")
     elif not plots:
         report["notes"].append("plots not drawn (--no-plots)")
+    report["suggested_order"] = suggest_order(report)
     # through the schema: validated, and every field present (null where not measured), in schema order
     report = validate_report(report).model_dump(mode="json", by_alias=True)
     path = out / JSON_NAME

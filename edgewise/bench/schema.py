@@ -77,6 +77,16 @@ field                                      content
                                            ceiling), ``note`` (or all ``null`` with the reason in note)
 ``  .ratio_vs_onnx_fp32``                  warm latency / ONNX fp32's, median of per-round ratios
 ``  .notes``                               anything else worth knowing about the row
+``suggested_order``                        the device-profile ``runtimes`` order this run measured
+                                           (``null`` when nothing ran): ``by`` (the measure: the
+                                           per-round latency ratio vs ONNX fp32 when every row has one,
+                                           else warm p50), ``runtimes[]`` (``format``, ``precision``,
+                                           ``quant``, ``p50_ms``, ``ratio_vs_onnx_fp32``; fastest first;
+                                           artifact rows that ran and passed their parity gate),
+                                           ``left_out`` (rows not ranked, with why), ``profile`` (the
+                                           ``--device`` profile or ``null``), ``profile_order`` (its
+                                           measured choices in its own order), ``profile_matches``
+                                           (``true`` when that order is the suggested one)
 ``notes``                                  report-wide notes
 ``plots``                                  PNG file names written beside bench.json
 =========================================  ==============================================================
@@ -246,6 +256,23 @@ class Row(StrictModel):
     notes: list[str] = Field(default_factory=list)
 
 
+class RankedRuntime(StrictModel):
+    format: str
+    precision: str
+    quant: str | None = None
+    p50_ms: float = Field(gt=0)
+    ratio_vs_onnx_fp32: float | None = None
+
+
+class SuggestedOrder(StrictModel):
+    by: str
+    runtimes: list[RankedRuntime]
+    left_out: list[str] = Field(default_factory=list)
+    profile: str | None = None
+    profile_order: list[str] | None = None
+    profile_matches: bool | None = None
+
+
 class BenchReport(StrictModel):
     """bench.json: see the module docstring for every field."""
 
@@ -260,6 +287,7 @@ class BenchReport(StrictModel):
     settings: Settings | None = None
     ceiling: Ceiling | None = None
     rows: list[Row] = Field(default_factory=list)
+    suggested_order: SuggestedOrder | None = None
     notes: list[str] = Field(default_factory=list)
     plots: list[str] = Field(default_factory=list)
 

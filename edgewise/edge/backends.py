@@ -8,7 +8,10 @@ the code that will run it. Each runtime is imported lazily, inside the backend t
 * :class:`LiteRTBackend`  a ``.tflite`` file in the ai-edge-litert interpreter (XNNPACK on CPU), or
   in the older tflite-runtime for what that runs correctly (see :func:`tflite_runtime_refusal`).
   TFLite models have a fixed input window: the backend pads or chunks to it
-  (:mod:`edgewise.edge.windows`), quantizing int8 inputs and dequantizing outputs when needed.
+  (:mod:`edgewise.edge.windows`), quantizing int8 inputs and dequantizing outputs when needed;
+  ``windows_run`` counts the windows it has run.
+* :class:`~edgewise.edge.tensorrt.TensorRTBackend` (in :mod:`edgewise.edge.tensorrt`) runs an engine
+  built on the device; its refusals are :class:`BackendError` too, so the runtime falls back.
 
 Call a backend with (batch, time, n_mels) features; it returns (batch, classes) logits.
 """
@@ -154,6 +157,7 @@ class LiteRTBackend:
         if len(shape) != 3 or shape[0] != 1:
             raise BackendError(f"{self.path}: expected a (1, frames, n_mels) input, got {shape}")
         self.input_shape = tuple(shape)
+        self.windows_run = 0  # interpreter invocations so far: one per window
         frames = shape[1]
         self.window = window or WindowSpec(frames=frames, hop=max(1, frames // 2))
         if self.window.frames != frames:
@@ -179,6 +183,7 @@ class LiteRTBackend:
         """One (1, frames, n_mels) window -> (1, classes)."""
         self.interpreter.set_tensor(self._input["index"], self._quantize(window))
         self.interpreter.invoke()
+        self.windows_run += 1
         return self._dequantize(self.interpreter.get_tensor(self._output["index"]).copy())
 
     def __call__(self, features: np.ndarray) -> np.ndarray:

@@ -12,6 +12,11 @@ Threads and what they own:
 * telemetry: every ``telemetry_interval_s``, counts, latency percentiles, CPU, memory, temperature;
 * the telemetry client's own threads: the outbox pump and the command worker.
 
+Every worker thread runs under one :class:`edgewise.edge.supervisor.Supervisor`: a worker that dies
+is restarted with backoff, counted in telemetry ``thread_restarts`` and reported as an ``error``
+event with ``code: thread_restart`` (a file source is not restarted: it would classify its files
+again; the daemon stops instead).
+
 SIGTERM or SIGINT stops the audio, flushes the outbox (``shutdown_flush_s``), publishes the
 ``offline`` status and exits 0. The health report ``ROOT/health.json`` is what ``edge-deploy``
 waits for after it switches ``current`` and sends SIGHUP::
@@ -21,13 +26,12 @@ waits for after it switches ``current`` and sends SIGHUP::
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import os
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -38,38 +42,75 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from edgewise.audio import resample, to_mono
-from edgewise.bundle import load_bundle, sha256_file
+from edgewise.audio import check_finite
+from edgewise.bundle import load_bundle, public_key_id, sha256_file
 from edgewise.config import StrictModel, load_config
 from edgewise.devices import load_profile
 from edgewise.edge.audio import AudioInputConfig, UtteranceSegmenter, build_vad, open_source
 from edgewise.edge.audio.sources import WavFileSource
 from edgewise.edge.health import CpuMeter, InferenceStats, rss_mb, temperature_c
+from edgewise.edge.infer_request import decode_infer_audio, min_samples_of
 from edgewise.edge.install import (
+    DEFAULT_KEEP,
+    ENGINES,
+    DowngradeError,
     activate,
+    check_version,
     current_install,
     deploy_lock,
     install_bundle,
     mark_good,
+    open_signed,
+    prune,
     recover,
     rollback,
 )
 from edgewise.edge.pipelines import pipeline_for_task
-from edgewise.errors import AudioError, ConfigError, EdgewiseError
+from edgewise.errors import AudioError, ConfigError, EdgewiseError, MissingDependencyError
 from edgewise.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 PID_FILE = "daemon.pid"
+# A downloaded archive may unpack to at most this many times download.max_mb (model files compress
+# little; anything far beyond that is a decompression bomb).
+UNPACKED_PER_DOWNLOADED = 4
 HEALTH_FILE = "health.json"
 
 
 class DownloadSettings(StrictModel):
+    """How a ``deploy`` command fetches its bundle: https only, unless ``allow_insecure_http``.
+
+    ``ca``: a PEM CA bundle that https servers are verified with instead of the system store
+    (``SSL_CERT_FILE`` in the daemon's environment works too). Redirects obey the same scheme rule.
+    """
+
     max_mb: float = Field(500, gt=0)
     timeout_s: float = Field(60, gt=0)
-    schemes: list[str] = Field(default_factory=lambda: ["http", "https"])
+    allow_insecure_http: bool = False  # development only: also fetch plain http:// URLs
+    ca: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_schemes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "schemes" in data:
+            raise ValueError(
+                "'schemes' is gone: deploys are https only; for development set allow_insecure_http: true"
+            )
+        return data
+
+    @field_validator("ca")
+    @classmethod
+    def _ca_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.expanduser().is_file():
+            raise ValueError(f"file not found: {path}")
+        return path.expanduser() if path is not None else None
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        return ("https", "http") if self.allow_insecure_http else ("https",)
 
 
 class DaemonConfig(StrictModel):
@@ -77,7 +118,10 @@ class DaemonConfig(StrictModel):
 
     device: str = "x86-local"  # a device profile name or YAML path
     root: Path  # the install root that edge-deploy writes
-    public_key: Path | None = None  # when set, every bundle must carry a valid signature
+    # the fleet's ed25519 public key: every bundle must carry a signature it verifies, and the
+    # ``deploy`` command is refused without one; a missing or unusable file fails at start
+    public_key: Path | None = None
+    keep_versions: int = Field(DEFAULT_KEEP, ge=1)  # installs kept after a deploy (prune the rest)
     threads: int | None = Field(None, ge=1, le=64)
     telemetry_interval_s: float = Field(10.0, gt=0)
     shutdown_flush_s: float = Field(10.0, ge=0)
@@ -91,15 +135,50 @@ class DaemonConfig(StrictModel):
 
 def load_daemon_config(path: str | Path) -> tuple[DaemonConfig, Any]:
     """The daemon config and its validated telemetry config (errors name the file and field)."""
-    from edgewise.edge.telemetry.client import TelemetryConfig
+    from edgewise.edge.telemetry.config import TelemetryConfig
 
     cfg = load_config(DaemonConfig, path)
     root = cfg.root.expanduser()
     cfg.root = root
+    if cfg.public_key is not None:  # a key that cannot be used is an error now, not a device without a model
+        from edgewise.bundle import SignatureError
+
+        cfg.public_key = cfg.public_key.expanduser()
+        try:
+            public_key_id(cfg.public_key)
+        except (SignatureError, MissingDependencyError) as exc:
+            raise ConfigError(f"{path}: public_key: {exc}") from None
     mqtt = {"outbox_path": str(root / "outbox.db"), **cfg.mqtt}
     telemetry = TelemetryConfig.load(mqtt, name=f"{path}: mqtt")
     load_profile(cfg.device)  # an unknown device fails now, listing the valid ones
     return cfg, telemetry
+
+
+def _check_scheme(url: str, asked: str, settings: DownloadSettings) -> None:
+    """https only, http with ``download.allow_insecure_http``; ``asked`` is the URL the command gave."""
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme in settings.schemes:
+        return
+    via = "" if url == asked else f" (a redirect from {asked})"
+    if scheme == "http":
+        raise ConfigError(
+            f"deploy refused: {url}{via} is plain http; bundles are fetched over https only "
+            "(download.allow_insecure_http: true allows http, for development)"
+        )
+    raise ConfigError(
+        f"deploy refused: {url}{via}: scheme {scheme!r} not allowed ({', '.join(settings.schemes)})"
+    )
+
+
+class _SchemeCheckingRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL the first one could have been (an https -> http hop is refused)."""
+
+    def __init__(self, asked: str, settings: DownloadSettings) -> None:
+        self.asked, self.settings = asked, settings
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+        _check_scheme(urllib.parse.urljoin(req.full_url, newurl), self.asked, self.settings)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class Daemon:
@@ -120,11 +199,13 @@ class Daemon:
         self._started = time.monotonic()
         self._vad_path: Path | None = None
         self.audio_blocked = False
+        self.workers: Any = None  # the Supervisor of the worker threads, while run() runs
 
     # ----------------------------------------------------------------------------------------------
     # life cycle
 
     def run(self) -> int:
+        from edgewise.edge.supervisor import Supervisor
         from edgewise.edge.telemetry.client import TelemetryClient
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -139,33 +220,43 @@ class Daemon:
                 (signal.SIGHUP, self._on_reload_signal),
             )
         }
-        self.client = TelemetryClient(self.telemetry_config, command_handler=self._on_command)
+
+        def report_restart(name: str, exc: BaseException) -> None:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self.client.publish_error(
+                f"worker thread {name} failed and was restarted ({reason})",
+                code="thread_restart",
+                detail={"thread": name},
+            )
+
+        # Every worker thread (these and the telemetry client's pump and command worker) runs under
+        # one supervisor: a worker that dies is restarted with backoff and counted in telemetry.
+        self.workers = workers = Supervisor(stop=self._stop, on_restart=report_restart)
+        self.client = TelemetryClient(
+            self.telemetry_config, command_handler=self._on_command, supervisor=workers
+        )
         self.client.start()
-        threads = [
-            threading.Thread(target=self._reloader, name="reloader", daemon=True),
-            threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True),
-        ]
-        audio = threading.Thread(target=self._audio_thread, name="audio", daemon=True)
         try:
             self._start_model()
-            for t in threads:
-                t.start()
-            audio.start()
+            workers.spawn("reloader", self._reloader, restart_on_return=True)
+            workers.spawn("telemetry", self._telemetry_loop, restart_on_return=True)
+            workers.spawn("audio", self._audio_thread)
             # The main thread only waits: signal handlers run here at once, while a read from stdin
             # or a microphone in the audio thread may block; that thread is left behind at exit.
             while not self._stop.wait(0.5):
                 pass
         finally:
-            self._stop.set()
+            self._stop.set()  # also the supervisor's stop: nothing is restarted from here on
             self._reload_requested.set()
-            for t in threads:
-                if t.is_alive():
-                    t.join(timeout=5)
+            workers.join("reloader", timeout=5)
+            workers.join("telemetry", timeout=5)
             # let an utterance in flight publish its event before the outbox closes (a thread
             # blocked in a read of stdin or a device is left behind: see audio_blocked)
-            if audio.is_alive():
-                audio.join(timeout=2.0)
-            self._publish_telemetry()  # the last interval is not lost either
+            workers.join("audio", timeout=2.0)
+            try:
+                self._publish_telemetry()  # the last interval is not lost either
+            except Exception:
+                log.exception("the last telemetry report failed")
             flushed = self.client.close(flush_timeout=self.cfg.shutdown_flush_s)
             log.info("stopped; outbox %s", "flushed" if flushed else "kept on disk for the next start")
             with self._swap_lock:
@@ -176,7 +267,7 @@ class Daemon:
                 pid_file.unlink()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.audio_blocked = audio.is_alive()  # still in a blocking read of stdin or a device
+            self.audio_blocked = workers.alive("audio")  # still in a blocking read of stdin or a device
         return 0
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
@@ -219,7 +310,7 @@ class Daemon:
             try:
                 bundle = load_bundle(target, public_key=self.cfg.public_key)
                 pipeline = pipeline_for_task(bundle.manifest.task).from_bundle(
-                    bundle, self.profile, threads=self.cfg.threads, engine_dir=self.root / "engines"
+                    bundle, self.profile, threads=self.cfg.threads, engine_dir=self.root / ENGINES
                 )
                 self._self_test(pipeline)
             except Exception as exc:  # any failure keeps the running model; it is reported, not raised
@@ -273,17 +364,41 @@ class Daemon:
         with self._swap_lock:
             return self._pipeline, self._pipeline_key
 
-    def _infer(self, audio: np.ndarray, source: dict[str, Any]) -> dict[str, Any] | None:
+    def _infer(
+        self, audio: np.ndarray, source: dict[str, Any], *, raise_errors: bool = False
+    ) -> dict[str, Any] | None:
+        """Run the model on one utterance and publish its event; a failure is counted as an error.
+
+        From the audio path (``raise_errors=False``) a failure is published as an ``error`` event
+        (code ``audio`` for unusable audio, ``inference`` otherwise) and None returned; from a
+        command it is raised instead, so the ack says what went wrong.
+        """
         pipeline, key = self._snapshot()
         if pipeline is None:
             self.stats.add_error()
+            if raise_errors:
+                raise EdgewiseError("no model is loaded")
             log.warning("no model loaded: utterance of %.2f s skipped", audio.size / 16000)
             return None
+        where = source.get("name") or source.get("kind", "audio")
+        if "start_s" in source:
+            where = f"{where} at {source['start_s']:.2f}-{source['end_s']:.2f} s"
         try:
+            check_finite(audio, where, 16000)
             result = pipeline.process(audio)
-        except EdgewiseError as exc:
+            probs = np.asarray(list(result.get("probabilities", {}).values()), dtype=np.float64)
+            if not np.isfinite(probs).all():
+                raise EdgewiseError(f"{where}: the model returned non-finite probabilities {probs.tolist()}")
+        except Exception as exc:  # one utterance that fails must not stop the audio or the commands
             self.stats.add_error()
-            self.client.publish_error(str(exc), code="inference", detail={"source": source})
+            if not isinstance(exc, EdgewiseError):
+                log.exception("inference failed on %s", where)
+                exc = EdgewiseError(f"{where}: inference failed: {type(exc).__name__}: {exc}")
+            if raise_errors:
+                raise exc from None
+            code = "audio" if isinstance(exc, AudioError) else "inference"
+            log.error("%s", exc)
+            self.client.publish_error(str(exc), code=code, detail={"source": source})
             return None
         self.stats.add(result["latency_ms"], result.get("label"))
         name, version = key.split("/", 1)
@@ -312,19 +427,32 @@ class Daemon:
             return self._vad_path
 
     def _audio_thread(self) -> None:
+        """The audio worker. A live source (mic, stdin) that fails is restarted by the supervisor
+        (and counted in telemetry); a file source is not, as it would classify its files again: a
+        bug there stops the daemon rather than leave one that looks alive and does nothing."""
         try:
             self._audio_loop()
-        except Exception:  # a bug in the audio path must not leave a daemon that looks alive
+        except Exception:
+            if self.cfg.audio.source != "file":
+                raise
             log.exception("audio thread failed; stopping")
             self._stop.set()
 
     def _audio_loop(self) -> None:
+        """Run the audio source until it ends (file, stdin) or the daemon stops.
+
+        A source that cannot be used is reported once (an ``error`` event, code ``audio``). A
+        microphone is then retried every ``retry_audio_s``; a file list or a pipe is not (reading
+        it again would repeat or skip audio), so its input has ended. Inside a file list, each
+        unusable file is its own error and the next file follows (:meth:`_run_files`).
+        """
         cfg = self.cfg.audio
         reported = False
         while not self._stop.is_set():
             try:
                 segmenter = self._segmenter()
-                with open_source(cfg) as source:
+                # missing files are reported one by one like any other unusable file
+                with open_source(cfg, check_files=False) as source:
                     reported = False
                     if isinstance(source, WavFileSource):
                         self._run_files(source, segmenter)
@@ -335,8 +463,9 @@ class Daemon:
                     log.error("audio input: %s", exc)
                     self.client.publish_error(f"audio input: {exc}", code="audio")
                     reported = True
-                self._stop.wait(self.cfg.retry_audio_s)
-                continue
+                if cfg.source == "mic":
+                    self._stop.wait(self.cfg.retry_audio_s)
+                    continue
             if cfg.source in ("file", "stdin"):
                 log.info("audio input ended")
                 if self.cfg.exit_when_input_ends:
@@ -344,7 +473,16 @@ class Daemon:
                 return
 
     def _run_files(self, source: WavFileSource, segmenter: UtteranceSegmenter) -> None:
-        for path, audio in source.files():
+        """Each file once, in order: its utterances as events, or one ``error`` event if unusable."""
+
+        def unusable(path: Path, exc: AudioError) -> None:
+            self.stats.add_error()
+            log.error("audio input: %s", exc)
+            self.client.publish_error(
+                f"audio input: {exc}", code="audio", detail={"source": {"kind": "file", "name": str(path)}}
+            )
+
+        for path, audio in source.files(on_error=unusable):
             if self._stop.is_set():
                 return
             segmenter.reset()
@@ -431,44 +569,81 @@ class Daemon:
         return report
 
     def _deploy(self, args: dict[str, Any]) -> dict[str, Any]:
-        url = args.get("url")
+        """Download, verify the fleet signature, refuse a downgrade, install, switch, health-check.
+
+        Refused before anything changes: no ``public_key`` configured, a URL that is not https (or
+        http without ``download.allow_insecure_http``), an unsigned or wrongly signed bundle, a
+        version older than the running one (``rollback`` is the way back). The same version as the
+        running one is acknowledged as already installed.
+        """
+        url, sha256 = args.get("url"), args.get("sha256")
         if not isinstance(url, str) or not url:
             raise ConfigError("deploy needs args.url: the bundle archive to download")
-        path = self._download(url, args.get("sha256"))
-        with deploy_lock(self.root):
-            try:
-                installed = install_bundle(self.root, path, public_key=self.cfg.public_key)
-            finally:
-                shutil.rmtree(path.parent, ignore_errors=True)
-            key = f"{installed.parent.name}/{installed.name}"
-            previous = activate(self.root, installed)
-            report = self.reload(f"deploy {key}")
-            if report["ok"]:
-                return {**report, "previous": previous}
-            back = rollback(self.root, reason=f"health check failed: {report['error']}", failed=key)
-            self.reload("rollback after a failed deploy")
+        if sha256 is not None and not isinstance(sha256, str):
+            raise ConfigError(f"deploy: args.sha256 must be a hex string, got {type(sha256).__name__}")
+        if self.cfg.public_key is None:
+            raise ConfigError(
+                "deploy refused: this daemon trusts no signing key (no public_key in its daemon.yaml); "
+                "it installs only bundles signed with the fleet's key: set public_key to the fleet's "
+                "ed25519 public key (edgewise bundle keygen) and restart it"
+            )
+        from edgewise.bundle import SignatureError
+
+        path = self._download(url, sha256)
+        try:
+            with deploy_lock(self.root):
+                unpacked_cap = int(UNPACKED_PER_DOWNLOADED * self.cfg.download.max_mb * 1024 * 1024)
+                with open_signed(path, self.cfg.public_key, url, max_unpacked_bytes=unpacked_cap) as opened:
+                    name, version = opened.manifest.name, opened.manifest.version
+                    change = check_version(
+                        self.root, name, version, back="send the rollback command to go back"
+                    )
+                    installed = install_bundle(self.root, opened.root, public_key=self.cfg.public_key)
+                key = f"{installed.parent.name}/{installed.name}"
+                if change == "same":
+                    report = self._checked(self.reload(f"deploy {key} (already current)"))
+                    return {**report, "changed": False, "message": f"{key} is already installed and current"}
+                previous = activate(self.root, installed)
+                report = self.reload(f"deploy {key}")
+                if report["ok"]:
+                    return {**report, "previous": previous, "changed": True, "pruned": self._prune()}
+                back = rollback(self.root, reason=f"health check failed: {report['error']}", failed=key)
+                self.reload("rollback after a failed deploy")
+        except (SignatureError, DowngradeError) as exc:
+            raise type(exc)(f"deploy refused: {exc}") from None
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)
         raise EdgewiseError(f"{key} failed its health check ({report['error']}); rolled back to {back}")
 
+    def _prune(self) -> list[str]:
+        """Keep ``keep_versions`` installs; a prune that fails is logged, never fails the deploy."""
+        try:
+            pruned = prune(self.root, self.cfg.keep_versions)
+        except (OSError, EdgewiseError) as exc:
+            log.warning("could not prune old versions under %s: %s", self.root, exc)
+            return []
+        if pruned:
+            log.info("pruned %s", ", ".join(pruned))
+        return pruned
+
     def _download(self, url: str, sha256: str | None) -> Path:
-        scheme = urllib.parse.urlparse(url).scheme
-        if scheme not in self.cfg.download.schemes:
-            raise ConfigError(
-                f"deploy url {url!r}: scheme {scheme!r} not allowed ({', '.join(self.cfg.download.schemes)})"
-            )
-        limit = int(self.cfg.download.max_mb * 1024 * 1024)
+        settings = self.cfg.download
+        _check_scheme(url, url, settings)
+        limit = int(settings.max_mb * 1024 * 1024)
+        context = ssl.create_default_context(cafile=str(settings.ca) if settings.ca else None)
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context), _SchemeCheckingRedirects(url, settings)
+        )
         folder = Path(tempfile.mkdtemp(prefix="download-", dir=self.root))
         dest = folder / (Path(urllib.parse.urlparse(url).path).name or "bundle.tar.gz")
         try:
-            with (
-                urllib.request.urlopen(url, timeout=self.cfg.download.timeout_s) as response,
-                open(dest, "wb") as out,
-            ):
+            with opener.open(url, timeout=settings.timeout_s) as response, open(dest, "wb") as out:
                 total = 0
                 while chunk := response.read(1 << 20):
                     total += len(chunk)
                     if total > limit:
                         raise ConfigError(
-                            f"deploy url {url}: larger than download.max_mb ({self.cfg.download.max_mb:g} MB)"
+                            f"deploy url {url}: larger than download.max_mb ({settings.max_mb:g} MB)"
                         )
                     out.write(chunk)
             if sha256 is not None and sha256_file(dest) != sha256:
@@ -484,37 +659,18 @@ class Daemon:
         return dest
 
     def _infer_command(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{"wav_b64": ...}`` (a WAV file) or ``{"pcm16_b64": ..., "sample_rate": 16000}``."""
-        import soundfile as sf
+        """``{"wav_b64": ...}`` (a WAV file) or ``{"pcm16_b64": ..., "sample_rate": 16000}``.
 
-        try:
-            if "wav_b64" in args:
-                audio, sr = sf.read(
-                    io.BytesIO(base64.b64decode(args["wav_b64"], validate=True)), dtype="float32"
-                )
-            elif "pcm16_b64" in args:
-                raw = base64.b64decode(args["pcm16_b64"], validate=True)
-                audio, sr = (
-                    np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768,
-                    int(args.get("sample_rate", 16000)),
-                )
-            else:
-                raise ConfigError(
-                    "infer needs args.wav_b64 (a WAV file) or args.pcm16_b64 with args.sample_rate"
-                )
-        except (ValueError, TypeError, sf.LibsndfileError) as exc:
-            raise AudioError(f"infer: the audio could not be decoded ({exc})") from None
-        audio = to_mono(audio) if audio.ndim > 1 else audio
-        if audio.size / sr > self.cfg.max_infer_seconds:
-            raise AudioError(
-                f"infer: {audio.size / sr:.1f} s of audio is over max_infer_seconds ({self.cfg.max_infer_seconds:g})"
-            )
-        if sr != 16000:
-            audio = resample(audio, sr, 16000)
-        result = self._infer(audio.astype(np.float32), {"kind": "command", "sample_rate": 16000})
-        if result is None:
-            raise EdgewiseError("no model is loaded" if self._snapshot()[0] is None else "inference failed")
-        return result
+        The arguments are checked up front (:func:`edgewise.edge.infer_request.decode_infer_audio`):
+        whatever is wrong with them, or with the inference, is the ack's error.
+        """
+        pipeline, _ = self._snapshot()
+        if pipeline is None:
+            raise EdgewiseError("no model is loaded")
+        audio = decode_infer_audio(
+            args, max_seconds=self.cfg.max_infer_seconds, min_samples=min_samples_of(pipeline)
+        )
+        return self._infer(audio, {"kind": "command", "sample_rate": 16000}, raise_errors=True)
 
 
 def daemon_run(config_path: str | Path) -> int:

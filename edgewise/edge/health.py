@@ -1,61 +1,90 @@
-"""What the daemon reports about itself: inference statistics and process health, from /proc and /sys.
+"""What the daemon reports about itself: inference statistics and process health.
 
-Readers return None where the platform does not expose a figure (no thermal zone in a container),
-so telemetry says "unknown" rather than a made-up number.
+Process and system figures come from psutil (a small compiled wheel for x86-64 and aarch64, part of
+the ``edge`` extra); the temperature falls back to the kernel's thermal zones in /sys where psutil
+lists no sensor (Jetson and Raspberry Pi boards expose several). Readers return None where the
+platform does not expose a figure (no thermal zone in a container, psutil not installed), so
+telemetry says "unknown" rather than a made-up number.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 
-def rss_mb(pid: int | str = "self") -> float | None:
-    """Resident memory of a process in MiB (``VmRSS`` of /proc/PID/status)."""
+THERMAL_ZONES = Path("/sys/class/thermal")
+
+
+def _psutil() -> Any | None:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
+        import psutil
+    except ImportError:
+        log.debug("psutil is not installed: process figures are reported as unknown")
         return None
-    return None
+    return psutil
 
 
-def temperature_c() -> float | None:
-    """The hottest readable thermal zone (Jetson and Raspberry Pi expose several), in Celsius."""
-    readings = []
-    for zone in Path("/sys/class/thermal").glob("thermal_zone*/temp"):
+def rss_mb(pid: int | None = None) -> float | None:
+    """Resident memory of a process (default: this one) in MB (10^6 bytes, as telemetry reports it)."""
+    psutil = _psutil()
+    if psutil is None:
+        return None
+    try:
+        return psutil.Process(pid).memory_info().rss / 1e6
+    except (psutil.Error, OSError):
+        return None
+
+
+def temperature_c(thermal_zones: Path = THERMAL_ZONES) -> float | None:
+    """The hottest sensor psutil can read, else the hottest readable thermal zone, in Celsius."""
+    psutil = _psutil()
+    reader = getattr(psutil, "sensors_temperatures", None)  # not on every platform
+    readings: list[float] = []
+    if reader is not None:
         try:
-            readings.append(int(zone.read_text().strip()) / 1000)
-        except (OSError, ValueError):
-            continue
+            readings = [t.current for entries in reader().values() for t in entries if t.current is not None]
+        except (OSError, RuntimeError):
+            readings = []
+    if not readings:
+        for zone in thermal_zones.glob("thermal_zone*/temp"):
+            try:
+                readings.append(int(zone.read_text().strip()) / 1000)
+            except (OSError, ValueError):
+                continue
     return max(readings) if readings else None
 
 
 class CpuMeter:
     """Process CPU use between calls, in percent of one core (200 = two cores busy)."""
 
-    def __init__(self) -> None:
-        self._last = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float]:
-        t = os.times()
-        return t.user + t.system, time.monotonic()
+    def __init__(self, pid: int | None = None) -> None:
+        psutil = _psutil()
+        self._process = None
+        if psutil is not None:
+            self._errors = (psutil.Error, OSError)
+            try:
+                self._process = psutil.Process(pid)
+                self._process.cpu_percent(None)  # starts the interval
+            except self._errors:
+                self._process = None
 
     def percent(self) -> float | None:
-        cpu, wall = self._sample()
-        last_cpu, last_wall = self._last
-        self._last = (cpu, wall)
-        if wall - last_wall <= 0:
+        """CPU use since the previous call (or since the meter was made); None where unknown."""
+        if self._process is None:
             return None
-        return max(0.0, 100.0 * (cpu - last_cpu) / (wall - last_wall))
+        try:
+            return float(self._process.cpu_percent(None))
+        except self._errors:  # the process is gone
+            return None
 
 
 @dataclass

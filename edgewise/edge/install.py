@@ -6,6 +6,7 @@ Layout under the install root (``/opt/edgewise`` on a device, any folder for dev
     ROOT/current -> models/<name>/<version>     the model the daemon runs (a relative symlink)
     ROOT/state.json                    history: installed versions, current, previous, last good
     ROOT/daemon.pid, ROOT/health.json  written by the daemon (pid to signal, its health report)
+    ROOT/engines/<key>.plan|.json      TensorRT engines the device built (the .json names the ONNX)
 
 Every step is crash-safe, so a power cut or ``kill -9`` at any point leaves a device that starts:
 
@@ -18,6 +19,11 @@ Every step is crash-safe, so a power cut or ``kill -9`` at any point leaves a de
 
 :func:`recover` runs at daemon start and before every deploy: it removes partial folders and,
 should ``current`` be missing or broken, points it at the last good version.
+
+Versions only go up through a deploy: :func:`check_version` refuses a bundle older than the one
+``current`` runs (semantic-version order, :func:`compare_versions`); going back is what
+:func:`rollback` is for. :func:`prune` keeps the newest N installs (never ``current``, ``previous``
+or ``last_good``) and removes the others with the TensorRT engines built from them.
 """
 
 from __future__ import annotations
@@ -44,10 +50,16 @@ CURRENT = "current"
 STATE = "state.json"
 PARTIAL = ".partial-"
 LOCK_FILE = "deploy.lock"
+ENGINES = "engines"  # ROOT/engines: TensorRT engines built on the device (edgewise.edge.tensorrt)
+DEFAULT_KEEP = 3  # installs kept by prune (daemon.yaml keep_versions, edge-deploy --keep)
 
 
 class InstallError(EdgewiseError):
     """An install, switch or rollback cannot be done; the message says what and why."""
+
+
+class DowngradeError(InstallError):
+    """A deploy would install a version older than the running one (go back with rollback)."""
 
 
 @dataclass
@@ -300,3 +312,170 @@ def status(root: str | os.PathLike) -> dict[str, Any]:
         "failed": state.failed,
         "health": health,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# versions: a deploy only goes up
+
+
+def version_key(version: str) -> tuple[Any, ...]:
+    """A sort key with semantic-version precedence: ``1.2.0-rc.1 < 1.2.0 < 1.10.0`` (build ignored)."""
+    core, _, pre = version.split("+", 1)[0].partition("-")
+    try:
+        numbers = tuple(int(p) for p in core.split("."))
+    except ValueError:
+        raise InstallError(f"version {version!r} is not a semantic version (like 1.2.0)") from None
+    if len(numbers) != 3:
+        raise InstallError(f"version {version!r} is not a semantic version (like 1.2.0)")
+    if not pre:
+        return (numbers, 1, ())
+    # identifiers: numeric ones compare as numbers and sort before alphanumeric ones
+    ids = tuple((0, int(x), "") if x.isdigit() else (1, 0, x) for x in pre.split("."))
+    return (numbers, 0, ids)
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as version ``a`` is older than, the same as, or newer than ``b``."""
+    ka, kb = version_key(a), version_key(b)
+    return (ka > kb) - (ka < kb)
+
+
+def check_version(
+    root: str | os.PathLike, name: str, version: str, *, allow_downgrade: bool = False, back: str = ""
+) -> str:
+    """How ``name`` ``version`` relates to what ``current`` runs: ``new`` (nothing of that name
+    runs), ``upgrade``, ``same`` or, with ``allow_downgrade``, ``downgrade``.
+
+    A lower version raises :class:`DowngradeError`; ``back`` says how to go back instead.
+    """
+    cur = current_install(root)
+    if cur is None or cur.parent.name != name:
+        return "new"
+    order = compare_versions(version, cur.name)
+    if order > 0:
+        return "upgrade"
+    if order == 0:
+        return "same"
+    if allow_downgrade:
+        return "downgrade"
+    raise DowngradeError(
+        f"{name} {version} is older than the running {name} {cur.name}: a deploy never goes back to an "
+        f"older version{'; ' + back if back else ''}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# pruning: keep the newest N installs
+
+
+def _artifact_sha256s(install_dir: Path) -> set[str]:
+    """The sha256 of every artifact an install's manifest lists (engines record their ONNX's)."""
+    try:
+        manifest = json.loads((install_dir / MANIFEST_NAME).read_text())
+        return {
+            art["sha256"]
+            for entry in manifest.get("models", {}).values()
+            for art in entry.get("artifacts", [])
+            if isinstance(art, dict) and isinstance(art.get("sha256"), str)
+        }
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+
+
+def prune_engines(engine_dir: str | os.PathLike, onnx_sha256s: set[str]) -> list[str]:
+    """Remove the cached TensorRT engines built from these ONNX files (``<key>.json`` names the
+    ONNX's sha256 as ``onnx_sha256``; the ``<key>.*`` files go together). Returns the names removed."""
+    engine_dir = Path(engine_dir)
+    removed: list[str] = []
+    if not onnx_sha256s or not engine_dir.is_dir():
+        return removed
+    for info in sorted(engine_dir.glob("*.json")):
+        try:
+            built_from = json.loads(info.read_text()).get("onnx_sha256")
+        except (OSError, ValueError, AttributeError):
+            continue  # not ours to judge: leave it
+        if built_from in onnx_sha256s:
+            for path in sorted(engine_dir.glob(f"{info.stem}.*"), key=lambda p: p.suffix == ".json"):
+                path.unlink(missing_ok=True)  # the .json last: a crash leaves it to find again
+                removed.append(path.name)
+    return removed
+
+
+def prune(root: str | os.PathLike, keep: int = DEFAULT_KEEP) -> list[str]:
+    """Keep the newest ``keep`` installs (install order) and ``current``, ``previous`` and
+    ``last_good`` whatever their age; remove the others and the TensorRT engines only they used.
+
+    Returns what was removed (``name/version`` keys and engine file names). Each folder is first
+    renamed to a ``.partial-`` name, so an interrupted prune is finished by :func:`recover`.
+    """
+    if keep < 1:
+        raise InstallError(f"keep must be at least 1, got {keep}")
+    root = Path(root)
+    state = InstallState.read(root)
+    now = current_install(root)
+    protected = {state.current, state.previous, state.last_good, _key(now) if now else None}
+    present = [k for k in state.installed if (models_dir(root) / k).is_dir()]
+    kept = set(present[-keep:]) | (protected & set(present))
+    doomed = [k for k in present if k not in kept]
+    if not doomed:
+        return []
+    still_used = set().union(*(_artifact_sha256s(models_dir(root) / k) for k in kept))
+    only_doomed = set().union(*(_artifact_sha256s(models_dir(root) / k) for k in doomed)) - still_used
+    aside = []
+    for key in doomed:
+        folder = models_dir(root) / key
+        moved = folder.parent / f".{folder.name}{PARTIAL}prune-{os.getpid()}"
+        os.replace(folder, moved)
+        fsync_dir(folder.parent)
+        aside.append(moved)
+    state.installed = [k for k in state.installed if k not in doomed]
+    state.failed = [k for k in state.failed if k not in doomed]
+    state.note("prune", versions=doomed, keep=keep)
+    state.write(root)
+    for moved in aside:
+        shutil.rmtree(moved, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the name's folder, once its last version is gone
+            moved.parent.rmdir()
+    engines = prune_engines(root / ENGINES, only_doomed)
+    log.info("pruned %s (keeping %d)%s", ", ".join(doomed), keep, f"; engines {engines}" if engines else "")
+    return [*doomed, *engines]
+
+
+# --------------------------------------------------------------------------------------------------
+# the fleet's signing key
+
+
+@contextlib.contextmanager
+def open_signed(
+    bundle: str | os.PathLike,
+    public_key: str | os.PathLike,
+    where: str,
+    *,
+    max_unpacked_bytes: int | None = None,
+) -> Iterator[Any]:
+    """Open ``bundle`` (folder or archive) only if ``public_key`` verifies its signature.
+
+    The error says which of these it is, naming ``where`` (a URL or path) and the trusted key id:
+    not signed (no ``manifest.sig``), signed by another key, or a signature that does not match.
+    Artifact hashes are checked too (:func:`edgewise.bundle.load_bundle`); an archive whose
+    members declare more than ``max_unpacked_bytes`` in all is refused before it is unpacked.
+    """
+    from edgewise.bundle import SIGNATURE_NAME, SignatureError, public_key_id, verify_signature
+
+    key_id = public_key_id(public_key)
+    caps = {} if max_unpacked_bytes is None else {"max_unpacked_bytes": max_unpacked_bytes}
+    with load_bundle(bundle, **caps) as opened:
+        sig = opened.root / SIGNATURE_NAME
+        if not sig.is_file():
+            raise SignatureError(
+                f"{where}: the bundle is not signed (no {SIGNATURE_NAME}); this device installs only "
+                f"bundles signed with the fleet key {key_id} (edgewise export --sign-key, edgewise bundle sign)"
+            )
+        try:
+            verify_signature(opened.root, public_key)
+        except SignatureError as exc:
+            reason = str(exc).replace(f"{sig}: ", "").replace(str(sig), SIGNATURE_NAME)
+            raise SignatureError(
+                f"{where}: the signature does not verify with the fleet key {key_id} ({reason})"
+            ) from None
+        yield opened

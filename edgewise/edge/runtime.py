@@ -6,8 +6,9 @@
 
 The profile's ``runtimes`` are tried in order; a preference is skipped, with the reason logged and
 kept in ``skipped``, when the bundle has no such artifact, its parity gate failed, or its runtime
-is not installed or cannot load it here (no TensorRT, no GPU provider, a broken file). Falling back
-is normal (a Jetson without onnxruntime-gpu runs the CPU build); running nothing is an error that
+is not installed or cannot load it here (no TensorRT, no GPU provider, a broken file, a TensorRT
+engine that fails to build or does not match the bundle's reference outputs). Falling back is
+normal (a Jetson without onnxruntime-gpu runs the CPU build); running nothing is an error that
 lists every reason.
 """
 
@@ -50,12 +51,10 @@ def open_backend(
         window = WindowSpec.from_dict(art.extra.get("window") or {}, where=f"{art.path} extra.window")
         return LiteRTBackend(path, threads, window, precision=art.precision, quant=art.quant)
     if art.format == "tensorrt-onnx":
-        from edgewise.edge.tensorrt import BuildSpec, EngineCache, TensorRTBackend, import_tensorrt
+        from edgewise.edge.tensorrt import open_tensorrt
 
-        import_tensorrt()  # fail fast, before hashing the graph, on machines without TensorRT
-        spec = BuildSpec.from_manifest(art.extra.get("tensorrt") or {})
-        plan = EngineCache(engine_dir or bundle.root.parent / "engines").get_or_build(path, spec)
-        return TensorRTBackend(plan, spec)
+        # built, checked against the bundle's reference set and cached; any refusal is a BackendError
+        return open_tensorrt(bundle, art, engine_dir or bundle.root.parent / "engines")
     raise BackendError(f"{art.path}: no backend for format {art.format!r}")
 
 
@@ -97,6 +96,10 @@ class ModelRuntime:
                     backend = open_backend(bundle, art, choice, threads, engine_dir)
                 except (MissingDependencyError, BackendError) as exc:
                     skipped.append(f"{choice.describe()} ({art.path}): {exc}")
+                    if isinstance(exc, BackendError):  # present but refused: worth a warning now
+                        log.warning(
+                            "%s: cannot run %s, trying the next preference: %s", profile.name, art.path, exc
+                        )
                     continue
                 for reason in skipped:
                     log.info("%s: passed over %s", profile.name, reason)

@@ -155,11 +155,22 @@ def bundle_inspect_add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def bundle_inspect_run(args: argparse.Namespace) -> int:
-    from edgewise.bundle import load_bundle
+    """Print the summary (or the manifest), then fail naming every artifact that does not match."""
+    from edgewise.bundle import IntegrityError, load_bundle
     from edgewise.export.summary import describe_bundle
 
-    with load_bundle(args.bundle, verify=False) as bundle:
-        print(bundle.manifest.to_json_bytes().decode() if args.json else describe_bundle(bundle, args.bundle))
+    with load_bundle(args.bundle, verify=False, check_artifacts=False) as bundle:
+        problems = bundle.problems()
+        print(
+            bundle.manifest.to_json_bytes().decode()
+            if args.json
+            else describe_bundle(bundle, args.bundle, problems)
+        )
+    if problems:
+        raise IntegrityError(
+            f"{args.bundle}: {len(problems)} artifact(s) do not match the manifest:\n  "
+            + "\n  ".join(problems)
+        )
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from edgewise.bundle import BundleWriter, sha256_file, sign_manifest
 from edgewise.edge.windows import WindowSpec
 from edgewise.errors import EdgewiseError
+from edgewise.export import tensorrt_export
 from edgewise.export.errors import ExportError, ParityError
 from edgewise.export.formats import (
     ExportContext,
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 ROLE = "classifier"
 FILE_ROLE = "ser"  # artifact files are models/ser.<stem><suffix>
+TRT_REFERENCE = f"models/{FILE_ROLE}.trt-reference.npz"  # the device's TensorRT check (extra.reference)
 
 
 @dataclass
@@ -136,7 +138,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportResult:
         model, info = load_run_model(run_dir)
         corpus = data.export_corpus(info, opts.data)
     n_mels = info.features.n_mels
-    window = WindowSpec.from_seconds(opts.window_seconds, info.features.hop_length, info.features.sample_rate)
+    window = WindowSpec.from_seconds(opts.window_seconds, info.features)
     with step("merge"):
         merged, merge_report = merge_for_export(model, n_mels)
     writer = BundleWriter(  # refuses an existing bundle now, before the slow steps
@@ -184,9 +186,18 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportResult:
             )
         if failed:
             log.warning("writing %d artifact(s) that failed the parity gate (--no-gate)", len(failed))
+        trt_extras = [m.extra for m in made if m.variant.row.manifest_format == "tensorrt-onnx"]
+        trt_reference = None
+        if trt_extras:
+            with step("reference set for the device's TensorRT engine check"):
+                trt_reference = tensorrt_export.attach_reference(
+                    merged, reference.inputs, trt_extras, Path(tmp) / "trt-reference.npz", TRT_REFERENCE
+                )
         _add_classifier(writer, info, merge_report, made, _flops(merged, info.features))
         if opts.include_vad:
             _add_vad(writer)
+        if trt_reference is not None:
+            writer.add_file(trt_reference, TRT_REFERENCE)
         with step("write bundle"):
             bundle = writer.finish(sign_key=opts.sign_key)
     return ExportResult(bundle, writer.archive_path, results, merge_report, report)

@@ -22,9 +22,19 @@ def _shape(spec: Any) -> str:
 
 
 def _parity(parity: dict[str, Any]) -> str:
+    """The parity record of an artifact as the export wrote it, and nothing it does not say.
+
+    A copied third-party model (the Silero VAD) is recorded ``{"checked": false, "reason": ...}``:
+    "not checked", with the reason; only an explicit ``passed: false`` is a failure.
+    """
     if not parity:
         return "not checked"
-    verdict = "passed" if parity.get("passed") else "FAILED"
+    if parity.get("checked") is False:
+        reason = parity.get("reason")
+        return f"not checked ({reason})" if reason else "not checked"
+    if "passed" not in parity:
+        return "no verdict recorded"
+    verdict = "passed" if parity["passed"] else "FAILED"
     parts = [verdict]
     diff, tol = parity.get("max_abs_diff"), parity.get("tolerance")
     if tol is not None:
@@ -39,13 +49,26 @@ def _parity(parity: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _integrity(bundle: Bundle, problems: list[str]) -> str:
+    n = len(bundle.artifacts())
+    if not problems:
+        return f"all {n} artifact(s) match their recorded size and sha256"
+    return f"FAILED: {len(problems)} of {n} artifact(s) do not match the manifest (listed below)"
+
+
 def _variant(art: Any) -> str:
     quant = art.quant
     return f"{art.precision}-{quant}" if quant else art.precision
 
 
-def describe_bundle(bundle: Bundle, source: str | Path | None = None) -> str:
-    """The manifest as a few readable lines; ``source`` is what the user named (folder or archive)."""
+def describe_bundle(
+    bundle: Bundle, source: str | Path | None = None, problems: list[str] | None = None
+) -> str:
+    """The manifest as a few readable lines; ``source`` is what the user named (folder or archive).
+
+    ``problems`` are the artifact checks' findings (:meth:`Bundle.problems`); None leaves the
+    integrity line out (not checked).
+    """
     m = bundle.manifest
     sig = bundle.root / SIGNATURE_NAME
     if bundle.signature_verified:
@@ -62,6 +85,7 @@ def describe_bundle(bundle: Bundle, source: str | Path | None = None) -> str:
         f"{m.name} {m.version}  task {m.task}  created {m.created.isoformat()}  (schema {m.schema_version})",
         f"  bundle:     {source or bundle.root}",
         f"  signature:  {signature}",
+        *([f"  integrity:  {_integrity(bundle, problems)}"] if problems is not None else []),
         f"  labels:     {', '.join(m.labels) if m.labels else '-'}",
     ]
     if "log_mel" in m.preprocessing:

@@ -11,7 +11,9 @@ Choices, each measured here (tiny SER model, 300-frame window, 2 threads, ai-edg
 * litert-torch (about 1.2 GB on top of torch) converts the module directly; onnx2tf would need
   TensorFlow (2.5 GB). A dynamic time axis fails at conversion, so the artifact has a fixed window
   and the runtime tiles or chunks to it (:mod:`edgewise.edge.windows`); the window is recorded in
-  the manifest (``fixed_shape`` and ``extra.window``).
+  the manifest (``fixed_shape`` and ``extra.window``). It holds exactly the frames the front-end
+  makes from ``--window-seconds`` of audio (:meth:`WindowSpec.from_seconds`: 3 s is 301 frames, not
+  300, so a 3 s clip runs as one window, not two).
 * fp32 matched PyTorch within 1e-6; fp16 weights within 1e-3; dynamic int8 within 4e-2 and was
   the smallest (38% of fp32; the rest is graph structure and float biases).
 * Static int8 quantizes the ops with weights (fully connected, batch matmul, convolutions) with

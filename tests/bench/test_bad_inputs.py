@@ -9,7 +9,7 @@ import json
 import pytest
 
 from edgewise.bench.commands import main
-from edgewise.edge.telemetry.broker import free_port
+from edgewise.devtools.mosquitto import free_port
 from edgewise.errors import EdgewiseError
 
 from .conftest import QUICK, bench, parse, rows_by_name

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from pathlib import Path
 
 import pytest
 
+from edgewise.bench.report import markdown, suggest_order
 from edgewise.bench.schema import Row, validate_report
 from edgewise.bundle import load_bundle
+from edgewise.devices import load_profile
 
 from .conftest import QUICK, bench, rows_by_name
+
+PUBLISHED = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "bench" / "bench.json"
 
 ARTIFACT_ROWS = ("onnx fp32", "onnx int8 (dynamic)", "tflite fp32", "tflite int8 (dynamic)")
 
@@ -163,3 +169,97 @@ def test_real_utterance_lengths_with_a_corpus(bench_bundle, edge_corpus, tmp_pat
         and row["flops"]["achieved_gflops"] > 0
         and "scaled linearly" in row["flops"]["note"]
     )
+
+
+# --- the suggested device-profile order -------------------------------------------------------------
+
+
+def test_the_report_suggests_a_profile_order_from_its_measured_latencies(full_bench):
+    _, report, out = full_bench
+    sug = report["suggested_order"]
+    assert sug["by"].startswith("warm latency relative to ONNX fp32")
+    ranked = sug["runtimes"]
+    assert len(ranked) == len(ARTIFACT_ROWS)
+    ratios = [r["ratio_vs_onnx_fp32"] for r in ranked]
+    assert ratios == sorted(ratios)  # fastest first
+    rows = rows_by_name(report)
+    for r in ranked:
+        name = f"{r['format']} {r['precision']}" + (f" ({r['quant']})" if r["quant"] else "")
+        assert r["p50_ms"] == rows[name]["latency_ms"]["p50"]
+    md = (out / "bench.md").read_text()
+    assert "## Suggested device-profile order" in md and "Suggested `runtimes` order, fastest first" in md
+    first = ranked[0]
+    assert f"runtimes:\n  - {{format: {first['format']}, precision: {first['precision']}" in md
+
+
+def published() -> dict:
+    return json.loads(PUBLISHED.read_text())
+
+
+def test_the_published_benchmark_ranks_fp32_onnx_first_and_dynamic_int8_onnx_behind_it():
+    """benchmarks/results/bench: dynamic int8 ONNX measured 1.71x slower than fp32 on the reference
+    machine, so it must not be suggested ahead of fp32."""
+    sug = suggest_order(published())
+    order = [(r["format"], r["precision"], r["quant"]) for r in sug["runtimes"]]
+    assert order[0] == ("onnx", "fp32", None)
+    assert order.index(("onnx", "int8", "dynamic")) > order.index(("tflite", "int8", "dynamic"))
+    assert [r["ratio_vs_onnx_fp32"] for r in sug["runtimes"]] == sorted(
+        r["ratio_vs_onnx_fp32"] for r in sug["runtimes"]
+    )
+    assert {"pytorch merged: not a bundle artifact", "pytorch plain: not a bundle artifact"} <= set(
+        sug["left_out"]
+    )
+
+
+def test_the_shipped_x86_profile_follows_the_published_measurement():
+    """The rule for profiles (README, Device profiles): x86-local lists its runtimes in the order
+    `edgewise bench` measured on the reference machine."""
+    report = published()
+    report["device"]["name"] = "x86-local"
+    sug = suggest_order(report)
+    assert sug["profile"] == "x86-local" and sug["profile_matches"] is True, sug
+    assert sug["profile_order"] == [c.describe() for c in load_profile("x86-local").runtimes]
+
+
+def test_a_profile_in_another_order_is_told_to_reorder(tmp_path):
+    old = tmp_path / "old-x86.yaml"
+    old.write_text(
+        "name: old-x86\ndescription: int8 first\narch: x86_64\nruntimes:\n"
+        "  - {format: onnx, precision: int8, quant: dynamic}\n  - {format: onnx, precision: fp32}\n"
+        "threads: 2\nmemory_budget_mb: 256\ninstall_root: /x\n"
+    )
+    report = published()
+    report["device"]["name"] = str(old)
+    report["suggested_order"] = suggest_order(report)
+    sug = report["suggested_order"]
+    assert sug["profile_order"] == ["onnx int8 (dynamic)", "onnx fp32"] and sug["profile_matches"] is False
+    validate_report(report)
+    md = markdown(report)
+    assert (
+        "Profile `old-x86` lists the measured choices as onnx int8 (dynamic), onnx fp32: a different order"
+        in md
+    )
+
+
+def test_rows_that_did_not_run_or_failed_their_gate_are_not_suggested():
+    report = copy.deepcopy(published())
+    rows = rows_by_name(report)
+    rows["onnx fp32"]["parity_passed"] = False
+    rows["tflite fp32"].update(status="failed", reason="load error", latency_ms=None)
+    for row in report["rows"]:
+        row["ratio_vs_onnx_fp32"] = None  # no fp32 reference: ranked by warm p50 instead
+    sug = suggest_order(report)
+    names = [
+        f"{r['format']} {r['precision']}" + (f" ({r['quant']})" if r["quant"] else "")
+        for r in sug["runtimes"]
+    ]
+    assert "onnx fp32" not in names and "tflite fp32" not in names
+    assert (
+        "onnx fp32: failed its parity gate at export" in sug["left_out"]
+        and "tflite fp32: failed" in sug["left_out"]
+    )
+    assert sug["by"] == "warm p50 latency"
+    p50 = [r["p50_ms"] for r in sug["runtimes"]]
+    assert p50 == sorted(p50)
+    report["rows"] = []
+    assert suggest_order(report) is None

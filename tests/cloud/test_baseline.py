@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from edgewise.cloud.baseline import normalize_per_speaker
+from tests.conftest import require_module
 
-pytest.importorskip("opensmile")
+require_module("opensmile")
 
 
 def test_per_speaker_normalization_centres_and_scales_each_speaker_on_its_own():

@@ -434,6 +434,66 @@ def test_safe_extract_writes_a_new_folder_only(tmp_path):
         load_bundle(_tar(tmp_path / "two.tar.gz", _member("other/file")), tmp_dir=tmp_path)
 
 
+def _header_only_tar(path, declared: int, count: int = 1, fmt=tarfile.GNU_FORMAT):
+    """A plain tar whose headers declare ``declared`` bytes per member while holding none of them:
+    a few kB on disk, what a decompression bomb looks like to the listing."""
+    with path.open("wb") as fh:
+        for i in range(count):
+            info = tarfile.TarInfo(f"bundle/models/big{i}.onnx")
+            info.size = declared
+            fh.write(info.tobuf(format=fmt))
+    return path
+
+
+def test_an_archive_declaring_more_than_the_cap_is_refused_before_anything_is_written(tmp_path):
+    archive = _header_only_tar(tmp_path / "bomb.tar", declared=3 * 1024**3)  # 3 GiB in a 1 kB file
+    assert archive.stat().st_size < 4096
+    with pytest.raises(
+        BundleError, match=r"unpacks to more than 2147483648 bytes .*big0\.onnx' declares 3221225472"
+    ):
+        safe_extract(archive, tmp_path / "dest")
+    assert leftovers(tmp_path) == ["bomb.tar"]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(BundleError, match="unpacks to more than"):
+        load_bundle(archive, tmp_dir=scratch)
+    assert leftovers(scratch) == []
+
+
+def test_the_unpacked_size_and_member_caps_are_the_caller_s(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", _member("bundle/models/a.onnx", size=3000))
+    with pytest.raises(BundleError, match="unpacks to more than 2000 bytes"):
+        safe_extract(archive, tmp_path / "dest", max_bytes=2000)
+    with pytest.raises(BundleError, match="unpacks to more than 2000 bytes"):
+        load_bundle(archive, tmp_dir=tmp_path / "scratch", max_unpacked_bytes=2000)
+    assert (
+        safe_extract(archive, tmp_path / "dest", max_bytes=3002) / "bundle/models/a.onnx"
+    ).stat().st_size == 3000
+    many = _tar(tmp_path / "many.tar.gz", *(_member(f"bundle/f{i}") for i in range(20)))
+    with pytest.raises(BundleError, match="more than 10 members"):
+        safe_extract(many, tmp_path / "dest2", max_members=10)
+    assert not (tmp_path / "dest2").exists()
+
+
+def test_problems_lists_every_mismatching_artifact_at_once(bundle_dir):
+    (bundle_dir / "models" / "ser.fp32.tflite").unlink()
+    with (bundle_dir / "models" / "ser.onnx").open("ab") as fh:
+        fh.write(b"x")
+    int8 = bundle_dir / "models" / "ser.int8.onnx"
+    int8.write_bytes(int8.read_bytes()[:-1] + b"!")
+    bundle = load_bundle(bundle_dir, check_artifacts=False)  # opens whatever the artifacts are
+    problems = bundle.problems()
+    assert len(problems) == 3
+    assert "ser.onnx: size mismatch" in problems[0] and "sha256 mismatch" in problems[1]
+    assert (
+        f"manifest says {hashlib.sha256(ONNX_INT8).hexdigest()}, file has {sha256_file(int8)}" in problems[1]
+    )
+    assert "ser.fp32.tflite" in problems[2] and "is missing" in problems[2]
+    with pytest.raises(IntegrityError) as info:
+        load_bundle(bundle_dir)
+    assert str(info.value).splitlines() == problems
+
+
 # --- writer --------------------------------------------------------------------------------------
 
 
@@ -555,3 +615,24 @@ def test_the_bundle_module_imports_no_torch_no_runtime_and_no_cryptography():
     )
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_add_file_binds_a_supporting_file_and_refuses_clashing_or_escaping_paths(tmp_path):
+    with BundleWriter(tmp_path / "out", name="ser-tiny", version="1.0.0", task="ser", created=CREATED) as w:
+        w.add_model(
+            "classifier",
+            inputs=[tensor("features", ["batch", "time", 8])],
+            outputs=[tensor("logits", ["batch", 4])],
+        )
+        w.add_artifact(
+            "classifier", ONNX, "models/ser.onnx", format="onnx", precision="fp32", runtime="onnxruntime"
+        )
+        size, digest = w.add_file(b"reference", "models/ser.ref.npz")
+        for bad in ("models/ser.onnx", "models/ser.ref.npz", "manifest.json", "../x", "/abs"):
+            with pytest.raises(BundleError, match="file"):
+                w.add_file(b"x", bad)
+        bundle = w.finish()
+    assert (size, digest) == (9, hashlib.sha256(b"reference").hexdigest())
+    assert (bundle / "models/ser.ref.npz").read_bytes() == b"reference"
+    with tarfile.open(w.archive_path) as tar:  # the archive carries it too
+        assert "ser-tiny-1.0.0/models/ser.ref.npz" in tar.getnames()

@@ -5,6 +5,7 @@ import pytest
 
 from edgewise.errors import ConfigError
 from edgewise.features import LogMelConfig, log_mel, mel_filterbank, num_frames
+from tests.conftest import require_module
 
 
 def test_shape_and_frame_count():
@@ -16,7 +17,7 @@ def test_shape_and_frame_count():
 
 
 def test_matches_a_torch_stft_reference():
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     cfg = LogMelConfig()
     audio = np.random.default_rng(1).normal(size=16000).astype(np.float32) * 0.1
     window = torch.hann_window(cfg.win_length, periodic=True, dtype=torch.float64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -16,6 +17,8 @@ from edgewise.edge.pipelines import pipeline_for_task
 from edgewise.edge.pipelines.ser import SERPipeline
 from edgewise.edge.runtime import ModelRuntime, NoRunnableArtifact
 from edgewise.errors import AudioError, ConfigError
+from tests.conftest import missing_tool
+from tests.edge.fake_tensorrt import FakeTensorRT
 
 
 def test_every_shipped_profile_loads_and_names_its_file():
@@ -41,9 +44,10 @@ def test_a_bad_profile_names_the_field(tmp_path):
 
 
 @pytest.mark.slow
-def test_x86_runs_onnx_int8_and_rpi_runs_tflite_int8(ser_bundle):
+def test_x86_runs_onnx_fp32_and_rpi_runs_tflite_int8(ser_bundle):
+    """x86-local ranks fp32 ONNX first: it measured fastest there (edgewise/devices/x86-local.yaml)."""
     x86 = ModelRuntime.open(ser_bundle, load_profile("x86-local"))
-    assert x86.artifact.path == "models/ser.int8-dynamic.onnx" and x86.skipped == []
+    assert x86.artifact.path == "models/ser.fp32.onnx" and x86.skipped == []
     rpi = ModelRuntime.open(ser_bundle, load_profile("rpi5"))
     assert rpi.artifact.path == "models/ser.int8-dynamic.tflite"
     assert rpi.backend.describe().startswith("ai-edge-litert")
@@ -90,11 +94,11 @@ def test_an_artifact_that_failed_its_gate_is_never_run(ser_bundle, tmp_path):
     copy = shutil.copytree(ser_bundle, tmp_path / "b")
     manifest = json.loads((copy / "manifest.json").read_text())
     for art in manifest["models"]["classifier"]["artifacts"]:
-        if art["path"] == "models/ser.int8-dynamic.onnx":
+        if art["path"] == "models/ser.fp32.onnx":
             art["parity"]["passed"] = False
     (copy / "manifest.json").write_text(json.dumps(manifest, indent=2))
     rt = ModelRuntime.open(copy, load_profile("x86-local"))
-    assert rt.artifact.path == "models/ser.fp32.onnx"
+    assert rt.artifact.path == "models/ser.int8-dynamic.tflite"  # x86-local's next preference
     assert "failed its parity gate" in rt.skipped[0]
 
 
@@ -122,11 +126,87 @@ def test_ser_pipeline_labels_real_audio_the_same_in_onnx_and_tflite(ser_bundle, 
         agree += a.label == b.label
     assert agree >= 0.8 * len(wavs)
     info = onnx.describe()
-    assert info["bundle"] == "ser-tiny" and info["artifact"] == "models/ser.int8-dynamic.onnx"
+    assert info["bundle"] == "ser-tiny" and info["artifact"] == "models/ser.fp32.onnx"
     with pytest.raises(AudioError, match="too short"):
         onnx.classify(np.zeros(10, dtype=np.float32))
     with pytest.raises(AudioError, match="expected audio at 16000 Hz, got 8000 Hz"):
         onnx.classify(np.zeros(16000, dtype=np.float32), sample_rate=8000)
+
+
+@pytest.fixture(scope="module")
+def trt_bundle(tiny_run, tmp_path_factory):
+    """ONNX fp32/fp16 and TensorRT fp32/fp16 (graph, build spec and reference set), no VAD."""
+    from edgewise.cli import main
+
+    out = tmp_path_factory.mktemp("trt-bundle")
+    export = ["-q", "export", str(tiny_run), "--out", str(out), "--format", "onnx", "--format", "tensorrt"]
+    assert main([*export, "--precision", "fp32", "--precision", "fp16", "--no-vad", "--threads", "1"]) == 0
+    return out / "ser-tiny-1.0.0"
+
+
+JETSON_REASONS = {
+    "parse": "TensorRT's ONNX parser refused the graph: In node 3 (Foo): Unsupported op Foo",
+    "build": "TensorRT failed to build an engine (fp16, profile batch 1..1, 50..3000 frames",
+    "build-raise": "TensorRT failed while building the engine: RuntimeError: [TRT] Internal Error",
+    "deserialize": "TensorRT could not deserialize this engine",
+    "context": "TensorRT could not create an execution context",
+    "shape": "64); the engine's profile takes batch 1..1, 50..3000 frames (opt 301), 64 mels",
+    "wrong": "the engine's logits differ from the bundle's reference (models/ser.trt-reference.npz, 3 inputs)",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", sorted(JETSON_REASONS))
+def test_a_jetson_falls_back_to_onnx_when_tensorrt_refuses_the_graph_or_the_engine(
+    trt_bundle, tmp_path, monkeypatch, caplog, stage
+):
+    """Fake ``tensorrt`` and ``cuda`` modules failing at one stage (no GPU or TensorRT here); the
+    bundle, its ONNX fallback and onnxruntime are real."""
+    FakeTensorRT(fail=stage).install(monkeypatch)
+    engines = tmp_path / "engines"
+    with caplog.at_level(logging.WARNING, logger="edgewise.edge.runtime"):
+        rt = ModelRuntime.open(trt_bundle, load_profile("jetson-orin-nano"), engine_dir=engines)
+    assert rt.artifact.path == "models/ser.fp32.onnx" and rt.backend.describe().startswith("onnxruntime")
+    assert rt.skipped[0].startswith("tensorrt-onnx fp16 (models/ser.fp16.trt.onnx): ")
+    assert JETSON_REASONS[stage] in rt.skipped[0]
+    assert rt.skipped[1] == "tensorrt-onnx int8 (static): not in the bundle"
+    assert "jetson-orin-nano: cannot run models/ser.fp16.trt.onnx, trying the next preference" in caplog.text
+    assert not list(engines.glob("*.plan"))  # a refused engine is never left to load next time
+    assert rt.backend(np.zeros((1, 80, 64), np.float32)).shape == (1, len(rt.bundle.manifest.labels))
+
+
+@pytest.mark.slow
+def test_a_jetson_runs_an_engine_that_reproduces_the_bundle_reference(trt_bundle, tmp_path, monkeypatch):
+    """Fake ``tensorrt`` whose engine is the bundle's graph in onnxruntime (no GPU here): the
+    engine is built, checked against the bundle's reference set, cached with the result, and gives
+    the ONNX model's logits."""
+    trt = FakeTensorRT()
+    trt.install(monkeypatch)
+    engines = tmp_path / "engines"
+    rt = ModelRuntime.open(trt_bundle, load_profile("jetson-orin-nano"), engine_dir=engines)
+    assert rt.artifact.path == "models/ser.fp16.trt.onnx" and rt.backend.describe() == "tensorrt fp16"
+    assert rt.skipped == []
+    (info,) = engines.glob("*.json")
+    check = json.loads(info.read_text())["check"]
+    assert check["passed"] and check["inputs"] == 3 and check["max_abs_diff"] <= check["tolerance"]
+    assert (1, 50, 64) in trt.shapes  # the reference input shorter than the profile was tiled to 50
+    onnx = ModelRuntime.open(trt_bundle, load_profile("x86-local")).backend
+    x = np.random.default_rng(0).standard_normal((1, 137, 64)).astype(np.float32)
+    np.testing.assert_allclose(rt.backend(x), onnx(x), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_tampered_tensorrt_reference_set_is_not_trusted(trt_bundle, tmp_path, monkeypatch):
+    """Fake ``tensorrt`` (no GPU here): the reference file is bound by the sha256 in the manifest."""
+    FakeTensorRT().install(monkeypatch)
+    copy = shutil.copytree(trt_bundle, tmp_path / "b")
+    ref = copy / "models" / "ser.trt-reference.npz"
+    data = bytearray(ref.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the stored arrays
+    ref.write_bytes(bytes(data))
+    rt = ModelRuntime.open(copy, load_profile("jetson-orin-nano"), engine_dir=tmp_path / "engines")
+    assert rt.artifact.path == "models/ser.fp32.onnx"
+    assert "ser.trt-reference.npz: sha256 mismatch" in rt.skipped[0]
 
 
 def test_unknown_tasks_are_refused():
@@ -145,7 +225,7 @@ def test_the_bundle_ships_the_silero_vad_the_device_segments_with(ser_bundle):
     from edgewise.edge.audio import SileroVAD, find_silero_vad_onnx
 
     if find_silero_vad_onnx() is None:
-        pytest.skip("silero-vad is not installed here")
+        missing_tool("silero-vad is not installed here")
     with load_bundle(ser_bundle) as b:
         (art,) = b.artifacts("vad")
         assert art.path == "models/vad.silero.onnx" and "MIT" in b.model("vad").extra["source"]

@@ -23,6 +23,9 @@ def test_inspect_summarizes_models_artifacts_and_parity(exported, capsys):
         for stem in ("fp32", "fp16", "int8-dynamic", "int8-static"):
             assert f"models/ser.{stem}.onnx" in text
         assert text.count("passed, max|diff|") == 4 and "not signed" in text
+        assert "integrity:  all 5 artifact(s) match" in text and "FAILED" not in text
+        vad = next(line for line in text.splitlines() if "models/vad.silero.onnx" in line)
+        assert vad.endswith("not checked (a third-party model shipped unchanged; not derived from the run)")
     assert main(["bundle", "inspect", str(folder), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == "ser-tiny"
 

@@ -10,6 +10,7 @@ from edgewise.cloud.models import HRFConfig, ModelConfig, build_model, count_par
 from edgewise.export.errors import ExportError
 from edgewise.export.merge import merge_for_export, training_leftovers
 from tests.cloud.models.conftest import randomize_
+from tests.conftest import require_module
 
 
 def _bn_affine_parameters(model: nn.Module) -> int:
@@ -59,7 +60,7 @@ def test_a_batchnorm_without_a_folding_rule_is_refused():
 
 @pytest.mark.slow
 def test_exported_conformer_graph_has_no_batchnorm(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    onnx = require_module("onnx")
     from edgewise.edge.backends import OnnxBackend
     from edgewise.export.onnx_export import export_fp32
 

@@ -11,8 +11,9 @@ from edgewise.cloud.train.run import load_run_model
 from edgewise.edge.backends import BackendError, OnnxBackend
 from edgewise.export.errors import ExportError
 from edgewise.export.onnx_export import check_calibration
+from tests.conftest import require_module
 
-onnx = pytest.importorskip("onnx")
+onnx = require_module("onnx")
 
 STEMS = ["fp32", "fp16", "int8-dynamic", "int8-static"]
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 
-from edgewise.bundle import load_bundle
+from edgewise.bundle import load_bundle, sha256_file
 from edgewise.cli import main
 from edgewise.edge.backends import OnnxBackend
-from edgewise.edge.tensorrt import BuildSpec, tensorrt_available
+from edgewise.edge.tensorrt import BuildSpec, read_reference, tensorrt_available
+from edgewise.edge.windows import run_windowed
 
 
 @pytest.mark.slow
@@ -34,3 +36,27 @@ def test_tensorrt_export_ships_the_graph_and_build_spec_and_says_why(tiny_run, t
             assert art.parity["checked_with"].startswith("onnxruntime")
             OnnxBackend(bundle.artifact_path(art))  # the graph the device builds from loads
         assert arts["int8"].extra["quantization"]["quant_format"] == "QDQ"
+        assert spec.opt_frames == 301  # the 3 s window: 1 + 48000 // 160 frames
+        _check_reference_set(bundle, arts)
+    with load_bundle(tmp_path / "ser-tiny-1.0.0.tar.gz") as archived:  # the archive carries it too
+        _check_reference_set(archived, {a.precision: a for a in archived.artifacts("classifier")})
+
+
+def _check_reference_set(bundle, arts):
+    """One reference set for the device's engine check, bound by sha256 in each artifact's extra."""
+    refs = [art.extra["reference"] for art in arts.values()]
+    assert all(ref == refs[0] for ref in refs)
+    ref = refs[0]
+    path = bundle.root / ref["path"]
+    assert ref["path"] == "models/ser.trt-reference.npz"
+    assert sha256_file(path) == ref["sha256"] and path.stat().st_size == ref["size_bytes"]
+    inputs, logits = read_reference(path)
+    spec = BuildSpec.from_manifest(arts["fp16"].extra["tensorrt"])
+    frames = [x.shape[1] for x in inputs]
+    assert frames == ref["frames"] and len(inputs) == ref["inputs"] == 3
+    assert frames[-1] < spec.min_frames <= min(frames[:-1]) and max(frames) <= spec.opt_frames
+    # the expected logits are the model's under the device's frame-range policy: the fp32 graph
+    # the fp16 engine is built from reproduces them within the artifact's tolerance
+    graph = OnnxBackend(bundle.artifact_path(arts["fp16"]))
+    got = np.concatenate([run_windowed(graph, x, spec.frame_range) for x in inputs])
+    assert np.abs(got - logits).max() <= 1e-4 <= arts["fp16"].parity["tolerance"]

@@ -9,11 +9,15 @@ import torch
 from edgewise.bundle import load_bundle
 from edgewise.cli import main
 from edgewise.cloud.train.run import load_run_model
+from edgewise.devices import load_profile
 from edgewise.edge.backends import LiteRTBackend, tflite_runtime_refusal
+from edgewise.edge.pipelines.ser import SERPipeline
 from edgewise.edge.windows import WindowSpec, run_windowed
+from edgewise.features import num_frames
+from tests.conftest import require_module
 
-pytest.importorskip("litert_torch")
-pytest.importorskip("ai_edge_litert")
+require_module("litert_torch")
+require_module("ai_edge_litert")
 
 STEMS = ["fp32", "fp16", "int8-dynamic", "int8-static"]
 
@@ -48,11 +52,11 @@ def test_every_tflite_precision_passes_the_gate_with_its_window_recorded(tflite_
     assert sorted(arts) == sorted(STEMS)
     for stem, art in arts.items():
         assert art.format == "tflite" and art.runtime == "litert"
-        assert art.fixed_shape == {"features": [1, 150, 64]}, stem
-        assert art.extra["window"]["frames"] == 150 and art.extra["window"]["hop"] == 75
+        assert art.fixed_shape == {"features": [1, 151, 64]}, stem  # 1.5 s of audio: 1 + 24000 // 160
+        assert art.extra["window"]["frames"] == 151 and art.extra["window"]["hop"] == 75
         p = art.parity
         assert p["passed"] is True, (stem, p)
-        assert p["reference"] == "PyTorch on the same 150-frame windows"
+        assert p["reference"] == "PyTorch on the same 151-frame windows"
         assert p["checked_with"].startswith("ai-edge-litert")
         assert p["reference_ua"] - p["ua"] <= p["max_metric_drop"] + 1e-12
     sizes = {stem: arts[stem].size_bytes for stem in STEMS}
@@ -69,7 +73,7 @@ def test_the_fp32_tflite_model_equals_pytorch_on_short_and_long_audio(tflite_bun
     backend = LiteRTBackend(tflite_bundle.artifact_path(art), threads=1, window=window)
     rng = np.random.default_rng(3)
     with torch.no_grad():
-        for frames in (40, 150, 151, 407):  # tiled, exact, one frame over, chunked
+        for frames in (40, 151, 152, 407):  # tiled, exact, one frame over, chunked
             x = rng.standard_normal((1, frames, 64)).astype(np.float32)
             expected = run_windowed(lambda w: model(torch.from_numpy(w)).numpy(), x, window)
             np.testing.assert_allclose(backend(x), expected, atol=1e-4)
@@ -77,7 +81,7 @@ def test_the_fp32_tflite_model_equals_pytorch_on_short_and_long_audio(tflite_bun
 
 def test_a_window_that_disagrees_with_the_model_is_refused(tflite_bundle):
     art = next(a for a in tflite_bundle.artifacts("classifier") if a.path.endswith("ser.fp32.tflite"))
-    with pytest.raises(Exception, match="window is 300 frames, the model's input 150"):
+    with pytest.raises(Exception, match="window is 300 frames, the model's input 151"):
         LiteRTBackend(tflite_bundle.artifact_path(art), window=WindowSpec(300, 150))
 
 
@@ -92,15 +96,44 @@ def test_int8_input_and_output_tensors_are_quantized_and_dequantized(tflite_bund
     rng = np.random.default_rng(0)
     reference = LiteRTBackend(src)
     name = next(iter(reference.interpreter.get_signature_runner("serving_default").get_input_details()))
-    calib = [{name: rng.standard_normal((1, 150, 64)).astype(np.float32)} for _ in range(8)]
+    calib = [{name: rng.standard_normal((1, 151, 64)).astype(np.float32)} for _ in range(8)]
     out = tmp_path / "full-int8.tflite"
     qt.quantize(qt.calibrate({"serving_default": calib})).export_model(str(out), overwrite=True)
     backend = LiteRTBackend(out, precision="int8", quant="static")
     assert backend._input["dtype"] == np.int8  # the path under test
-    x = rng.standard_normal((2, 150, 64)).astype(np.float32)
+    x = rng.standard_normal((2, 151, 64)).astype(np.float32)
     got, want = backend(x), reference(x)
     assert got.dtype == np.float32 and got.shape == want.shape
     assert np.abs(got - want).max() < 0.5 * np.abs(want).max() + 0.1
+
+
+def _windows_for_clips(bundle, seconds: float) -> list[int]:
+    """Windows the device runs for a clip of exactly ``seconds`` and for one hop of audio more."""
+    pipeline = SERPipeline.from_bundle(bundle, load_profile("rpi5"))
+    backend, cfg = pipeline.runtime.backend, pipeline.features
+    assert pipeline.runtime.artifact.format == "tflite"
+    samples = round(seconds * cfg.sample_rate)
+    assert backend.window.frames == num_frames(samples, cfg) == 1 + samples // cfg.hop_length
+    assert pipeline.runtime.artifact.extra["window"]["frames"] == backend.window.frames
+    t = np.arange(samples + cfg.hop_length) / cfg.sample_rate
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    counts = []
+    for clip in (audio[:samples], audio):
+        before = backend.windows_run
+        pipeline.classify(clip)
+        counts.append(backend.windows_run - before)
+    return counts
+
+
+@pytest.mark.slow
+def test_a_one_second_window_runs_a_one_second_clip_in_one_window(ser_bundle):
+    """ser_bundle is exported with --window-seconds 1.0: 16000 samples are 101 frames, one window."""
+    assert _windows_for_clips(ser_bundle, 1.0) == [1, 2]
+
+
+def test_a_clip_of_the_window_seconds_is_one_window(tflite_bundle):
+    """This module's bundle is exported with --window-seconds 1.5 (151 frames)."""
+    assert _windows_for_clips(tflite_bundle, 1.5) == [1, 2]
 
 
 def test_tflite_runtime_is_refused_where_it_gives_wrong_answers():

@@ -111,7 +111,8 @@ def speech_run(args: argparse.Namespace) -> int:
 def inspect_add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Summarize a corpus (edgewise, RAVDESS, CREMA-D or IEMOCAP layout): utterances per split "
-        "and label, speakers per split and total duration."
+        "and label, speakers per split and total duration. Every audio file is decoded: all that "
+        "cannot be used (missing, corrupt, truncated, non-finite, silent) are listed, exit status 2."
     )
     p.add_argument("dir", type=Path, help="corpus directory")
     p.add_argument(
@@ -152,22 +153,33 @@ def summarize(corpus: Any) -> dict[str, Any]:
 
 
 def _durations(paths: list[Path]) -> list[float]:
-    """Duration of each file from its header (no decoding); an unreadable file is an AudioError."""
+    """Duration of each file, decoding it whole (what training will read).
+
+    Every unusable file (missing, corrupt, truncated or header-only, empty, non-finite, silent) is
+    collected; if there is any, one DataError lists them all, each with its file and reason.
+    """
+    import os
     from concurrent.futures import ThreadPoolExecutor
 
-    import soundfile as sf
+    from edgewise.audio import check_not_silent, read_audio
+    from edgewise.errors import AudioError, DataError
 
-    from edgewise.errors import AudioError
-
-    def one(path: Path) -> float:
+    def one(path: Path) -> tuple[float, str | None]:
         try:
-            info = sf.info(str(path))
-        except (RuntimeError, sf.LibsndfileError) as exc:
-            raise AudioError(f"{path}: cannot read audio header ({exc})") from None
-        return info.frames / info.samplerate
+            audio, sr = read_audio(path)
+            check_not_silent(audio, str(path))
+        except AudioError as exc:
+            return 0.0, str(exc)
+        return audio.shape[0] / sr, None
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(one, paths))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(one, paths))
+    problems = [error for _, error in results if error is not None]
+    if problems:
+        raise DataError(
+            f"{len(problems)} of {len(paths)} audio file(s) cannot be used:\n  " + "\n  ".join(problems)
+        )
+    return [seconds for seconds, _ in results]
 
 
 def _minutes(seconds: float) -> str:

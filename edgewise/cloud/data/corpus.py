@@ -170,6 +170,7 @@ def load_edgewise(root: Path) -> Corpus:
     """Read ``corpus.json`` and the three split manifests, validating every row."""
     labels = tuple(read_corpus_info(root)["labels"])
     utterances: list[Utterance] = []
+    missing: list[str] = []  # every row whose audio file is missing, reported together
     for split in SPLITS:
         manifest = root / f"{split}.csv"
         if not manifest.is_file():
@@ -177,30 +178,44 @@ def load_edgewise(root: Path) -> Corpus:
                 f"{manifest}: manifest not found; an edgewise corpus has "
                 f"{', '.join(f'{s}.csv' for s in SPLITS)} beside {CORPUS_FILE}"
             )
-        utterances.extend(read_manifest(manifest, root, labels, split))
+        utterances.extend(read_manifest(manifest, root, labels, split, missing=missing))
+    if missing:
+        raise DataError(f"{root}: {len(missing)} audio file(s) not found:\n  " + "\n  ".join(missing))
     check_speakers_disjoint(utterances, root)
     return Corpus(root=root, labels=labels, utterances=utterances, source="edgewise")
 
 
-def read_manifest(manifest: Path, root: Path, labels: Sequence[str], split: str) -> list[Utterance]:
-    """Rows of one split manifest as utterances; any bad row is a DataError naming its line."""
+def read_manifest(
+    manifest: Path, root: Path, labels: Sequence[str], split: str, *, missing: list[str] | None = None
+) -> list[Utterance]:
+    """Rows of one split manifest as utterances; any bad row is a DataError naming its line.
+
+    With ``missing``, a row whose audio file does not exist is appended to it (one line naming the
+    row and the file) and left out, so the caller can report every missing file at once.
+    """
     expected = ", ".join(MANIFEST_COLUMNS)
     with manifest.open(newline="", encoding="utf-8-sig") as fh:  # -sig: tolerate a BOM from spreadsheets
         reader = csv.DictReader(fh)
         header = reader.fieldnames
         if not header:
             raise DataError(f"{manifest}: empty file; expected a header with columns {expected}")
-        missing = [c for c in MANIFEST_COLUMNS if c not in header]
-        if missing:
+        absent = [c for c in MANIFEST_COLUMNS if c not in header]
+        if absent:
             raise DataError(
-                f"{manifest}: missing column(s) {', '.join(missing)}; expected columns {expected} "
+                f"{manifest}: missing column(s) {', '.join(absent)}; expected columns {expected} "
                 f"(extra columns allowed), got {', '.join(header)}"
             )
         out = []
         for row in reader:
-            out.append(
-                _manifest_row(row, f"{manifest} line {reader.line_num}", root, labels, split, len(header))
-            )
+            where = f"{manifest} line {reader.line_num}"
+            utt = _manifest_row(row, where, root, labels, split, len(header))
+            if not utt.path.is_file():
+                problem = f"{where}: audio file not found: {row['path'].strip()} (looked for {utt.path})"
+                if missing is None:
+                    raise DataError(problem)
+                missing.append(problem)
+                continue
+            out.append(utt)
     return out
 
 
@@ -220,8 +235,6 @@ def _manifest_row(
     if not speaker:
         raise DataError(f"{where}: empty 'speaker'; every utterance needs a speaker id")
     path = Path(rel) if os.path.isabs(rel) else root / rel
-    if not path.is_file():
-        raise DataError(f"{where}: audio file not found: {rel} (looked for {path})")
     return Utterance(path=path, label=label, speaker=speaker, split=split, text=row["text"])
 
 

@@ -12,8 +12,8 @@ Typical use::
 Nothing here imports torch; sounddevice and onnxruntime are imported only when used.
 """
 
+from edgewise.audio import StreamResampler
 from edgewise.edge.audio.config import AudioInputConfig
-from edgewise.edge.audio.resampler import StreamResampler
 from edgewise.edge.audio.segmenter import SegmenterStats, Utterance, UtteranceSegmenter
 from edgewise.edge.audio.sources import (
     SAMPLE_RATE,

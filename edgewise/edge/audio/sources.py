@@ -17,15 +17,14 @@ import os
 import queue
 import struct
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgewise.audio import load_audio, to_mono
-from edgewise.edge.audio.resampler import StreamResampler
+from edgewise.audio import StreamResampler, check_finite, load_audio, to_mono
 from edgewise.errors import AudioError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -82,11 +81,19 @@ def _limit(blocks: Iterable[np.ndarray], max_samples: int | None) -> Iterator[np
 class WavFileSource(AudioSource):
     """Audio files in order, each read whole by ``load_audio`` and yielded in blocks.
 
-    A block never spans two files. Use :meth:`files` to treat each file as its own stream.
+    A block never spans two files. Use :meth:`files` to treat each file as its own stream; with
+    ``on_error`` a file that cannot be used (missing, truncated, corrupt, non-finite, silent) is
+    handed to it and skipped, so one bad file neither stops nor restarts the rest.
+    ``check_files=False`` leaves missing files to that per-file handling instead of refusing the
+    whole list up front.
     """
 
     def __init__(
-        self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, blocksize: int = 1600
+        self,
+        paths: str | os.PathLike | Iterable[str | os.PathLike],
+        *,
+        blocksize: int = 1600,
+        check_files: bool = True,
     ) -> None:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
@@ -94,16 +101,29 @@ class WavFileSource(AudioSource):
         if not self.paths:
             raise AudioError("file source: no audio files given")
         missing = [str(p) for p in self.paths if not p.is_file()]
-        if missing:
+        if missing and check_files:
             raise AudioError(f"audio file(s) not found: {', '.join(missing)}")
         if blocksize <= 0:
             raise ValueError(f"blocksize must be positive, got {blocksize}")
         self.blocksize = blocksize
 
-    def files(self) -> Iterator[tuple[Path, np.ndarray]]:
-        """Each file as (path, whole float32 mono 16 kHz signal)."""
+    def files(
+        self, on_error: Callable[[Path, AudioError], None] | None = None
+    ) -> Iterator[tuple[Path, np.ndarray]]:
+        """Each file as (path, whole float32 mono 16 kHz signal), in order, each once.
+
+        Without ``on_error`` an unusable file raises its AudioError; with it, the error is passed
+        to ``on_error(path, error)`` and the next file follows.
+        """
         for path in self.paths:
-            yield path, load_audio(path, SAMPLE_RATE)
+            try:
+                audio = load_audio(path, SAMPLE_RATE)
+            except AudioError as exc:
+                if on_error is None:
+                    raise
+                on_error(path, exc)
+                continue
+            yield path, audio
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for _, audio in self.files():
@@ -222,7 +242,7 @@ class StdinSource(AudioSource):
         self.stream_format = fmt
         resampler = StreamResampler(fmt.samplerate, SAMPLE_RATE)
         frames = self.blocksize or max(1, int(round(BLOCK_SECONDS * fmt.samplerate)))
-        total = 0
+        total = total_frames = 0
         while True:
             want = frames * fmt.frame_bytes - len(carry)
             if remaining is not None:
@@ -235,7 +255,12 @@ class StdinSource(AudioSource):
             if usable:
                 total += usable
                 samples = np.frombuffer(data[:usable], dtype=fmt.dtype).astype(np.float32) * fmt.scale
-                block = to_mono(samples.reshape(-1, fmt.channels)) if fmt.channels > 1 else samples
+                samples = samples.reshape(-1, fmt.channels)
+                if fmt.dtype == "<f4":  # only float WAV can carry NaN or Inf
+                    where = f"{self.label}, block from {total_frames / fmt.samplerate:.2f} s"
+                    check_finite(samples, where, fmt.samplerate)
+                total_frames += samples.shape[0]
+                block = to_mono(samples) if fmt.channels > 1 else samples[:, 0]
                 yield resampler.process(block)
             if len(data) < frames * fmt.frame_bytes or remaining == 0:
                 break
@@ -494,10 +519,18 @@ class MicrophoneSource(AudioSource):
 # --- from config ------------------------------------------------------------------------------
 
 
-def open_source(config: AudioInputConfig) -> AudioSource:
-    """The source that ``config.source`` names, set up from the config."""
+def open_source(config: AudioInputConfig, *, check_files: bool = True) -> AudioSource:
+    """The source that ``config.source`` names, set up from the config.
+
+    ``check_files=False``: a file source does not refuse missing files up front (the daemon reports
+    each unusable file on its own and moves on).
+    """
     if config.source == "file":
-        return WavFileSource(config.files, blocksize=config.blocksize or int(BLOCK_SECONDS * SAMPLE_RATE))
+        return WavFileSource(
+            config.files,
+            blocksize=config.blocksize or int(BLOCK_SECONDS * SAMPLE_RATE),
+            check_files=check_files,
+        )
     if config.source == "stdin":
         return StdinSource(
             format=config.stdin_format,

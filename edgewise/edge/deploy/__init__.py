@@ -18,6 +18,7 @@ The pieces, one job each:
 * :mod:`.remote`     the laptop side: pre-flight here, copy the archive, run the device's own
   ``edge-deploy`` and stream its output;
 * :mod:`.bootstrap`  the first-time setup of a device as a list of plain shell steps;
+* :mod:`.broker_acl` the fleet's Mosquitto password file and ACL (one login per device);
 * :mod:`.inventory`  ``~/.config/edgewise/devices.json``: the devices this machine deploys to.
 
 Nothing here imports torch (the package runs on the devices).

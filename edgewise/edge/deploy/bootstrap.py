@@ -14,12 +14,20 @@ The steps, in order:
    a local wheel is copied over first), and on Jetson with ``--wheel-index URL`` replace the CPU
    onnxruntime with ``onnxruntime-gpu`` from that index (PyPI has no Jetson GPU wheels);
 4. report what the venv can run (onnxruntime providers, TensorRT, LiteRT);
-5. copy the bundle signing key (``--key``) to ``ROOT/keys/``;
-6. write ``ROOT/daemon.yaml`` from the template (kept if it exists, unless ``--force-config``);
-7. install the systemd unit with the device's ``edgewise daemon install-unit`` (tolerated: a
+5. install the fleet's public key (``--key``/``--fleet-key``) as ``ROOT/keys/<name>``: the daemon
+   then loads and accepts (MQTT ``deploy``) only bundles signed with the fleet's private key;
+6. install the broker's CA certificate (``--mqtt-ca``) as ``ROOT/keys/mqtt-ca.pem``;
+7. write ``ROOT/daemon.yaml`` (mode 0600: it holds the device's MQTT password) from the template,
+   kept if it exists unless ``--force-config``: ``public_key``, MQTT over TLS (port 8883; system
+   CAs unless ``--mqtt-ca``; ``--mqtt-no-tls`` for a development broker) and the device's own
+   username ``FLEET.DEVICE`` with a password generated for it;
+8. install the systemd unit with the device's ``edgewise daemon install-unit`` (tolerated: a
    failure is reported, not fatal).
 
-The device is then recorded in the local inventory.
+The device is then recorded in the local inventory, and its broker user (the password hashed) is
+added to the fleet's broker folder (:mod:`.broker_acl`: ``passwords`` and ``acl`` for Mosquitto).
+Without ``--key`` bootstrap refuses, unless ``--insecure-no-key`` (development: a daemon with no
+key loads unsigned bundles that edge-deploy installs, and refuses every MQTT ``deploy``).
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ from edgewise.edge.deploy import DeployError
 from edgewise.edge.deploy.ssh import check_remote_path, shell_path
 
 MIN_PYTHON = (3, 10)
+MQTT_CA = "mqtt-ca.pem"
+WRITE_CONFIG = "write daemon.yaml"
+KEPT = "kept the existing"
 DEFAULT_SPEC = "edgewise[edge]"
 NO_JETSON_WHEELS = (
     "PyPI has no onnxruntime GPU wheels for Jetson: without --wheel-index the ONNX fallback runs on the "
@@ -64,7 +75,10 @@ class BootstrapOptions:
     wheel_index: str | None = None
     edgewise_spec: str = DEFAULT_SPEC
     mqtt_host: str | None = None
-    mqtt_port: int = 1883
+    mqtt_port: int | None = None  # default: 8883 with TLS, 1883 without
+    mqtt_tls: bool = True
+    mqtt_ca: Path | None = None  # the broker's CA certificate (default: the device's system CAs)
+    mqtt_password: str | None = None  # the device's MQTT password (username FLEET.DEVICE)
     fleet: str | None = None
     device_id: str | None = None
     service_user: str | None = None
@@ -79,6 +93,14 @@ class BootstrapOptions:
     @property
     def user(self) -> str:
         return self.service_user or self.profile.service_user
+
+    @property
+    def port(self) -> int:
+        return self.mqtt_port or (8883 if self.mqtt_tls else 1883)
+
+    @property
+    def fleet_id(self) -> str:
+        return self.fleet or "default"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,22 +177,31 @@ def check_facts(facts: dict[str, str], opts: BootstrapOptions, where: str) -> li
 # the plan
 
 
-def daemon_yaml(opts: BootstrapOptions, device_id: str, public_key: str | None = None) -> str:
+def daemon_yaml(
+    opts: BootstrapOptions, device_id: str, public_key: str | None = None, mqtt_ca: str | None = None
+) -> str:
     """``ROOT/daemon.yaml`` for :class:`edgewise.edge.daemon.DaemonConfig`."""
+    from edgewise.edge.deploy.broker_acl import device_user
+
     data: dict[str, Any] = {"device": opts.profile.name, "root": opts.root}
     if public_key:
         data["public_key"] = public_key
     data["mqtt"] = {
         "host": opts.mqtt_host or "localhost",
-        "port": opts.mqtt_port,
-        "fleet": opts.fleet or "default",
+        "port": opts.port,
+        "fleet": opts.fleet_id,
         "device": device_id,
     }
+    if opts.mqtt_password is not None:
+        data["mqtt"] |= {"username": device_user(opts.fleet_id, device_id), "password": opts.mqtt_password}
+    if opts.mqtt_tls:
+        data["mqtt"]["tls"] = {"ca": mqtt_ca} if mqtt_ca else {}
     placeholders = [f"{field_} (--{flag})" for field_, flag, value in (
         ("mqtt.host", "mqtt-host", opts.mqtt_host), ("mqtt.fleet", "fleet", opts.fleet)) if not value]  # fmt: skip
     header = [
         "# edgewise device daemon: written by edge-deploy --bootstrap; edit freely (bootstrap keeps it).",
-        "# Fields: edgewise.edge.daemon.DaemonConfig; mqtt: edgewise.edge.telemetry.client.TelemetryConfig;",
+        "# Mode 0600: mqtt.password is this device's own broker login (its user in the fleet's ACL).",
+        "# Fields: edgewise.edge.daemon.DaemonConfig; mqtt: edgewise.edge.telemetry.config.TelemetryConfig;",
         "# audio: defaults to the default microphone with Silero VAD (see AudioInputConfig).",
     ]
     if placeholders:
@@ -248,22 +279,33 @@ def plan(opts: BootstrapOptions, device_id: str = "device") -> list[Step]:
                 f"{vpy} -c {shlex.quote(check)} && test -x {sub('venv/bin/edge-deploy')}",
             )
         )
-    remote_key = None
+    remote_key = remote_ca = None
     if opts.public_key is not None:
         remote_key = f"{R}/keys/{Path(opts.public_key).name}"
         steps.append(
             Step(
-                "install the bundle signing key",
+                "install the fleet's bundle signing key",
                 f"mkdir -p {sub('keys')} && cat > {shell_path(remote_key)}",
                 stdin=Path(opts.public_key).read_bytes(),
             )
         )
+    if opts.mqtt_tls and opts.mqtt_ca is not None:
+        remote_ca = f"{R}/keys/{MQTT_CA}"
+        steps.append(
+            Step(
+                "install the MQTT broker's CA certificate",
+                f"mkdir -p {sub('keys')} && cat > {shell_path(remote_ca)}",
+                stdin=Path(opts.mqtt_ca).read_bytes(),
+            )
+        )
     config = sub("daemon.yaml")
-    write = f"cat > {sub('.daemon.yaml.tmp')} && mv -f {sub('.daemon.yaml.tmp')} {config}"
+    tmp = sub(".daemon.yaml.tmp")
+    write = f"(umask 077 && cat > {tmp}) && chmod 600 {tmp} && mv -f {tmp} {config}"
     if not opts.force_config:
-        kept = shlex.quote(f"kept the existing {R}/daemon.yaml (--force-config replaces it)")
+        kept = shlex.quote(f"{KEPT} {R}/daemon.yaml (--force-config replaces it)")
         write = f"if [ -e {config} ]; then echo {kept}; else {write}; fi"
-    steps.append(Step("write daemon.yaml", write, stdin=daemon_yaml(opts, device_id, remote_key).encode()))
+    text = daemon_yaml(opts, device_id, remote_key, remote_ca)
+    steps.append(Step(WRITE_CONFIG, write, stdin=text.encode()))
     unit = f"{sub('venv/bin/edgewise')} daemon install-unit --config {config} --user {shlex.quote(opts.user)}"
     steps.append(
         Step(
@@ -281,6 +323,7 @@ class BootstrapReport:
     skipped: list[str] = field(default_factory=list)
     facts: dict[str, str] = field(default_factory=dict)
     device_id: str = ""
+    config_written: bool = False  # False: an existing daemon.yaml (and its MQTT login) was kept
 
 
 def run(
@@ -312,6 +355,8 @@ def run(
             continue
         rc, tail = session.stream(step.command, prefix="    ", stdin=step.stdin, what=step.title)
         if rc == 0:
+            if step.title == WRITE_CONFIG:
+                report.config_written = not any(KEPT in line for line in tail)
             continue
         reason = next((ln.strip() for ln in reversed(tail) if ln.strip()), f"exit {rc}")
         if step.tolerate:

@@ -24,19 +24,24 @@ from edgewise import __version__
 from edgewise.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, EdgewiseError
 
 PROG = "edge-deploy"
-COMMANDS = ("deploy", "rollback", "status", "devices")
+COMMANDS = ("deploy", "rollback", "status", "devices", "broker-acl")
 ALIASES = {"jetson": "jetson-orin-nano", "rpi": "rpi5", "local": "x86-local"}
 
 DESCRIPTION = """\
 Install a bundle on a device, check that it runs, roll back automatically when it does not.
 
   edge-deploy --list-devices
-  edge-deploy --device NAME --root DIR BUNDLE [--key PUB] [--health-timeout S]
+  edge-deploy --device NAME --root DIR BUNDLE [--key PUB] [--health-timeout S] [--keep N]
   edge-deploy --device NAME --host USER@ADDR BUNDLE            (over ssh)
-  edge-deploy --device NAME --host USER@ADDR --bootstrap [--wheel-index URL] ...
+  edge-deploy --device NAME --host USER@ADDR --bootstrap --key FLEET.pub --fleet F --mqtt-host H ...
   edge-deploy rollback --device NAME (--root DIR | --host USER@ADDR)
   edge-deploy status --device NAME (--root DIR | --host USER@ADDR) [--json]
   edge-deploy devices [--json]
+  edge-deploy broker-acl --fleet F [--operator NAME] [--device ID]   (the fleet's Mosquitto users + ACL)
+
+A deploy never installs a version older than the running one (rollback goes back;
+--allow-downgrade overrides), and keeps the newest --keep installs (default 3), pruning the
+others and their TensorRT engines (current, previous and last good are always kept).
 """
 
 
@@ -110,7 +115,13 @@ def _target(p: argparse.ArgumentParser) -> None:
 
 def _health(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--key", type=Path, metavar="PUB", help="ed25519 public key: the bundle must carry a valid signature"
+        "--key",
+        "--fleet-key",
+        dest="key",
+        type=Path,
+        metavar="PUB",
+        help="the fleet's ed25519 public key: the bundle must carry a valid signature "
+        "(with --bootstrap: installed on the device, which then accepts only bundles it verifies)",
     )
     p.add_argument(
         "--health-timeout",
@@ -122,12 +133,14 @@ def _health(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
+    from edgewise.edge.install import DEFAULT_KEEP
+
     if command == "deploy":
         p = argparse.ArgumentParser(
             prog=PROG,
             description=DESCRIPTION,
             formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog="Commands: rollback, status, devices (edge-deploy COMMAND --help).",
+            epilog="Commands: rollback, status, devices, broker-acl (edge-deploy COMMAND --help).",
         )
         p.add_argument("--version", action="version", version=f"{PROG} (edgewise {__version__})")
         p.add_argument("bundle", nargs="?", metavar="BUNDLE", help="bundle folder or .tar.gz to deploy")
@@ -137,6 +150,19 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             "--any-arch",
             action="store_true",
             help="install here even if this machine is not the profile's arch",
+        )
+        p.add_argument(
+            "--allow-downgrade",
+            action="store_true",
+            help="install a version older than the running one (normally refused: use rollback to go back)",
+        )
+        p.add_argument(
+            "--keep",
+            type=int,
+            default=DEFAULT_KEEP,
+            metavar="N",
+            help=f"installs to keep after the deploy (default {DEFAULT_KEEP}); older ones and their "
+            "TensorRT engines are removed; current, previous and last good are always kept",
         )
         _health(p)
         _target(p)
@@ -155,10 +181,37 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             "--mqtt-host", metavar="HOST", help="daemon.yaml: MQTT broker (default: a localhost placeholder)"
         )
         b.add_argument(
-            "--mqtt-port", type=int, default=1883, metavar="N", help="daemon.yaml: MQTT port (default 1883)"
+            "--mqtt-port",
+            type=int,
+            metavar="N",
+            help="daemon.yaml: MQTT port (default 8883 with TLS, 1883 with --mqtt-no-tls)",
+        )
+        b.add_argument(
+            "--mqtt-ca",
+            type=Path,
+            metavar="PEM",
+            help="the broker's CA certificate, installed on the device (default: the device's system CAs)",
+        )
+        b.add_argument(
+            "--mqtt-no-tls",
+            action="store_true",
+            help="development only: plain MQTT (the device's password then crosses the network in clear)",
         )
         b.add_argument(
             "--fleet", metavar="ID", help="daemon.yaml: fleet id (default: a 'default' placeholder)"
+        )
+        b.add_argument(
+            "--broker-dir",
+            type=Path,
+            metavar="DIR",
+            help="the fleet's Mosquitto password file and ACL, where the device's user is added "
+            "(default: broker/FLEET/ beside the device inventory); see edge-deploy broker-acl --help",
+        )
+        b.add_argument(
+            "--insecure-no-key",
+            action="store_true",
+            help="development only: bootstrap without --key (the daemon then loads unsigned bundles "
+            "and refuses every MQTT deploy)",
         )
         b.add_argument(
             "--service-user",
@@ -172,6 +225,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         )
         b.add_argument("--force-config", action="store_true", help="replace an existing daemon.yaml")
         b.add_argument("--dry-run", action="store_true", help="print the bootstrap steps without connecting")
+    elif command == "broker-acl":
+        p = build_broker_acl_parser()
     else:
         help_text = {
             "rollback": "switch the device back to its previous good version and check it",
@@ -257,6 +312,7 @@ def _local_root(args: argparse.Namespace, profile: Any) -> Path:
 
 def cmd_deploy(args: argparse.Namespace, say: Reporter) -> int:
     from edgewise.edge.deploy import DeployError
+    from edgewise.edge.install import DEFAULT_KEEP
 
     if args.list_devices:
         return list_devices(args.json, say)
@@ -267,11 +323,21 @@ def cmd_deploy(args: argparse.Namespace, say: Reporter) -> int:
     if args.bundle in COMMANDS and not Path(args.bundle).exists():
         raise DeployError(f"put the command first: edge-deploy {args.bundle} --device ...")
     profile, dev = _resolve(args)
+    if args.keep < 1:
+        raise DeployError(f"--keep {args.keep}: keep at least 1 version")
     if dev is not None:
         from edgewise.edge.deploy import remote
 
+        extra = (["--keep", str(args.keep)] if args.keep != DEFAULT_KEEP else []) + (
+            ["--allow-downgrade"] if args.allow_downgrade else []
+        )
         return remote.deploy(
-            dev, Path(args.bundle), public_key=args.key, health_timeout=args.health_timeout, say=say
+            dev,
+            Path(args.bundle),
+            public_key=args.key,
+            health_timeout=args.health_timeout,
+            say=say,
+            extra_args=extra,  # for the device's own edge-deploy
         )
     from edgewise.edge.deploy import local
 
@@ -283,6 +349,8 @@ def cmd_deploy(args: argparse.Namespace, say: Reporter) -> int:
         public_key=args.key,
         health_timeout=args.health_timeout,
         any_arch=args.any_arch,
+        allow_downgrade=args.allow_downgrade,
+        keep=args.keep,
         say=say,
     )
     if not res.changed:
@@ -352,12 +420,30 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
         validate_id(args.fleet, "--fleet")
     if args.device_id:
         validate_id(args.device_id, "--device-id")
-    if args.key is not None and not args.key.is_file():
-        raise DeployError(f"--key {args.key}: no such file")
+    if args.key is None and not args.insecure_no_key:
+        raise DeployError(
+            "--bootstrap needs the fleet's public key: --key FLEET.pub (edgewise bundle keygen makes the pair; "
+            "the device then accepts only bundles signed with FLEET.key); --insecure-no-key skips it, for development"
+        )
+    if args.key is not None:
+        from edgewise.bundle import public_key_id
+
+        public_key_id(args.key)  # missing, unreadable or not ed25519: refused before the device is touched
+    if args.mqtt_ca is not None and not args.mqtt_ca.is_file():
+        raise DeployError(f"--mqtt-ca {args.mqtt_ca}: no such file")
+    if args.mqtt_ca is not None and args.mqtt_no_tls:
+        raise DeployError("--mqtt-ca and --mqtt-no-tls contradict each other: pick one")
     if not args.host and not args.dry_run:
         raise DeployError("--bootstrap needs --host USER@ADDR (the device to set up)")
     profile, dev = _resolve(args)
     root = check_remote_path(args.root or profile.install_root, "install root")
+    from edgewise.edge.deploy import broker_acl
+
+    fleet = args.fleet or "default"
+    broker_acl.check_id(fleet, "--fleet")
+    if args.device_id:
+        broker_acl.check_id(args.device_id, "--device-id")
+    broker_dir = args.broker_dir or default_broker_dir(fleet)
     opts = bootstrap.BootstrapOptions(
         profile=profile,
         root=root,
@@ -373,6 +459,9 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
         public_key=args.key,
         skip_install=args.skip_install,
         force_config=args.force_config,
+        mqtt_tls=not args.mqtt_no_tls,
+        mqtt_ca=args.mqtt_ca,
+        mqtt_password=broker_acl.generate_password(),
     )
     if args.dry_run:
         say.always(f"# probe\n{bootstrap.probe_script(opts)}")
@@ -381,6 +470,9 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
             say.always(f"# [{i}] {step.title}{' (failure tolerated)' if step.tolerate else ''}\n{body}")
         if opts.is_jetson and not opts.wheel_index:
             say.always(f"# note: {bootstrap.NO_JETSON_WHEELS}")
+        say.always(
+            f"# then: the device's MQTT user {fleet}.DEVICE-ID is added to {broker_dir}/ (passwords, acl)"
+        )
         return EXIT_OK
 
     def check_id(device_id: str) -> None:  # two devices must not share an inventory name or MQTT topics
@@ -404,6 +496,16 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
         bootstrapped=round(time.time(), 3),
         last_run={"action": "bootstrap", "ok": True, "ts": round(time.time(), 3), "not_done": report.skipped},
     )
+    if report.config_written:
+        broker_acl.add_users(broker_dir, fleet, devices={report.device_id: opts.mqtt_password})
+        say.always(
+            f"broker: user {broker_acl.device_user(fleet, report.device_id)} added to {broker_dir}/ "
+            f"(mosquitto.conf: {'; '.join(broker_acl.broker_config_lines(broker_dir))})"
+        )
+    else:
+        say.always(
+            f"broker: daemon.yaml was kept, so the device's MQTT login is unchanged ({broker_dir}/ untouched)"
+        )
     not_done = f"; not done: {'; '.join(report.skipped)}" if report.skipped else ""
     say.always(
         f"bootstrapped {dev.target.host} as {name} ({profile.name}) at {root} in {time.monotonic() - t0:.1f} s{not_done}\n"
@@ -412,7 +514,82 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
     return EXIT_OK
 
 
-HANDLERS = {"deploy": cmd_deploy, "rollback": cmd_rollback, "status": cmd_status, "devices": cmd_devices}
+def build_broker_acl_parser() -> argparse.ArgumentParser:
+    from edgewise.edge.deploy import broker_acl
+
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} broker-acl",
+        description=broker_acl.__doc__.split("\n\n", 1)[0]
+        + "\n\nAdds users to a fleet's broker folder and writes the Mosquitto files:\n\n"
+        "  DIR/passwords  password_file (hashed, mode 0600)\n"
+        "  DIR/acl        acl_file: device FLEET.ID writes only edgewise/FLEET/ID/# and reads only\n"
+        "                 edgewise/FLEET/ID/cmd; an operator reads edgewise/FLEET/# and writes\n"
+        "                 edgewise/FLEET/+/cmd; anyone else gets nothing\n\n"
+        "--bootstrap adds each device it sets up (its password goes into the device's daemon.yaml).\n"
+        "A new user's password is printed once; run with no --device/--operator to re-render the ACL.\n"
+        "The broker's mosquitto.conf then needs: allow_anonymous false, password_file DIR/passwords,\n"
+        "acl_file DIR/acl (TLS: a listener 8883 with certfile/keyfile).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--fleet", required=True, metavar="ID", help="the fleet (letters, digits, - and _)")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        metavar="DIR",
+        help="the fleet's broker folder (default: broker/FLEET/ beside the device inventory)",
+    )
+    p.add_argument(
+        "--operator",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="add an operator user (the cloud side: reads the fleet, sends commands); repeatable",
+    )
+    p.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="add a device user FLEET.ID by hand (bootstrap does this for you); repeatable",
+    )
+    p.add_argument("--print", action="store_true", help="also print the ACL")
+    return p
+
+
+def default_broker_dir(fleet: str) -> Path:
+    from edgewise.edge.deploy import inventory
+
+    return inventory.inventory_path().parent / "broker" / fleet
+
+
+def cmd_broker_acl(args: argparse.Namespace, say: Reporter) -> int:
+    from edgewise.edge.deploy import broker_acl
+
+    folder = args.dir or default_broker_dir(args.fleet)
+    given, who = broker_acl.add_users(
+        folder,
+        args.fleet,
+        devices=dict.fromkeys(args.device),
+        operators=dict.fromkeys(args.operator),
+    )
+    for user, password in given.items():
+        say.always(f"user {user}  password {password}  (shown once: store it where that client runs)")
+    say.always(
+        f"fleet {who.fleet}: {len(who.devices)} device(s), {len(who.operators)} operator(s) in {folder}\n"
+        "mosquitto.conf:\n  " + "\n  ".join(broker_acl.broker_config_lines(folder))
+    )
+    if args.print:
+        say.always((folder / broker_acl.ACL).read_text().rstrip())
+    return EXIT_OK
+
+
+HANDLERS = {
+    "deploy": cmd_deploy,
+    "rollback": cmd_rollback,
+    "status": cmd_status,
+    "devices": cmd_devices,
+    "broker-acl": cmd_broker_acl,
+}
 
 
 # --------------------------------------------------------------------------------------------------

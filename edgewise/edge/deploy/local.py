@@ -8,8 +8,12 @@ A deploy is::
     -> activate (one atomic rename of ``current``)
     -> health: SIGHUP the daemon and wait for ROOT/health.json naming the new version,
        or, with no daemon running, open ``current`` in-process and run one inference
-    -> ok: done (the daemon marks it good; in-process we do)
+    -> ok: done (the daemon marks it good; in-process we do), then prune: keep the newest
+       ``keep`` installs (never current, previous or last good) and their TensorRT engines
        failed or timed out: rollback(failed=new), SIGHUP, wait for the old one; exit 2
+
+A version older than the running one is refused before anything is installed (``rollback`` goes
+back; ``allow_downgrade`` / ``--allow-downgrade`` installs an older version on purpose).
 
 One deploy or rollback at a time holds ``ROOT/deploy.lock`` (a second one is refused, naming the
 first one's pid). Interrupts: the switch and the rollback run with SIGINT/SIGTERM/SIGHUP deferred, so ``current`` and
@@ -19,6 +23,7 @@ the health check passed switches back to what ran before (the deploy is undone) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -43,7 +48,7 @@ log = logging.getLogger(__name__)
 
 PID_FILE = "daemon.pid"
 HEALTH_FILE = "health.json"
-ENGINES = "engines"  # ROOT/engines: where the daemon caches TensorRT engines; pre-flight builds there
+ENGINES = install.ENGINES  # ROOT/engines: where the daemon caches TensorRT engines; pre-flight builds there
 POLL_S = 0.05
 
 Say = Callable[[str], None]
@@ -61,6 +66,7 @@ class DeployResult:
     checked_by: str  # "daemon pid N" or "in-process"
     runs: str  # artifact and backend
     changed: bool = True
+    pruned: list[str] = dataclasses.field(default_factory=list)  # versions and engines removed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,13 +215,31 @@ def deploy(
     public_key: Path | None = None,
     health_timeout: float = 30.0,
     any_arch: bool = False,
+    allow_downgrade: bool = False,
+    keep: int = install.DEFAULT_KEEP,
     say: Say = print,
 ) -> DeployResult:
     t0 = time.monotonic()
     root = Path(root).expanduser()
+    if keep < 1:
+        raise DeployError(f"--keep {keep}: keep at least 1 version")
     check_arch(profile, any_arch=any_arch)
     with deploy_lock(root):
-        return _deploy(bundle_path, profile, root, public_key, health_timeout, say, t0)
+        res = _deploy(bundle_path, profile, root, public_key, health_timeout, say, t0, allow_downgrade)
+        if res.changed:
+            res.pruned = _prune(root, keep, say)
+        return res
+
+
+def _prune(root: Path, keep: int, say: Say) -> list[str]:
+    try:
+        pruned = install.prune(root, keep)
+    except (OSError, EdgewiseError) as exc:  # the deploy is done; an old folder left behind is not fatal
+        say(f"could not prune old versions (keeping {keep}): {exc}")
+        return []
+    if pruned:
+        say(f"pruned (keeping the newest {keep}): {', '.join(pruned)}")
+    return pruned
 
 
 def _deploy(
@@ -226,6 +250,7 @@ def _deploy(
     health_timeout: float,
     say: Say,
     t0: float,
+    allow_downgrade: bool = False,
 ) -> DeployResult:
     for line in install.recover(root):
         say(f"recovered {root}: {line}")
@@ -234,6 +259,15 @@ def _deploy(
         signed = ", signature verified" if public_key else ""
         arts = sum(len(m.artifacts) for m in bundle.manifest.models.values())
         say(f"{key}: verified ({arts} artifacts{signed})")
+        change = install.check_version(
+            root,
+            bundle.manifest.name,
+            bundle.manifest.version,
+            allow_downgrade=allow_downgrade,
+            back="edge-deploy rollback returns to the previous good version; --allow-downgrade installs it anyway",
+        )
+        if change == "downgrade":
+            say(f"{key}: older than the running version; installing it anyway (--allow-downgrade)")
         choice, art = check_runtime_match(bundle, profile)[0]
         say(f"{key}: {profile.name} prefers {choice.describe()} ({art.path})")
         was_there = (install.models_dir(root) / key).is_dir()

@@ -106,7 +106,10 @@ def deploy(
     public_key: Path | None = None,
     health_timeout: float = 30.0,
     say: Say = print,
+    extra_args: Sequence[str] = (),
 ) -> int:
+    """Pre-flight here, copy the archive, run the device's own ``edge-deploy`` (with ``extra_args``,
+    e.g. ``--keep 2``) and pass its output and exit code through."""
     bundle = Path(bundle)
     with load_bundle(bundle, public_key=public_key) as opened:
         key = bundle_key(opened)
@@ -131,7 +134,8 @@ def deploy(
         session.copy(archive, part)
         command = (
             f"mv -f {shlex.quote(part)} {shlex.quote(final)} && "
-            f"{shlex.quote(tool)} {_flags(dev, device_arg, root)} --health-timeout {health_timeout:g}{key_arg} "
+            f"{shlex.quote(tool)} {_flags(dev, device_arg, root)} --health-timeout {health_timeout:g}{key_arg}"
+            f"{''.join(' ' + shlex.quote(a) for a in extra_args)} "
             f"{shlex.quote(final)}; rc=$?; rm -f {shlex.quote(final)}; exit $rc"
         )
         try:

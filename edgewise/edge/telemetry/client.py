@@ -17,7 +17,8 @@ written it to the socket. A background thread (the pump) hands rows to paho in `
 most ``max_inflight`` at a time, whenever the client is connected; after a reconnect it goes on
 where it stopped (paho re-sends its unacknowledged QoS 1 messages itself), and after a restart it
 starts from the oldest row on disk. Delivery is at-least-once: a crash between the broker's ack and
-the delete means one duplicate, never a loss.
+the delete means one duplicate, never a loss. With ``outbox_sync: full`` (the default) that holds
+for a power cut too; with ``normal`` only for a crash of the process (see :mod:`.outbox`).
 
 Status is state, not a stream, so it skips the outbox: on every connect the client publishes a
 retained ``online`` status (ahead of any backlog) and registers a retained ``offline`` last will,
@@ -25,36 +26,40 @@ which the broker publishes if the connection dies; :meth:`TelemetryClient.close`
 ``offline`` with reason ``"shutdown"`` itself before disconnecting cleanly.
 
 Commands arrive on ``.../cmd``; a worker thread runs the handler one command at a time and puts a
-``command_ack`` on ``.../cmd/ack`` into the outbox. A handler that raises, an invalid command or
-a missing handler give ``ok: false`` acks; the client never crashes on a command. A repeated
-command id (an MQTT redelivery) is acked again without running the handler twice.
+``command_ack`` on ``.../cmd/ack`` into the outbox (parsing and acks: :mod:`.commands`). A
+command over ``max_command_bytes`` or nested too deeply is refused before it is parsed; a handler
+that raises, an invalid command or a missing handler give ``ok: false`` acks, and whatever else
+goes wrong with one message is caught and acked on its own. The pump and the command worker run
+under a :class:`~edgewise.edge.supervisor.Supervisor`: a worker that dies anyway is restarted with
+backoff, and the restarts are reported in every telemetry payload (``thread_restarts``).
 
 The client speaks MQTT v5 and, with ``protocol: auto``, falls back to 3.1.1 when the broker
-refuses v5. Reconnects back off exponentially from ``reconnect_min_s`` to ``reconnect_max_s``.
+refuses v5. Reconnects back off exponentially from ``reconnect_min_s`` to ``reconnect_max_s``. A
+broker that cannot be reached is logged once as a warning (host, port and the reason), then again
+only after 2, 4, 8... failed attempts or every 10 minutes, and an info line says when the
+connection is made and after how many attempts.
 """
 
 from __future__ import annotations
 
-import collections
-import json
 import logging
-import os
 import queue
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from edgewise.config import StrictModel, format_validation_error, load_config
+from edgewise.config import format_validation_error
+from edgewise.edge.supervisor import Supervisor
+from edgewise.edge.telemetry.commands import CommandHandler, CommandRunner
+from edgewise.edge.telemetry.config import TelemetryConfig
 from edgewise.edge.telemetry.outbox import Outbox
 from edgewise.edge.telemetry.schema import (
-    Command,
     CommandAck,
     ErrorEvent,
     Event,
@@ -63,10 +68,9 @@ from edgewise.edge.telemetry.schema import (
     PayloadError,
     Status,
     Telemetry,
-    decode,
     encode,
 )
-from edgewise.edge.telemetry.topics import Topics, id_problem
+from edgewise.edge.telemetry.topics import Topics
 from edgewise.errors import EdgewiseError
 
 log = logging.getLogger(__name__)
@@ -76,8 +80,8 @@ STATUS_QOS = 1
 CMD_QOS = 1
 _UNSUPPORTED_PROTOCOL = 132  # MQTT v5 reason code; paho maps a v3 CONNACK "refused: protocol" to it
 _AUTH_REFUSED = (134, 135)  # bad user name or password, not authorized (v3 codes 4 and 5 map here)
-
-CommandHandler = Callable[[Command], Any]
+_RETRY_LOG_EVERY_S = 600.0  # during an outage, a line at least this often (and after 2, 4, 8... tries)
+PUMP, COMMANDS = "telemetry-pump", "telemetry-commands"  # worker names, as in ``thread_restarts``
 
 
 class TelemetryError(EdgewiseError):
@@ -89,92 +93,73 @@ class BrokerRefusedError(TelemetryError):
 
 
 # --------------------------------------------------------------------------------------------------
-# Config
+# Connection attempts
 
 
-class TLSConfig(StrictModel):
-    """TLS to the broker. ``ca``: CA bundle to verify the broker (system CAs when null);
-    ``cert``/``key``: client certificate and key (both or neither); ``insecure``: skip certificate
-    and host name verification (testing only)."""
+class _Session(mqtt.Client):
+    """paho's client, keeping why the last connection attempt failed (paho's ``on_connect_fail``
+    callback is not told)."""
 
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    insecure: bool = False
+    last_error: OSError | None = None
 
-    @field_validator("ca", "cert", "key")
-    @classmethod
-    def _exists(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_file():
-            raise ValueError(f"file not found: {path}")
-        return path
-
-    @model_validator(mode="after")
-    def _cert_and_key(self) -> TLSConfig:
-        if (self.cert is None) != (self.key is None):
-            raise ValueError("'cert' and 'key' go together: give both or neither")
-        return self
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.last_error = exc
+            raise
 
 
-class TelemetryConfig(StrictModel):
-    """Everything the client needs; load from YAML or a mapping with :meth:`load`."""
+class _Outage:
+    """Logs failed connection attempts without flooding: the first one as a warning with the
+    broker's address and the reason, then after 2, 4, 8... attempts or every 10 minutes, and how
+    long it lasted once connected."""
 
-    host: str = Field("localhost", min_length=1)
-    port: int = Field(1883, ge=1, le=65535)
-    fleet: str
-    device: str
-    client_id: str | None = Field(None, min_length=1, description="default: edgewise-FLEET-DEVICE")
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: TLSConfig | None = None
-    keepalive_s: int = Field(30, ge=5, le=65535)
-    reconnect_min_s: float = Field(1.0, gt=0)
-    reconnect_max_s: float = Field(60.0, gt=0)
-    protocol: Literal["auto", "5", "3.1.1"] = "auto"
-    telemetry_qos: Literal[0, 1] = 0
-    outbox_path: Path
-    outbox_max_rows: int = Field(10_000, ge=1)
-    outbox_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    outbox_sync: Literal["normal", "full"] = "normal"
-    max_inflight: int = Field(100, ge=1, le=10_000)
+    def __init__(self, where: str, min_s: float, max_s: float) -> None:
+        self.where, self.min_s, self.max_s = where, min_s, max_s
+        self.attempts = 0
+        self._first = self._last_line = 0.0
 
-    @field_validator("fleet", "device", mode="before")
-    @classmethod
-    def _topic_level(cls, value: Any) -> Any:
-        problem = id_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("protocol", mode="before")
-    @classmethod
-    def _protocol_str(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TelemetryConfig:
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError(
-                f"reconnect_max_s ({self.reconnect_max_s:g}) is below reconnect_min_s ({self.reconnect_min_s:g})"
+    def failed(self, error: BaseException | None) -> None:
+        now = time.monotonic()
+        self.attempts += 1
+        reason = _reason(error)
+        delay = min(self.min_s * 2 ** (self.attempts - 1), self.max_s)  # paho's backoff, as it waits
+        if self.attempts == 1:
+            self._first = self._last_line = now
+            log.warning(
+                "telemetry: cannot connect to the MQTT broker at %s: %s; retrying with backoff (%g s up to %g s)",
+                self.where,
+                reason,
+                self.min_s,
+                self.max_s,
             )
-        if self.password is not None and self.username is None:
-            raise ValueError("a password needs a username")
-        return self
+        elif self.attempts & (self.attempts - 1) == 0 or now - self._last_line >= _RETRY_LOG_EVERY_S:
+            self._last_line = now
+            log.warning(
+                "telemetry: still no connection to %s after %d attempts in %.0f s (%s); next attempt in %.1f s",
+                self.where,
+                self.attempts,
+                now - self._first,
+                reason,
+                delay,
+            )
 
-    @classmethod
-    def load(
-        cls, source: str | os.PathLike | Mapping[str, Any], *, name: str | None = None
-    ) -> TelemetryConfig:
-        """Validate a YAML file or a mapping; a ConfigError names the bad field."""
-        if isinstance(source, Mapping):
-            source = dict(source)
-        return load_config(
-            cls, source, name=name or ("telemetry config" if isinstance(source, dict) else None)
-        )
+    def connected(self) -> str:
+        """`` after N failed attempts in T s`` when there were any (and start counting afresh)."""
+        if not self.attempts:
+            return ""
+        note = f" after {self.attempts} failed attempt(s) in {time.monotonic() - self._first:.0f} s"
+        self.attempts = 0
+        return note
 
-    @property
-    def resolved_client_id(self) -> str:
-        return self.client_id or f"edgewise-{self.fleet}-{self.device}"
+
+def _reason(error: BaseException | None) -> str:
+    if error is None:
+        return "connection failed"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,7 +171,9 @@ class TelemetryClient:
 
     The outbox is opened at construction (so a bad outbox file fails early); :meth:`start`
     connects in the background. Publishing before :meth:`start` or while the broker is away only
-    stores the message; it goes out once connected.
+    stores the message; it goes out once connected. The pump and the command worker run under
+    ``supervisor`` (a process shares one, so that telemetry reports every restart) or the
+    client's own.
     """
 
     def __init__(
@@ -195,6 +182,7 @@ class TelemetryClient:
         *,
         command_handler: CommandHandler | None = None,
         model: ModelRef | Mapping[str, str] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.config = config if isinstance(config, TelemetryConfig) else TelemetryConfig.load(config)
         self.topics = Topics(self.config.fleet, self.config.device)
@@ -227,7 +215,12 @@ class TelemetryClient:
         self._refused: BrokerRefusedError | None = None
         self._last_refusal: str | None = None
         self._commands: queue.Queue = queue.Queue()
-        self._recent_acks: collections.OrderedDict[str, CommandAck] = collections.OrderedDict()
+        self._runner = CommandRunner(source=self.topics.cmd, max_bytes=self.config.max_command_bytes)
+        self._own_supervisor = supervisor is None
+        self.supervisor = supervisor if supervisor is not None else Supervisor()
+        self._outage = _Outage(
+            f"{self.config.host}:{self.config.port}", self.config.reconnect_min_s, self.config.reconnect_max_s
+        )
         self._pump_thread: threading.Thread | None = None
         self._command_thread: threading.Thread | None = None
         self._stop_pump = False
@@ -246,13 +239,8 @@ class TelemetryClient:
         self._mqtt = self._make_client()
         self._mqtt.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         self._mqtt.loop_start()
-        name = f"{self.config.fleet}/{self.config.device}"
-        self._pump_thread = threading.Thread(target=self._pump, name=f"telemetry-pump {name}", daemon=True)
-        self._pump_thread.start()
-        self._command_thread = threading.Thread(
-            target=self._command_loop, name=f"telemetry-commands {name}", daemon=True
-        )
-        self._command_thread.start()
+        self._pump_thread = self.supervisor.spawn(PUMP, self._pump)
+        self._command_thread = self.supervisor.spawn(COMMANDS, self._command_loop)
         return self
 
     def wait_connected(self, timeout: float) -> bool:
@@ -306,7 +294,7 @@ class TelemetryClient:
         self._closing = True
         if self._command_thread is not None:
             self._commands.put(None)
-            self._command_thread.join(max(0.0, deadline - time.monotonic()))
+            self.supervisor.join(COMMANDS, max(0.0, deadline - time.monotonic()))
         if self._mqtt is not None:
             self.flush(max(0.0, deadline - time.monotonic()))
         if self._mqtt is not None:
@@ -319,8 +307,9 @@ class TelemetryClient:
             self._mqtt.loop_stop()
             self._stop_pump = True
             self._wake.set()
-            if self._pump_thread is not None:
-                self._pump_thread.join(5)
+            self.supervisor.join(PUMP, 5)
+        if self._own_supervisor:
+            self.supervisor.stop(timeout=1)
         self._ready.clear()
         self._connected.clear()
         left = self.outbox.depth()
@@ -364,12 +353,18 @@ class TelemetryClient:
 
     def publish_telemetry(self, telemetry: Telemetry | None = None, **fields: Any) -> Telemetry:
         """Store a telemetry report for ``.../telemetry`` (``telemetry_qos``). The client fills in
-        ``outbox_depth`` and ``dropped`` (messages the full outbox dropped since the last report)."""
+        ``outbox_depth``, ``dropped`` (messages the full outbox dropped since the last report) and
+        ``thread_restarts`` (from the supervisor)."""
         self._check_open()
         telemetry = _build(Telemetry, telemetry, fields)
         with self._telemetry_lock:  # two reports at once must not both claim the same drops
             drops = self.outbox.unreported_drops()
-            telemetry = telemetry.model_copy(update={"outbox_depth": self.outbox.depth(), "dropped": drops})
+            update = {
+                "outbox_depth": self.outbox.depth(),
+                "dropped": drops,
+                "thread_restarts": self.supervisor.restarts(),
+            }
+            telemetry = telemetry.model_copy(update=update)
             self._put(self.topics.telemetry, telemetry, self.config.telemetry_qos, "telemetry")
             self.outbox.mark_reported(drops)
         return telemetry
@@ -404,9 +399,9 @@ class TelemetryClient:
     # ----------------------------------------------------------------------------------------------
     # paho client and callbacks (these run on paho's network thread and must never raise)
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> _Session:
         cfg = self.config
-        client = mqtt.Client(
+        client = _Session(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=cfg.resolved_client_id,
             protocol=self._protocol,
@@ -432,6 +427,7 @@ class TelemetryClient:
             if cfg.tls.insecure:
                 client.tls_insecure_set(True)
         client.on_pre_connect = self._on_pre_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -450,6 +446,13 @@ class TelemetryClient:
         except Exception:  # pragma: no cover - defensive: never kill paho's thread
             log.exception("telemetry: could not update the last will")
 
+    def _on_connect_fail(self, client: _Session, userdata: Any) -> None:
+        try:
+            if not self._closing:
+                self._outage.failed(client.last_error)
+        except Exception:  # pragma: no cover
+            log.exception("telemetry: error in on_connect_fail")
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         try:
             if reason_code.is_failure:
@@ -460,11 +463,12 @@ class TelemetryClient:
             client.publish(self.topics.status, self._status("online"), qos=STATUS_QOS, retain=True)
             self._cmd_sub_mid = client.subscribe(self.topics.cmd, qos=CMD_QOS)[1]
             log.info(
-                "telemetry: connected to %s:%d (MQTT %s) as %s",
+                "telemetry: connected to %s:%d (MQTT %s) as %s%s",
                 self.config.host,
                 self.config.port,
                 self.protocol,
                 self.config.resolved_client_id,
+                self._outage.connected(),
             )
             self._connected.set()
             self._wake.set()
@@ -640,59 +644,33 @@ class TelemetryClient:
             raw = self._commands.get()
             if raw is None:
                 break
-            self._ack(self._run_command(raw))
+            self._ack(self._answer(raw))
         while True:  # shutting down: anything still queued is refused, not silently lost
             try:
                 raw = self._commands.get_nowait()
             except queue.Empty:
                 return
             if raw is not None:
-                cmd_id, action = _peek_command(raw)
-                self._ack(CommandAck(id=cmd_id, action=action, ok=False, error="the device is shutting down"))
+                self._ack(self._runner.refuse(raw, "the device is shutting down"))
+
+    def _answer(self, raw: bytes) -> CommandAck:
+        """The ack for one command; whatever goes wrong with it stays with it."""
+        try:
+            return self._runner.run(raw, self.command_handler)
+        except Exception as exc:
+            log.exception("telemetry: command failed unexpectedly")
+            return self._runner.refuse(raw, f"the device failed on this command: {type(exc).__name__}")
+        except BaseException as exc:  # SystemExit from a handler: ack, then the supervisor restarts us
+            self._ack(
+                self._runner.refuse(raw, f"the command worker stopped ({type(exc).__name__}); restarting")
+            )
+            raise
 
     def _ack(self, ack: CommandAck) -> None:
         try:
             self._put(self.topics.cmd_ack, ack, CMD_QOS, "ack")
         except Exception:
             log.exception("telemetry: could not store the ack for command %r", ack.id)
-
-    def _run_command(self, raw: bytes) -> CommandAck:
-        try:
-            command = decode(raw, expect=Command, source=self.topics.cmd)
-        except PayloadError as exc:
-            cmd_id, action = _peek_command(raw)
-            log.warning("telemetry: invalid command: %s", exc)
-            return CommandAck(id=cmd_id, action=action, ok=False, error=f"invalid command: {exc}")
-        assert isinstance(command, Command)
-        if command.id in self._recent_acks:
-            log.info("telemetry: command %r received again; acking without running it", command.id)
-            return self._recent_acks[command.id]
-        ack = self._handle(command)
-        self._recent_acks[command.id] = ack
-        while len(self._recent_acks) > 256:
-            self._recent_acks.popitem(last=False)
-        return ack
-
-    def _handle(self, command: Command) -> CommandAck:
-        def fail(error: str) -> CommandAck:
-            return CommandAck(id=command.id, action=command.action, ok=False, error=error)
-
-        if self.command_handler is None:
-            return fail("no command handler is installed on this device")
-        try:
-            result = self.command_handler(command)
-        except EdgewiseError as exc:  # the command cannot be done (bad args, a failed deploy): say why
-            log.warning("telemetry: command %r (%s) refused: %s", command.id, command.action, exc)
-            return fail(str(exc) or type(exc).__name__)
-        except Exception as exc:  # a bug in the handler: keep the traceback in the log
-            log.exception("telemetry: command %r (%s) failed", command.id, command.action)
-            return fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-        if isinstance(result, BaseModel):
-            result = result.model_dump(mode="json", by_alias=True)
-        try:
-            return CommandAck(id=command.id, action=command.action, ok=True, result=result)
-        except ValidationError as exc:
-            return fail(f"the handler's result is not JSON: {exc.errors()[0]['msg']}")
 
 
 def _build(cls: type[Payload], payload: Payload | None, fields: dict[str, Any]) -> Any:
@@ -704,16 +682,3 @@ def _build(cls: type[Payload], payload: Payload | None, fields: dict[str, Any]) 
         return cls.model_validate(data)
     except ValidationError as exc:
         raise PayloadError(format_validation_error(exc, cls.__name__)) from None
-
-
-def _peek_command(raw: bytes) -> tuple[str | None, str | None]:
-    """Best-effort id and action of an invalid command, for its ack."""
-    try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        return None, None
-    if not isinstance(obj, dict):
-        return None, None
-    cmd_id, action = obj.get("id"), obj.get("action")
-    cmd_id = str(cmd_id)[:128] if isinstance(cmd_id, (str, int)) and not isinstance(cmd_id, bool) else None
-    return cmd_id or None, action if isinstance(action, str) else None

@@ -4,7 +4,8 @@ Every payload is a UTF-8 JSON object whose first two fields are ``"schema": 1`` 
 Times (``ts``) are Unix epoch seconds (UTC) as floats. Unknown fields are refused when this module
 decodes a payload; a change that old readers cannot ignore bumps ``schema``. Numbers must be finite
 (no NaN or infinity), and the free-form dicts (``result``, ``detail``, ``args``) hold plain JSON
-only. Topics are described in :mod:`edgewise.edge.telemetry.topics`; the topic names the device,
+only, nested at most ``MAX_DEPTH`` (64) levels: :func:`decode` counts the nesting of the raw text
+before it parses anything, so no payload can exhaust the parser's stack. Topics are described in :mod:`edgewise.edge.telemetry.topics`; the topic names the device,
 so payloads do not repeat it.
 
 ``status`` (topic ``.../status``, QoS 1, retained)
@@ -37,6 +38,8 @@ One report per interval; ``ts`` is the end of the window and ``interval_s`` its 
 ``outbox_depth``      messages waiting in the outbox (filled in by the client)
 ``dropped``           kind -> messages the full outbox dropped since the previous telemetry report,
                       e.g. ``{"telemetry": 3}`` (filled in by the client; ``{}`` when none)
+``thread_restarts``   worker thread -> times it failed and was restarted since the process started,
+                      e.g. ``{"telemetry-commands": 1}`` (filled in by the client; ``{}`` when none)
 ====================  =============================================================================
 
 ``event`` (topic ``.../events``, QoS 1)
@@ -103,7 +106,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -111,12 +113,16 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import edgewise
+from edgewise import safejson
 from edgewise.bundle import plain_json
 from edgewise.config import StrictModel, format_validation_error
 from edgewise.errors import EdgewiseError
 
 SCHEMA_VERSION = 1
 ACTIONS = ("deploy", "rollback", "reload", "infer", "status")
+MAX_DEPTH = safejson.MAX_DEPTH  # arrays and objects inside one another, the payload counting as 1
+MAX_PROBLEMS = 10  # validation problems listed in one error message
+_MAX_NODES = 1_000_000  # values in one free-form field built from Python objects
 
 NonNegative = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
@@ -132,6 +138,34 @@ def _now() -> float:
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def load_json(data: bytes | bytearray | str, **kwargs: Any) -> Any:
+    """:func:`edgewise.safejson.load_json` raising :class:`PayloadError` (size and nesting are
+    checked on the raw bytes before the parser runs)."""
+    kwargs.setdefault("max_depth", MAX_DEPTH)
+    return safejson.load_json(data, error=PayloadError, **kwargs)
+
+
+def _bounded_json(value: Any, where: str) -> Any:
+    """:func:`plain_json` for values built in Python, after an iterative check that they are not
+    nested deeper than MAX_DEPTH (or circular), which plain_json's recursion could not survive."""
+    stack, nodes = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > _MAX_NODES:
+            raise ValueError(f"{where} holds more than {_MAX_NODES} values")
+        if isinstance(item, (dict, list, tuple)):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"{where} is nested deeper than {MAX_DEPTH} levels (or is circular)")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return plain_json(value, where)
+
+
+# --------------------------------------------------------------------------------------------------
+# Payloads
 
 
 class Payload(StrictModel):
@@ -191,6 +225,7 @@ class Telemetry(Payload):
     temperature_c: float | None = None
     outbox_depth: Count = 0
     dropped: dict[str, Count] = Field(default_factory=dict)
+    thread_restarts: dict[str, Count] = Field(default_factory=dict)
 
 
 class Event(Payload):
@@ -208,12 +243,12 @@ class Event(Payload):
     @field_validator("probabilities", mode="before")
     @classmethod
     def _plain_probabilities(cls, value: Any) -> Any:
-        return plain_json(value, "probabilities") if isinstance(value, dict) else value
+        return _bounded_json(value, "probabilities") if isinstance(value, dict) else value
 
     @field_validator("result")
     @classmethod
     def _json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return plain_json(value, "result")
+        return _bounded_json(value, "result")
 
 
 class ErrorEvent(Payload):
@@ -228,7 +263,7 @@ class ErrorEvent(Payload):
     @field_validator("detail")
     @classmethod
     def _json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return plain_json(value, "detail")
+        return _bounded_json(value, "detail")
 
 
 class Command(Payload):
@@ -241,7 +276,7 @@ class Command(Payload):
     @field_validator("args")
     @classmethod
     def _json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return plain_json(value, "args")
+        return _bounded_json(value, "args")
 
 
 class CommandAck(Payload):
@@ -256,7 +291,7 @@ class CommandAck(Payload):
     @field_validator("result")
     @classmethod
     def _json(cls, value: Any) -> Any:
-        return plain_json(value, "result")
+        return _bounded_json(value, "result")
 
     @model_validator(mode="after")
     def _ok_xor_error(self) -> CommandAck:
@@ -285,18 +320,21 @@ def encode(payload: Payload) -> bytes:
 
 
 def decode(
-    data: bytes | str | dict[str, Any], *, expect: type[Payload] | None = None, source: str = "payload"
+    data: bytes | str | dict[str, Any],
+    *,
+    expect: type[Payload] | None = None,
+    source: str = "payload",
+    max_bytes: int | None = None,
+    max_depth: int = MAX_DEPTH,
 ) -> Payload:
     """Parse and validate a payload; ``expect`` restricts the type (a missing ``schema``/``type``
     then defaults to it, so ``mosquitto_pub -m '{"id":"1","action":"status"}'`` is a command).
+    Text is read with :func:`load_json` (``max_bytes``, ``max_depth``).
 
     Raises :class:`PayloadError` naming the field for anything invalid.
     """
     if isinstance(data, (bytes, bytearray, str)):
-        try:
-            obj = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PayloadError(f"{source}: not valid JSON: {exc}") from None
+        obj = load_json(data, source=source, max_bytes=max_bytes, max_depth=max_depth)
     else:
         obj = data
     if not isinstance(obj, dict):
@@ -307,7 +345,7 @@ def decode(
     kind = obj.get("type")
     if kind is None and expect is not None:
         cls = expect
-    elif kind not in PAYLOAD_TYPES:
+    elif not isinstance(kind, str) or kind not in PAYLOAD_TYPES:  # a list or object is no type either
         raise PayloadError(
             f"{source}: field 'type': unknown payload type {kind!r}; expected one of {', '.join(PAYLOAD_TYPES)}"
         )
@@ -320,4 +358,12 @@ def decode(
     try:
         return cls.model_validate(obj)
     except ValidationError as exc:
-        raise PayloadError(format_validation_error(exc, source)) from None
+        raise PayloadError(_problems(exc, source)) from None
+
+
+def _problems(exc: ValidationError, source: str) -> str:
+    """The validation problems, one a line, at most MAX_PROBLEMS of them."""
+    lines = format_validation_error(exc, source).splitlines()
+    if len(lines) > MAX_PROBLEMS:
+        lines = [*lines[:MAX_PROBLEMS], f"{source}: ... and {len(lines) - MAX_PROBLEMS} more problem(s)"]
+    return "\n".join(lines)

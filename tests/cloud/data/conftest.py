@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from edgewise.cloud.data.synth import synthesize_corpus
+from tests.conftest import missing_tool
 
 SR = 16000
 SEED = 7
@@ -39,7 +40,7 @@ def write_tone(path: Path, freq: float = 220.0, seconds: float = 0.1) -> Path:
 def speech_corpus(tmp_path_factory):
     """A 48-utterance synthesized corpus (seed 7), shared by the read-only tests."""
     if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        pytest.skip("espeak-ng and sox are not installed")
+        missing_tool("espeak-ng and sox are not installed (apt-get install espeak-ng sox)")
     out = tmp_path_factory.mktemp("speech") / "corpus"
     return synthesize_corpus(out, N_SMALL, SEED, workers=2, progress=False)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from edgewise.cli import main
-from edgewise.cloud.data.corpus import EMOTIONS, load_corpus
+from edgewise.cloud.data.corpus import EMOTIONS, Utterance, load_corpus, write_manifests
 
-from .conftest import needs_tools
+from .conftest import SR, needs_tools, write_tone
 
 
 def test_inspect_prints_counts_speakers_and_duration(speech_corpus, capsys):
@@ -44,6 +46,56 @@ def test_inspect_of_a_non_corpus_is_a_user_error(tmp_path, capsys):
     assert main(["data", "inspect", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not a corpus in any supported layout" in err and "Traceback" not in err
+
+
+def break_files(root):
+    """Five RAVDESS files, each unusable in its own way: {file: what the report must say}."""
+    files = sorted(u.path for u in load_corpus(root).utterances)  # the files the corpus uses
+    truncated, header_only, nan, garbage, silent = files[0], files[5], files[10], files[15], files[20]
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) - 1000])  # cut inside the data
+    header_only.write_bytes(header_only.read_bytes()[:44])
+    tone = sf.read(str(nan), dtype="float32")[0]
+    tone[5] = np.nan
+    sf.write(str(nan), tone, SR, subtype="FLOAT")
+    garbage.write_bytes(b"this is not audio at all" * 10)
+    sf.write(str(silent), np.zeros(1600, dtype=np.float32), SR, subtype="PCM_16")
+    return {
+        truncated: "truncated wav: header declares",
+        header_only: "truncated wav: header declares",
+        nan: "non-finite audio: 1 NaN",
+        garbage: "cannot decode audio",
+        silent: "silent audio",
+    }
+
+
+def test_inspect_lists_every_unusable_file_in_one_run(ravdess_root, capsys):
+    bad = break_files(ravdess_root)
+    assert main(["data", "inspect", str(ravdess_root)]) == 2
+    err = capsys.readouterr().err
+    assert f"{len(bad)} of " in err and "audio file(s) cannot be used" in err and "Traceback" not in err
+    lines = [line.strip() for line in err.splitlines()]
+    for path, reason in bad.items():
+        assert any(line.startswith(f"{path}: ") and reason in line for line in lines), (path, reason, err)
+
+
+def test_inspect_lists_every_missing_file_of_an_edgewise_corpus(tmp_path, capsys):
+    utts = [
+        Utterance(
+            write_tone(tmp_path / "wavs" / f"{split}{i}.wav", 200 + i), EMOTIONS[i], f"{split}-spk", split
+        )
+        for split in ("train", "val", "test")
+        for i in range(4)
+    ]
+    write_manifests(tmp_path, utts, EMOTIONS, {"generator": "tests"})
+    gone = [utts[1].path, utts[6].path, utts[11].path]  # one per split
+    for path in gone:
+        path.unlink()
+    assert main(["data", "inspect", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "3 audio file(s) not found" in err
+    for path, manifest in zip(gone, ("train.csv line 3", "val.csv line 4", "test.csv line 5")):
+        assert f"{manifest}: audio file not found: wavs/{path.name}" in err
 
 
 @needs_tools

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from edgewise.cloud.models import ARCHS, HRFConfig, ModelConfig, build_model, reparameterize_model
+from tests.conftest import require_module
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxscript")
-ort = pytest.importorskip("onnxruntime")
+require_module("onnx")
+require_module("onnxscript")
+ort = require_module("onnxruntime")
 
 # torch.export warns about its own deprecated pytree API; nothing in this repo to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")

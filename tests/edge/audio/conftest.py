@@ -19,6 +19,7 @@ import pytest
 
 from edgewise.audio import load_audio, write_wav
 from edgewise.edge.audio.vad import find_silero_vad_onnx
+from tests.conftest import missing_tool
 
 SR = 16000
 SENTENCES = (
@@ -46,7 +47,7 @@ class SpeechTrack:
 @pytest.fixture(scope="session")
 def speech_track(tmp_path_factory) -> SpeechTrack:
     if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        pytest.skip("espeak-ng and sox are not installed (apt-get install espeak-ng sox)")
+        missing_tool("espeak-ng and sox are not installed (apt-get install espeak-ng sox)")
     folder = tmp_path_factory.mktemp("speech")
     pieces = [np.zeros(int(LEAD_S * SR), dtype=np.float32)]
     bounds, pos = [], pieces[0].size
@@ -72,7 +73,7 @@ def speech_track(tmp_path_factory) -> SpeechTrack:
 def silero_onnx() -> Path:
     path = find_silero_vad_onnx()
     if path is None:
-        pytest.skip("the silero-vad package (which ships silero_vad.onnx) is not installed")
+        missing_tool("the silero-vad package (which ships silero_vad.onnx) is not installed")
     return path
 
 

@@ -14,9 +14,10 @@ import pytest
 
 from edgewise.edge.audio import sources
 from edgewise.errors import MissingDependencyError
+from tests.conftest import require_module
 from tests.edge.audio.conftest import SR, assert_matches_known, run_python
 
-pytest.importorskip("sounddevice", exc_type=OSError)  # PortAudio (libportaudio2) must be installed
+require_module("sounddevice", exc_type=OSError)  # PortAudio (libportaudio2) must be installed
 
 ALSA_CONF = """
 pcm.nullin {{ type null }}

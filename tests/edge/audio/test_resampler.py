@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgewise.edge.audio.resampler import StreamResampler
+from edgewise.audio import StreamResampler
 
 
 def tones(sr, seconds=1.0, freqs=(440.0, 1000.0, 3100.0)):

@@ -67,6 +67,20 @@ def test_missing_files_are_named_up_front(tmp_path, speech_track):
         WavFileSource([speech_track.wav, tmp_path / "gone.wav"])
 
 
+def test_with_on_error_each_bad_file_is_reported_once_and_the_rest_still_come(tmp_path, speech_track):
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(speech_track.wav.read_bytes()[:5000])
+    gone = tmp_path / "gone.wav"
+    source = WavFileSource([truncated, speech_track.wav, gone, speech_track.wav], check_files=False)
+    errors = []
+    good = [p for p, _ in source.files(on_error=lambda p, e: errors.append((p, str(e))))]
+    assert good == [speech_track.wav, speech_track.wav]
+    assert [p for p, _ in errors] == [truncated, gone]
+    assert "truncated wav" in errors[0][1] and "not found" in errors[1][1]
+    with pytest.raises(AudioError, match="truncated wav"):  # without a handler the first bad file raises
+        list(source.files())
+
+
 # --- StdinSource -------------------------------------------------------------------------------
 
 
@@ -89,6 +103,15 @@ def test_duration_limits_what_is_read(speech_track):
     raw = (speech_track.audio * 32767).astype("<i2").tobytes()
     audio = np.concatenate(list(StdinSource(io.BytesIO(raw), format="raw", duration_s=1.5)))
     assert audio.size == int(1.5 * SR)
+
+
+def test_a_float_wav_stream_with_nan_is_refused_naming_where(speech_track):
+    audio = speech_track.audio.copy()
+    audio[20000] = np.nan
+    buf = io.BytesIO()
+    sf.write(buf, audio, SR, format="WAV", subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"stdin, block from 1\.20 s: non-finite audio: 1 NaN"):
+        list(StdinSource(io.BytesIO(buf.getvalue())))
 
 
 @pytest.mark.parametrize(

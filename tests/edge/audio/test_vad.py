@@ -8,6 +8,7 @@ import pytest
 from edgewise.edge.audio import vad as vad_module
 from edgewise.edge.audio.vad import EnergyVAD, SileroVAD, build_vad, find_silero_vad_onnx
 from edgewise.errors import ConfigError
+from tests.conftest import require_module
 from tests.edge.audio.conftest import SR
 
 
@@ -26,7 +27,7 @@ def window_labels(track, n_windows, hangover_s=0.25):
 def test_silero_matches_the_batched_sequence_model(silero_onnx, speech_track):
     # silero-vad also ships a batched model: frames of (64 context + 512) samples in one call, with
     # its own LSTM state. Same probabilities means SileroVAD carries state and context correctly.
-    ort = pytest.importorskip("onnxruntime")
+    ort = require_module("onnxruntime")
     reference = silero_onnx.parent / "silero_vad_16k_sequence.onnx"
     if not reference.is_file():
         pytest.skip("this silero-vad release does not ship silero_vad_16k_sequence.onnx")

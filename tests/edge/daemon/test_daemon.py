@@ -161,47 +161,6 @@ def test_commands_status_infer_rollback_and_garbage(
     assert d.stop() == 0
 
 
-def test_a_bundle_url_is_downloaded_verified_installed_and_health_checked(
-    root, broker, subscribe, daemons, tmp_path, ser_bundle
-):
-    from edgewise.bundle import sha256_file, write_archive
-
-    served = tmp_path / "www"
-    served.mkdir()
-    good = write_archive(bundle_version(ser_bundle, tmp_path, "1.2.0"), served / "ser-tiny-1.2.0.tar.gz")
-    tampered_dir = bundle_version(ser_bundle, tmp_path, "1.3.0")
-    model = tampered_dir / "models" / "ser.fp32.onnx"
-    model.write_bytes(model.read_bytes()[:-1] + b"\x01")
-    tampered = write_archive(tampered_dir, served / "ser-tiny-1.3.0.tar.gz")
-    http = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(served)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        port = int(http.stdout.readline().split("port ")[1].split()[0])
-        sub = subscribe(broker, TOPICS)
-        d = daemons(root, broker, {"source": "stdin", "stdin_format": "raw"}).start(stdin=subprocess.PIPE)
-        d.wait_health(lambda h: h["ok"])
-        sub.wait_for(lambda ps: any(p.type == "status" and p.state == "online" for p in ps))
-        url = f"http://127.0.0.1:{port}"
-        command(broker, "deploy", {"url": f"{url}/{good.name}", "sha256": sha256_file(good)}, "d1")
-        ack = ack_for(sub, "d1")
-        assert ack.ok and ack.result["model"] == "ser-tiny/1.2.0", ack
-        command(broker, "deploy", {"url": f"{url}/{tampered.name}"}, "d2")
-        assert "sha256 mismatch" in ack_for(sub, "d2").error
-        command(broker, "deploy", {"url": f"{url}/missing.tar.gz"}, "d3")
-        assert "download failed" in ack_for(sub, "d3").error
-        command(broker, "deploy", {"url": "file:///etc/passwd"}, "d4")
-        assert "scheme 'file' not allowed" in ack_for(sub, "d4").error
-        assert status(root)["current"] == "ser-tiny/1.2.0"
-        assert d.stop() == 0
-    finally:
-        http.kill()
-        http.wait()
-
-
 def test_kill_9_during_a_bundle_switch_always_comes_back_with_a_working_model(
     root, broker, daemons, tmp_path, ser_bundle
 ):

@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from edgewise.edge.deploy.cli import main
 from tests.loopback_sshd import sshd  # noqa: F401  (fixture)
-
-HERE = Path(__file__).parent
 
 
 @pytest.fixture(autouse=True)
@@ -61,32 +57,6 @@ def current_key(root: Path) -> str | None:
 
 def state(root: Path) -> dict:
     return json.loads((root / "state.json").read_text())
-
-
-@pytest.fixture
-def standin_daemon():
-    """Start ``edgewise_daemon_standin.py ROOT [flags]`` (a real process); stopped at teardown."""
-    procs: list[subprocess.Popen] = []
-
-    def start(root: Path, *flags: str) -> subprocess.Popen:
-        (root / "daemon.pid").unlink(missing_ok=True)
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "edgewise_daemon_standin.py"), str(root), *flags],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(proc)
-        deadline = time.monotonic() + 15
-        while not (root / "daemon.pid").is_file():
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "the stand-in daemon did not start"
-            time.sleep(0.02)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ def test_daemon_yaml_is_a_valid_daemon_config():
         "device": "rpi5",
         "root": "/opt/edgewise",
         "public_key": "/opt/edgewise/keys/fleet.pub",
-        "mqtt": {"host": "localhost", "port": 1883, "fleet": "kitchen", "device": "pi-7"},
+        "mqtt": {"host": "localhost", "port": 8883, "fleet": "kitchen", "device": "pi-7", "tls": {}},
     }
     assert "# placeholders to fill in: mqtt.host (--mqtt-host)" in text
     try:  # the lead's daemon config, when it is there
@@ -134,7 +134,9 @@ def test_daemon_yaml_is_a_valid_daemon_config():
 
 
 def test_dry_run_prints_the_plan_without_connecting(capsys):
-    rc, out, _ = run_cli(capsys, "--device", "jetson", "--bootstrap", "--dry-run", "--wheel-index", INDEX)
+    rc, out, _ = run_cli(
+        capsys, "--device", "jetson", "--bootstrap", "--dry-run", "--wheel-index", INDEX, "--insecure-no-key"
+    )
     assert rc == 0
     assert "# [2] create the virtual environment (with system site packages: JetPack's TensorRT)" in out
     assert "--extra-index-url" in out and "(failure tolerated)" in out

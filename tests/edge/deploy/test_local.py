@@ -6,10 +6,8 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -68,7 +66,7 @@ def test_first_deploy_without_a_daemon_is_checked_in_process(capsys, tmp_path, b
     root = tmp_path / "root"
     rc, out, err = deploy(capsys, root, bundles["v1"])
     assert rc == 0, err
-    assert "no daemon running" in out and "runs in-process: models/ser.int8-dynamic.onnx" in out
+    assert "no daemon running" in out and "runs in-process: models/ser.fp32.onnx" in out
     assert out.splitlines()[-1].startswith(f"deployed {V1} to x86-local at {root} in ")
     assert current_key(root) == V1
     assert state(root)["last_good"] == V1
@@ -111,77 +109,6 @@ def test_status_of_a_root_with_nothing_installed(capsys, tmp_path):
         and err.strip()
         == f"edge-deploy: error: {tmp_path / 'nothing'}: nothing installed here (no such folder)"
     )
-
-
-def test_a_daemon_that_loads_the_new_version_confirms_the_deploy(
-    capsys, root_with_v1, bundles, standin_daemon
-):
-    daemon = standin_daemon(root_with_v1)
-    rc, out, err = deploy(capsys, root_with_v1, bundles["v2"])
-    assert rc == 0, err
-    assert f"asked the daemon (pid {daemon.pid}) to load {V2}" in out
-    assert f"health confirmed (daemon pid {daemon.pid})" in out
-    health = json.loads((root_with_v1 / "health.json").read_text())
-    assert (health["pid"], health["ok"], health["model"]) == (daemon.pid, True, V2)
-    assert state(root_with_v1)["last_good"] == V2  # marked by the daemon, as the real one does
-
-
-def test_a_failed_health_report_rolls_back_automatically(capsys, root_with_v1, bundles, standin_daemon):
-    """The daemon reports ok=false for the new version: edge-deploy rolls back, the daemon reloads v1."""
-    daemon = standin_daemon(root_with_v1, "--fail", V2)
-    rc, out, err = deploy(capsys, root_with_v1, bundles["v2"])
-    assert rc == 2
-    assert err.startswith(
-        f"edge-deploy: error: {V2} failed its health check: the daemon could not load {V2}: "
-    )
-    assert err.strip().endswith(f"rolled back to {V1}")
-    assert f"the daemon runs {V1} again" in out
-    assert current_key(root_with_v1) == V1
-    assert state(root_with_v1)["failed"] == [V2]
-    health = json.loads((root_with_v1 / "health.json").read_text())
-    assert (health["pid"], health["ok"], health["model"]) == (daemon.pid, True, V1)
-
-
-def test_no_health_report_in_time_rolls_back(capsys, root_with_v1, bundles, standin_daemon):
-    standin_daemon(root_with_v1, "--silent", V2)
-    t0 = time.monotonic()
-    rc, _, err = deploy(capsys, root_with_v1, bundles["v2"], "--health-timeout", "0.5")
-    assert rc == 2 and time.monotonic() - t0 < 10
-    assert f"no health report on {V2} from the daemon" in err and "within 0.5 s" in err
-    assert f"rolled back to {V1}" in err
-    assert current_key(root_with_v1) == V1
-
-
-def test_ctrl_c_while_waiting_for_health_switches_back(root_with_v1, bundles, standin_daemon):
-    standin_daemon(root_with_v1, "--silent", V2)
-    exe = Path(sys.executable).parent / "edge-deploy"
-    proc = subprocess.Popen(
-        [exe, "--device", "local", "--root", root_with_v1, bundles["v2"], "--health-timeout", "60"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT below prints every thread's stack
-        # A test run started in the background by a non-interactive shell inherits SIGINT ignored,
-        # and Python then leaves it ignored: give the child the default, as a terminal would.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    lines = []
-    for line in proc.stdout:  # wait until it is past the switch, waiting on the daemon
-        lines.append(line)
-        if "waiting up to 60 s" in line:
-            break
-    assert current_key(root_with_v1) == V2, lines
-    proc.send_signal(signal.SIGINT)
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:  # say where it hangs
-        proc.send_signal(signal.SIGABRT)
-        out, err = proc.communicate(timeout=30)
-        pytest.fail(f"edge-deploy did not stop after SIGINT; its stacks:\n{err}\nstdout:\n{out}")
-    assert proc.returncode == 130, err
-    assert f"switched back to {V1}" in out and err.strip() == "edge-deploy: interrupted"
-    assert current_key(root_with_v1) == V1
-    assert V2 not in state(root_with_v1)["failed"]  # interrupted is not failed
 
 
 def test_a_tampered_bundle_is_refused_and_current_is_unchanged(capsys, root_with_v1, bundles, tmp_path):
@@ -243,8 +170,6 @@ def test_with_a_key_only_a_bundle_signed_by_it_is_installed(capsys, tmp_path, bu
 
 
 def test_a_second_deploy_on_the_same_root_waits_its_turn(capsys, root_with_v1, bundles):
-    import os
-
     from edgewise.edge.install import deploy_lock
 
     with deploy_lock(root_with_v1):  # as if another edge-deploy were half-way through

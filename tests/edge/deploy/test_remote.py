@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 
 import pytest
 
+from edgewise.devtools.mosquitto import free_port
 from edgewise.edge.deploy import inventory
-from edgewise.edge.telemetry.broker import free_port
+from tests.edge.daemon.conftest import daemons  # noqa: F401  (fixture)
+from tests.edge.telemetry.conftest import broker, make_broker  # noqa: F401  (fixtures)
 
 from .conftest import V1, V2, current_key, run_cli, state
+from .test_rollback_daemon import INT8_ONLY, with_unloadable_model
 
 pytestmark = pytest.mark.slow
 
@@ -113,15 +117,29 @@ def test_the_devices_exit_code_and_error_come_back(capsys, sshd, device_root, bu
 
 
 def test_a_failed_health_check_on_the_device_rolls_back_there(
-    capsys, sshd, device_root, bundles, standin_daemon
+    capsys,
+    sshd,
+    device_root,
+    bundles,
+    tmp_path,
+    broker,  # noqa: F811  (fixtures imported above)
+    daemons,  # noqa: F811
 ):
+    """The real daemon on the device cannot load v2 (see tests/edge/deploy/test_rollback_daemon.py):
+    edge-deploy, run there over ssh, rolls back there."""
     ssh = [*sshd["flags"], "--device", "local", "--root", device_root]
     assert run_cli(capsys, *ssh, bundles["v1"])[0] == 0
-    standin_daemon(device_root, "--fail", V2)
-    rc, out, err = run_cli(capsys, *ssh, bundles["v2"])
+    profile = tmp_path / "x86-int8-only.yaml"
+    profile.write_text(INT8_ONLY)
+    d = daemons(device_root, broker, {"source": "stdin", "stdin_format": "raw"}, device=str(profile))
+    d.start(stdin=subprocess.PIPE)
+    d.wait_health(lambda h: h["ok"] and h["model"] == V1)
+    v2 = with_unloadable_model(bundles["v1"], tmp_path / "ser-tiny-2.0.0")
+    rc, out, err = run_cli(capsys, *ssh, v2)
     assert rc == 2
     assert f"[{sshd['host']}] edge-deploy: error: {V2} failed its health check" in err
     assert current_key(device_root) == V1 and state(device_root)["failed"] == [V2]
+    assert d.health()["ok"] and d.health()["model"] == V1 and d.proc.poll() is None
 
 
 def test_a_device_that_was_never_bootstrapped_says_so(capsys, sshd, tmp_path, bundles):
@@ -147,7 +165,16 @@ def test_bootstrap_over_ssh_without_pip_installs(capsys, sshd, tmp_path, invento
     made without pip, daemon.yaml is written, and the unit step fails (no edgewise in that venv),
     which bootstrap tolerates and reports."""
     root = tmp_path / "fresh"
-    args = [*sshd["flags"], "--device", "local", "--root", root, "--bootstrap", "--skip-install"]
+    args = [
+        *sshd["flags"],
+        "--device",
+        "local",
+        "--root",
+        root,
+        "--bootstrap",
+        "--skip-install",
+        "--insecure-no-key",
+    ]
     inventory.update("taken", "pi@10.9.9.9", 22, profile="rpi5")
     rc, _, err = run_cli(capsys, *args, "--device-id", "taken")
     assert rc == 2 and "device id 'taken' already names pi@10.9.9.9:22" in err and not root.exists()

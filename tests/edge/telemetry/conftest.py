@@ -14,9 +14,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edgewise.edge.telemetry.broker import MosquittoBroker
+from edgewise.devtools.mosquitto import MosquittoBroker
 from edgewise.edge.telemetry.schema import decode
 from edgewise.errors import MissingDependencyError
+from tests.conftest import missing_tool
 
 REPO = Path(__file__).resolve().parents[3]
 FLEET, DEVICE = "lab", "dev1"
@@ -32,7 +33,7 @@ def make_broker(tmp_path):
         try:
             broker = MosquittoBroker(workdir=tmp_path / f"broker{len(brokers)}", **kwargs)
         except MissingDependencyError as exc:
-            pytest.skip(str(exc))
+            missing_tool(str(exc))
         brokers.append(broker)
         return broker.start() if start else broker
 

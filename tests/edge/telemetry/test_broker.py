@@ -2,9 +2,8 @@
 
 import pytest
 
-from edgewise.edge.telemetry.broker import BrokerError, MosquittoBroker, accepts_connections, find_tool
+from edgewise.devtools.mosquitto import BrokerError, MosquittoBroker, accepts_connections, find_tool
 from edgewise.errors import MissingDependencyError
-from tests.edge.test_no_torch import run_isolated
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -13,7 +12,7 @@ def test_missing_mosquitto_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(MissingDependencyError, match="apt-get install mosquitto"):
         MosquittoBroker(executable=tmp_path / "no-such-mosquitto")
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("edgewise.edge.telemetry.broker._SEARCH", (str(tmp_path),))
+    monkeypatch.setattr("edgewise.devtools.mosquitto._SEARCH", (str(tmp_path),))
     with pytest.raises(MissingDependencyError, match="mosquitto .*not installed.*apt-get install mosquitto"):
         find_tool("mosquitto")
 
@@ -42,11 +41,3 @@ def test_password_file_turns_off_anonymous_access(make_broker):
     assert "allow_anonymous false" in text and f"password_file {broker.password_file}" in text
     users = [line.split(":")[0] for line in broker.password_file.read_text().splitlines()]
     assert users == ["a", "b"]
-
-
-def test_telemetry_modules_do_not_import_torch():
-    modules = ", ".join(
-        f"edgewise.edge.telemetry.{m}" for m in ("client", "broker", "outbox", "schema", "topics")
-    )
-    result = run_isolated(modules)
-    assert result.returncode == 0, result.stdout + result.stderr

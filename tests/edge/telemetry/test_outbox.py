@@ -165,3 +165,11 @@ def test_one_process_at_a_time_and_no_use_after_close(tmp_path):
     with pytest.raises(OutboxError, match="closed"):
         box.put("t", b"x")
     Outbox(path).close()  # the lock was released
+
+
+def test_commits_are_fsynced_by_default_so_a_power_cut_keeps_every_put(tmp_path):
+    # SQLite's PRAGMA synchronous: 1 = NORMAL (WAL synced only at checkpoints), 2 = FULL (every commit)
+    with Outbox(tmp_path / "full.sqlite") as box:
+        assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    with Outbox(tmp_path / "normal.sqlite", synchronous="normal") as box:
+        assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 1

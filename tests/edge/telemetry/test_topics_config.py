@@ -2,7 +2,8 @@
 
 import pytest
 
-from edgewise.edge.telemetry.client import TelemetryClient, TelemetryConfig
+from edgewise.edge.telemetry.client import TelemetryClient
+from edgewise.edge.telemetry.config import TelemetryConfig
 from edgewise.edge.telemetry.topics import Topics, fleet_filter, parse_topic
 from edgewise.errors import ConfigError
 

@@ -1,0 +1,112 @@
+"""Versions only go up through a deploy, and a device keeps the newest N installs and their engines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgewise.edge.deploy.cli import main
+from edgewise.edge.install import (
+    DowngradeError,
+    activate,
+    check_version,
+    compare_versions,
+    install_bundle,
+    mark_good,
+    prune,
+    recover,
+    status,
+)
+from tests.edge.daemon.conftest import bundle_version
+
+
+def test_versions_compare_by_semver_precedence():
+    order = ["0.9.0", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-beta", "1.0.0-rc.1", "1.0.0", "1.2.0", "1.10.0"]
+    for older, newer in zip(order, order[1:]):
+        assert compare_versions(older, newer) == -1 and compare_versions(newer, older) == 1
+    assert compare_versions("1.0.0+build.5", "1.0.0") == 0
+
+
+def installs(ser_bundle, tmp_path, root, versions):
+    return {v: install_bundle(root, bundle_version(ser_bundle, tmp_path / "src", v)) for v in versions}
+
+
+def engine(root, name, onnx_sha256):
+    folder = root / "engines"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.plan").write_bytes(b"engine")
+    (folder / f"{name}.json").write_text(json.dumps({"onnx_sha256": onnx_sha256}))
+
+
+@pytest.mark.slow
+def test_a_deploy_never_goes_down_unless_asked(ser_bundle, tmp_path):
+    root = tmp_path / "root"
+    made = installs(ser_bundle, tmp_path, root, ["1.1.0", "1.0.0"])
+    activate(root, made["1.1.0"])
+    assert check_version(root, "ser-tiny", "1.2.0") == "upgrade"
+    assert check_version(root, "ser-tiny", "1.1.0") == "same"
+    assert check_version(root, "another-model", "0.1.0") == "new"
+    with pytest.raises(DowngradeError, match=r"ser-tiny 1.0.0 is older than the running ser-tiny 1.1.0"):
+        check_version(root, "ser-tiny", "1.0.0")
+    assert check_version(root, "ser-tiny", "1.0.0", allow_downgrade=True) == "downgrade"
+
+
+@pytest.mark.slow
+def test_edge_deploy_refuses_an_older_version_and_allow_downgrade_overrides(ser_bundle, tmp_path, capsys):
+    root = tmp_path / "root"
+    newer = bundle_version(ser_bundle, tmp_path, "1.5.0")
+    args = ["--device", "local", "--root", str(root)]
+    assert main([*args, str(newer)]) == 0
+    capsys.readouterr()
+    assert main([*args, str(ser_bundle)]) == 2
+    err = capsys.readouterr().err
+    assert "ser-tiny 1.0.0 is older than the running ser-tiny 1.5.0" in err and "--allow-downgrade" in err
+    assert status(root)["current"] == "ser-tiny/1.5.0"
+    assert not (root / "models" / "ser-tiny" / "1.0.0").exists()
+    assert main([*args, "--allow-downgrade", str(ser_bundle)]) == 0
+    assert status(root)["current"] == "ser-tiny/1.0.0"
+
+
+@pytest.mark.slow
+def test_prune_keeps_the_newest_and_the_protected_and_their_engines(ser_bundle, tmp_path):
+    root = tmp_path / "root"
+    versions = ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0"]
+    made = installs(ser_bundle, tmp_path, root, versions)
+    activate(root, made["1.0.0"])
+    mark_good(root, "ser-tiny/1.0.0")  # the last good one is old: kept anyway
+    activate(root, made["1.1.0"])  # 1.0.0 is now previous too
+    activate(root, made["1.4.0"])  # current; 1.1.0 previous
+    manifest = json.loads((made["1.2.0"] / "manifest.json").read_text())
+    entry = next(iter(manifest["models"].values()))
+    shared_sha = entry["artifacts"][0]["sha256"]  # every copy has the same artifacts
+    engine(root, "shared", shared_sha)
+    engine(root, "only-old", "ab" * 32)
+    entry["artifacts"][0]["sha256"] = "ab" * 32  # as if 1.2.0 alone had been built from that graph
+    (made["1.2.0"] / "manifest.json").write_text(json.dumps(manifest))
+
+    removed = prune(root, keep=2)
+    assert removed == ["ser-tiny/1.2.0", "only-old.plan", "only-old.json"]
+    kept = sorted(p.name for p in (root / "models" / "ser-tiny").iterdir())
+    assert kept == ["1.0.0", "1.1.0", "1.3.0", "1.4.0"]  # 1.3/1.4 newest, 1.1 previous, 1.0 last good
+    assert status(root)["installed"] == [
+        "ser-tiny/1.0.0",
+        "ser-tiny/1.1.0",
+        "ser-tiny/1.3.0",
+        "ser-tiny/1.4.0",
+    ]
+    assert sorted(p.name for p in (root / "engines").iterdir()) == ["shared.json", "shared.plan"]
+    assert prune(root, keep=2) == []  # nothing more to do
+    assert recover(root) == []  # and nothing half-done left behind
+
+
+@pytest.mark.slow
+def test_edge_deploy_keep_prunes_after_a_good_deploy(ser_bundle, tmp_path, capsys):
+    root = tmp_path / "root"
+    args = ["--device", "local", "--root", str(root), "--keep", "1"]
+    for v in ("1.1.0", "1.2.0", "1.3.0"):
+        assert main([*args, str(bundle_version(ser_bundle, tmp_path, v))]) == 0
+    out = capsys.readouterr().out
+    assert "pruned (keeping the newest 1): ser-tiny/1.1.0" in out
+    # current (1.3.0) and previous = last good (1.2.0) are never pruned
+    assert sorted(p.name for p in (root / "models" / "ser-tiny").iterdir()) == ["1.2.0", "1.3.0"]
