@@ -12,6 +12,9 @@ from pathlib import Path
 from edgewise.bundle.schema import MANIFEST_NAME, SIGNATURE_NAME, BundleError, SignatureError
 from edgewise.errors import MissingDependencyError
 from edgewise.fsutil import fsync_dir, write_text_atomic
+from edgewise.safejson import load_json
+
+MAX_SIGNATURE_BYTES = 4096  # manifest.sig is ~200 bytes: {algorithm, key_id, signature}
 
 # --------------------------------------------------------------------------------------------------
 # Signatures (ed25519, via the optional `cryptography` package)
@@ -144,10 +147,19 @@ def _verify_manifest_bytes(data: bytes, sig_path: Path, public_key_path: str | o
         raise SignatureError(
             f"{sig_path}: missing: the bundle is not signed, but a public key ({public_key_path}) was given"
         )
+    try:  # an untrusted file: its size is checked before it is read
+        size = sig_path.stat().st_size
+        if size > MAX_SIGNATURE_BYTES:
+            raise SignatureError(
+                f"{sig_path}: {size} bytes is over the limit of {MAX_SIGNATURE_BYTES} bytes for a signature"
+            )
+        raw = sig_path.read_bytes()
+    except OSError as exc:
+        raise SignatureError(f"{sig_path}: cannot read it ({exc.strerror})") from None
+    sig = load_json(raw, source=str(sig_path), max_bytes=MAX_SIGNATURE_BYTES, error=SignatureError)
     try:
-        sig = json.loads(sig_path.read_text(encoding="utf-8"))
         algorithm, signature = sig["algorithm"], base64.b64decode(sig["signature"], validate=True)
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+    except (ValueError, TypeError, KeyError):
         raise SignatureError(
             f"{sig_path}: malformed: expected JSON with 'algorithm', 'key_id' and a base64 'signature'"
         ) from None

@@ -573,8 +573,10 @@ class Daemon:
 
         Refused before anything changes: no ``public_key`` configured, a URL that is not https (or
         http without ``download.allow_insecure_http``), an unsigned or wrongly signed bundle, a
-        version older than the running one (``rollback`` is the way back). The same version as the
-        running one is acknowledged as already installed.
+        version older than any version of that name installed before (``rollback`` is the way
+        back), the same precedence with other build metadata. The identical version to the
+        running one is acknowledged as already installed. The archive is downloaded and unpacked
+        under the install root (not the system temp dir, often a small tmpfs).
         """
         url, sha256 = args.get("url"), args.get("sha256")
         if not isinstance(url, str) or not url:
@@ -588,12 +590,15 @@ class Daemon:
                 "ed25519 public key (edgewise bundle keygen) and restart it"
             )
         from edgewise.bundle import SignatureError
+        from edgewise.edge.install import VersionError
 
         path = self._download(url, sha256)
         try:
             with deploy_lock(self.root):
                 unpacked_cap = int(UNPACKED_PER_DOWNLOADED * self.cfg.download.max_mb * 1024 * 1024)
-                with open_signed(path, self.cfg.public_key, url, max_unpacked_bytes=unpacked_cap) as opened:
+                with open_signed(
+                    path, self.cfg.public_key, url, max_unpacked_bytes=unpacked_cap, tmp_dir=path.parent
+                ) as opened:
                     name, version = opened.manifest.name, opened.manifest.version
                     change = check_version(
                         self.root, name, version, back="send the rollback command to go back"
@@ -609,7 +614,7 @@ class Daemon:
                     return {**report, "previous": previous, "changed": True, "pruned": self._prune()}
                 back = rollback(self.root, reason=f"health check failed: {report['error']}", failed=key)
                 self.reload("rollback after a failed deploy")
-        except (SignatureError, DowngradeError) as exc:
+        except (SignatureError, DowngradeError, VersionError) as exc:
             raise type(exc)(f"deploy refused: {exc}") from None
         finally:
             shutil.rmtree(path.parent, ignore_errors=True)

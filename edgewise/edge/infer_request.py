@@ -1,7 +1,7 @@
 """The audio of an ``infer`` command, decoded and checked before anything runs.
 
-The daemon's ``infer`` command carries its audio in the payload, either as a whole WAV file or as
-raw PCM16 with its rate::
+The daemon's ``infer`` command carries its audio in the payload, either as a whole WAV file (mono or
+stereo; other containers such as FLAC or OGG are refused unread) or as raw PCM16 with its rate::
 
     {"action": "infer", "args": {"wav_b64": "<base64 of a .wav file>"}}
     {"action": "infer", "args": {"pcm16_b64": "<base64 of s16le mono>", "sample_rate": 16000}}
@@ -30,6 +30,8 @@ SAMPLE_RATE = 16000  # what the pipelines take
 MIN_SAMPLE_RATE = 8000  # the range a capture source accepts (AudioInputConfig.samplerate)
 MAX_SAMPLE_RATE = 384000
 AUDIO_KEYS = ("wav_b64", "pcm16_b64")
+WAV_FORMATS = ("WAV", "WAVEX", "RF64")  # soundfile's names for the RIFF/WAVE containers
+MAX_CHANNELS = 2  # an utterance for the model is mono or stereo; more is refused before decoding
 
 
 def _b64(args: Mapping[str, Any], key: str) -> bytes:
@@ -70,15 +72,38 @@ def _check_length(n_samples: int, sample_rate: int, max_seconds: float, min_samp
         )
 
 
-def _decode_wav(data: bytes) -> tuple[np.ndarray, int]:
+def _decode_wav(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Read the header first (:func:`soundfile.info`), decode only a WAV file within the limits.
+
+    libsndfile opens FLAC, OGG and a dozen more formats, and even a WAV may hold compressed audio
+    (GSM 6.10, ADPCM, MP3): a few hundred KB can declare an hour. So the container, the channel
+    count and the declared length are checked before a sample is decoded, which bounds the decoded
+    array to ``max_seconds * rate * MAX_CHANNELS`` float32 samples.
+    """
     import soundfile as sf
 
-    check_wav_bytes(data, "infer: args.wav_b64")
+    where = "infer: args.wav_b64"
+    check_wav_bytes(data, where)
     try:
-        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+        info = sf.info(io.BytesIO(data))
     except (RuntimeError, TypeError, ValueError, sf.LibsndfileError) as exc:
-        raise AudioError(f"infer: args.wav_b64 is not a readable WAV file ({exc})") from None
-    return audio, _sample_rate(int(sr), "the WAV file's sample rate")
+        raise AudioError(f"{where} is not a readable WAV file ({exc})") from None
+    if info.format not in WAV_FORMATS:
+        raise AudioError(
+            f"{where} is a {info.format} file ({info.format_info}), not WAV; send a WAV file, or raw "
+            "PCM16 in args.pcm16_b64"
+        )
+    sr = _sample_rate(int(info.samplerate), "the WAV file's sample rate")
+    if not 1 <= info.channels <= MAX_CHANNELS:
+        raise AudioError(
+            f"{where} has {info.channels} channels; at most {MAX_CHANNELS} (mono or stereo) are accepted"
+        )
+    _check_length(int(info.frames), sr, max_seconds, 0)  # declared in the header: nothing decoded yet
+    try:
+        audio, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    except (RuntimeError, TypeError, ValueError, sf.LibsndfileError) as exc:
+        raise AudioError(f"{where} is not a readable WAV file ({exc})") from None
+    return audio, sr
 
 
 def decode_infer_audio(
@@ -86,9 +111,9 @@ def decode_infer_audio(
 ) -> np.ndarray:
     """``args`` of an ``infer`` command -> float32 mono audio at 16 kHz, validated.
 
-    ``max_seconds`` is the longest audio accepted (checked before the audio is decoded as far as the
-    payload allows), ``min_samples`` the fewest 16 kHz samples the model can classify
-    (:func:`min_samples_of` a pipeline). ``pcm16_b64`` without ``sample_rate`` is taken as
+    ``max_seconds`` is the longest audio accepted, checked before the audio is decoded: from the
+    payload's length for PCM16, from the header for a WAV file. ``min_samples`` is the fewest 16 kHz
+    samples the model can classify (:func:`min_samples_of` a pipeline). ``pcm16_b64`` without ``sample_rate`` is taken as
     ``sample_rate_default``.
     """
     if not isinstance(args, Mapping):
@@ -103,7 +128,7 @@ def decode_infer_audio(
     if given[0] == "wav_b64":
         if "sample_rate" in args:
             raise ConfigError("infer: args.sample_rate goes with pcm16_b64 only; a WAV file carries its own")
-        audio, sr = _decode_wav(_b64(args, "wav_b64"))
+        audio, sr = _decode_wav(_b64(args, "wav_b64"), max_seconds)
     else:
         sr = _sample_rate(args.get("sample_rate", sample_rate_default), "args.sample_rate")
         b64 = args["pcm16_b64"]

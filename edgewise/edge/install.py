@@ -20,10 +20,12 @@ Every step is crash-safe, so a power cut or ``kill -9`` at any point leaves a de
 :func:`recover` runs at daemon start and before every deploy: it removes partial folders and,
 should ``current`` be missing or broken, points it at the last good version.
 
-Versions only go up through a deploy: :func:`check_version` refuses a bundle older than the one
-``current`` runs (semantic-version order, :func:`compare_versions`); going back is what
-:func:`rollback` is for. :func:`prune` keeps the newest N installs (never ``current``, ``previous``
-or ``last_good``) and removes the others with the TensorRT engines built from them.
+Versions only go up through a deploy: :func:`check_version` refuses a bundle older than any
+version of that name installed before (semantic-version order, :func:`compare_versions`; the
+per-name high-water mark ``highest`` in ``state.json``, raised by every install and lowered by
+nothing, not by prune nor by rollback); going back is what :func:`rollback` is for.
+:func:`prune` keeps the newest N installs (never ``current``, ``previous`` or ``last_good``) and
+removes the others with the TensorRT engines built from them.
 """
 
 from __future__ import annotations
@@ -58,8 +60,13 @@ class InstallError(EdgewiseError):
     """An install, switch or rollback cannot be done; the message says what and why."""
 
 
-class DowngradeError(InstallError):
-    """A deploy would install a version older than the running one (go back with rollback)."""
+class VersionError(InstallError):
+    """A deploy's version is refused (older than one installed before, or the same precedence)."""
+
+
+class DowngradeError(VersionError):
+    """A deploy would install a version older than one of that name installed before (go back with
+    rollback)."""
 
 
 @dataclass
@@ -72,6 +79,9 @@ class InstallState:
     installed: list[str] = field(default_factory=list)  # in install order
     failed: list[str] = field(default_factory=list)  # rolled back after a failed health check
     history: list[dict[str, Any]] = field(default_factory=list)
+    # per name, the highest version ever installed: a deploy never goes below it (prune and
+    # rollback leave it as it is); a state.json from before it existed derives it from ``installed``
+    highest: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, root: Path) -> InstallState:
@@ -80,11 +90,26 @@ class InstallState:
             return cls()
         try:
             data = json.loads(path.read_text())
-            return cls(**data)
+            state = cls(**data)
         except (json.JSONDecodeError, TypeError) as exc:
             raise InstallError(
                 f"{path}: not a valid install state ({exc}); move it away to start over"
             ) from None
+        if not isinstance(state.highest, dict):
+            raise InstallError(f"{path}: 'highest' must map names to versions, got {state.highest!r}")
+        for key in [*state.installed, state.current]:
+            if key and "/" in key:
+                state.raise_highest(*key.split("/", 1))
+        return state
+
+    def raise_highest(self, name: str, version: str) -> None:
+        """Record ``version`` as the highest of ``name`` if it is above what is recorded."""
+        try:
+            known = self.highest.get(name)
+            if known is None or compare_versions(version, known) > 0:
+                self.highest[name] = version
+        except InstallError:
+            log.warning("install state: %s/%s is not a semantic version; not counted", name, version)
 
     def write(self, root: Path) -> None:
         self.history = self.history[-50:]
@@ -151,15 +176,64 @@ def _switch_link(root: Path, target: Path) -> None:
     fsync_dir(root)
 
 
-def _copy_tree_synced(src: Path, dest: Path) -> None:
-    shutil.copytree(src, dest, symlinks=False)
-    for path in sorted(dest.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-    for folder in sorted(
-        {p.parent for p in dest.rglob("*")} | {dest}, key=lambda p: len(p.parts), reverse=True
-    ):
+def bundle_files(opened: Any) -> list[str]:
+    """The files an install copies: the manifest, its signature, every artifact the manifest lists
+    and every file an artifact's ``extra.reference`` names (the TensorRT reference set)."""
+    from edgewise.bundle import SIGNATURE_NAME
+    from edgewise.bundle.schema import _check_relpath
+
+    files = [MANIFEST_NAME]
+    if (opened.root / SIGNATURE_NAME).is_file():
+        files.append(SIGNATURE_NAME)
+    for art in opened.artifacts():
+        files.append(art.path)
+        ref = art.extra.get("reference")
+        if isinstance(ref, dict) and isinstance(ref.get("path"), str):
+            try:
+                files.append(_check_relpath(ref["path"]))
+            except ValueError as exc:
+                raise InstallError(
+                    f"{opened.root / MANIFEST_NAME}: {art.path} extra.reference: {exc}"
+                ) from None
+    return list(dict.fromkeys(files))
+
+
+def _check_bundle_folder(src: Path, files: list[str]) -> None:
+    """Refuse a symlink anywhere in the bundle folder and any file the manifest does not list."""
+    listed = set(files)
+    unlisted: list[Path] = []
+    for folder, dirs, names in os.walk(src):
+        for entry in sorted([*dirs, *names]):
+            path = Path(folder) / entry
+            if path.is_symlink():
+                raise InstallError(
+                    f"{path}: the bundle holds a symbolic link ({path.relative_to(src).as_posix()} -> "
+                    f"{os.readlink(path)}); a bundle carries plain files only"
+                )
+            if entry in names and path.relative_to(src).as_posix() not in listed:
+                unlisted.append(path)
+    if unlisted:
+        path = unlisted[0]
+        more = f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else ""
+        raise InstallError(
+            f"{path}: {path.relative_to(src).as_posix()} is not listed in the bundle's {MANIFEST_NAME}"
+            f"{more} (neither an artifact nor an extra.reference); a bundle carries only what its "
+            "signed manifest lists"
+        )
+
+
+def _copy_listed(src: Path, dest: Path, files: list[str]) -> None:
+    """Copy ``files`` (relative paths) from ``src`` to ``dest``, each fsynced, then their folders."""
+    dest.mkdir(parents=True)
+    folders = {dest}
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folders.update(p for p in target.parents if p.is_relative_to(dest))
+        shutil.copy2(src / rel, target, follow_symlinks=False)
+        with open(target, "rb") as fh:
+            os.fsync(fh.fileno())
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         fsync_dir(folder)
 
 
@@ -168,8 +242,11 @@ def install_bundle(
 ) -> Path:
     """Verify ``bundle`` (folder or archive) and install it under ``ROOT/models/<name>/<version>``.
 
-    Installing a version that is already there with the same manifest is a no-op; the same
-    version with a different manifest is refused (versions are immutable).
+    Only the manifest, its signature and the files the manifest lists are copied; a bundle folder
+    holding a symbolic link or any other file is refused. The copy is verified again (with
+    ``public_key``, its signature too) before it gets its real name. Installing a version that is
+    already there with the same manifest is a no-op; the same version with a different manifest
+    is refused (versions are immutable).
     """
     root = Path(root)
     recover(root)
@@ -186,11 +263,15 @@ def install_bundle(
                 f"{dest} already holds a different {name} {version}; versions are immutable: "
                 "bump the bundle version (edgewise export --version)"
             )
+        files = bundle_files(opened)
+        _check_bundle_folder(opened.root, files)
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.parent / f".{version}{PARTIAL}{os.getpid()}"
         try:
-            _copy_tree_synced(opened.root, partial)
-            load_bundle(partial)  # re-verify what landed on disk before it gets its real name
+            _copy_listed(opened.root, partial, files)
+            # re-verify what landed on disk before it gets its real name: the signature must cover
+            # exactly these bytes, whatever happened to the source since it was checked
+            load_bundle(partial, public_key=public_key)
             os.replace(partial, dest)
             fsync_dir(dest.parent)
         except BaseException:
@@ -200,6 +281,7 @@ def install_bundle(
     key = _key(dest)
     if key not in state.installed:
         state.installed.append(key)
+    state.raise_highest(name, version)
     state.note("install", version=key)
     state.write(root)
     log.info("installed %s %s at %s", name, version, dest)
@@ -310,6 +392,7 @@ def status(root: str | os.PathLike) -> dict[str, Any]:
         "last_good": state.last_good,
         "installed": state.installed,
         "failed": state.failed,
+        "highest": state.highest,
         "health": health,
     }
 
@@ -343,24 +426,41 @@ def compare_versions(a: str, b: str) -> int:
 def check_version(
     root: str | os.PathLike, name: str, version: str, *, allow_downgrade: bool = False, back: str = ""
 ) -> str:
-    """How ``name`` ``version`` relates to what ``current`` runs: ``new`` (nothing of that name
-    runs), ``upgrade``, ``same`` or, with ``allow_downgrade``, ``downgrade``.
+    """How ``name`` ``version`` relates to the versions of that name installed before.
 
-    A lower version raises :class:`DowngradeError`; ``back`` says how to go back instead.
+    ``same``: ``current`` runs exactly this version (the identical string); ``new``: no version of
+    that name was ever installed; ``upgrade``: above the highest one installed before (the
+    high-water mark in ``state.json``, which prune and rollback never lower); ``installed``: it is
+    the highest one, installed but not running (switched to again); with ``allow_downgrade``,
+    ``downgrade``: below it. Without ``allow_downgrade`` a lower version raises
+    :class:`DowngradeError`, ``back`` saying how to go back instead. A version with the same
+    precedence but other build metadata (``2.0.0+rebuild`` against ``2.0.0``) raises
+    :class:`VersionError` always: build metadata does not order versions.
     """
+    root = Path(root)
+    version_key(version)  # not a semantic version: say so first
     cur = current_install(root)
-    if cur is None or cur.parent.name != name:
+    if cur is not None and cur.parent.name == name and cur.name == version:
+        return "same"
+    highest = InstallState.read(root).highest.get(name)
+    if highest is None:
         return "new"
-    order = compare_versions(version, cur.name)
+    order = compare_versions(version, highest)
     if order > 0:
         return "upgrade"
+    if order == 0 and version == highest:
+        return "installed"
     if order == 0:
-        return "same"
+        raise VersionError(
+            f"{name} {version} has the same precedence as {name} {highest}, installed here before: "
+            "build metadata (after '+') does not order versions, so neither is newer; "
+            "bump the version (edgewise export --version)"
+        )
     if allow_downgrade:
         return "downgrade"
     raise DowngradeError(
-        f"{name} {version} is older than the running {name} {cur.name}: a deploy never goes back to an "
-        f"older version{'; ' + back if back else ''}"
+        f"{name} {version} is older than {name} {highest}, installed here before: a deploy never goes "
+        f"back to an older version{'; ' + back if back else ''}"
     )
 
 
@@ -452,19 +552,21 @@ def open_signed(
     where: str,
     *,
     max_unpacked_bytes: int | None = None,
+    tmp_dir: str | os.PathLike | None = None,
 ) -> Iterator[Any]:
     """Open ``bundle`` (folder or archive) only if ``public_key`` verifies its signature.
 
     The error says which of these it is, naming ``where`` (a URL or path) and the trusted key id:
     not signed (no ``manifest.sig``), signed by another key, or a signature that does not match.
     Artifact hashes are checked too (:func:`edgewise.bundle.load_bundle`); an archive whose
-    members declare more than ``max_unpacked_bytes`` in all is refused before it is unpacked.
+    members declare more than ``max_unpacked_bytes`` in all is refused before it is unpacked. An
+    archive is unpacked under ``tmp_dir`` (default: the system temp dir, often a small tmpfs).
     """
     from edgewise.bundle import SIGNATURE_NAME, SignatureError, public_key_id, verify_signature
 
     key_id = public_key_id(public_key)
     caps = {} if max_unpacked_bytes is None else {"max_unpacked_bytes": max_unpacked_bytes}
-    with load_bundle(bundle, **caps) as opened:
+    with load_bundle(bundle, tmp_dir=tmp_dir, **caps) as opened:
         sig = opened.root / SIGNATURE_NAME
         if not sig.is_file():
             raise SignatureError(

@@ -13,6 +13,10 @@ logits, a ``.npz`` file in the bundle bound by its sha256). The device builds th
 * The parity gate on the device: a freshly built engine runs the reference inputs and must match
   the reference logits within the artifact's parity tolerance. A mismatch deletes the cached engine
   and refuses the artifact, so the runtime falls back to the next preference (ONNX on a Jetson).
+  A pass is recorded with the reference set's sha256 and the tolerance; another bundle with the same
+  graph but another reference set or tolerance checks the cached engine again. A bundle without a
+  reference set (exported before the device gate) still runs, unchecked, and says so in the log
+  and in :meth:`TensorRTBackend.describe`.
 * Every refusal (parser errors, a build that returns nothing, an engine that does not deserialize,
   a shape the profile does not take, any exception from TensorRT) is a :class:`TensorRTError`, a
   :class:`~edgewise.edge.backends.BackendError` the runtime's fallback loop catches and logs.
@@ -59,6 +63,7 @@ NOT_INSTALLED = (
 NO_CUDA_PYTHON = "cuda-python is not installed: pip install cuda-python"
 PRECISIONS = ("fp32", "fp16", "int8")
 REFERENCE_LOGITS = "logits"  # the .npz holds input_0 .. input_{n-1} and this array
+NOT_CHECKED = "not checked (bundle has no reference set)"
 
 
 class TensorRTError(BackendError):
@@ -239,12 +244,26 @@ def read_reference(path: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
 
 @dataclass
 class EngineReference:
-    """Inputs and expected logits from the bundle, and the tolerance an engine must meet on them."""
+    """Inputs and expected logits from the bundle, and the tolerance an engine must meet on them.
+
+    ``sha256`` identifies the set in the engine cache: the file's, as the manifest records it
+    (:meth:`from_artifact`), or else one computed from the arrays.
+    """
 
     inputs: list[np.ndarray]
     logits: np.ndarray
     tolerance: float
     source: str
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            digest = hashlib.sha256()
+            for array in [*self.inputs, self.logits]:
+                array = np.ascontiguousarray(array, dtype=np.float32)
+                digest.update(repr(array.shape).encode())
+                digest.update(array.tobytes())
+            self.sha256 = digest.hexdigest()
 
     @classmethod
     def from_artifact(cls, bundle: Bundle, art: ArtifactEntry) -> EngineReference | None:
@@ -277,7 +296,7 @@ class EngineReference:
                 f"{art.path}: parity.tolerance is {tolerance!r}; the engine cannot be checked"
             )
         inputs, logits = read_reference(path)
-        return cls(inputs, logits, float(tolerance), str(ref["path"]))
+        return cls(inputs, logits, float(tolerance), str(ref["path"]), actual)
 
     def check(self, backend: Any) -> dict[str, Any]:
         """Run the inputs through ``backend``; an EngineParityError when it is off by more than allowed."""
@@ -300,6 +319,7 @@ class EngineReference:
             "inputs": len(self.inputs),
             "top1_agreement": agreement,
             "reference": self.source,
+            "reference_sha256": self.sha256,
         }
 
 
@@ -350,9 +370,15 @@ class EngineCache:
         except (OSError, ValueError):
             return {}
 
-    def checked(self, plan: Path) -> bool:
-        """True when this engine already reproduced the bundle's reference set."""
-        return bool((self.info(plan).get("check") or {}).get("passed"))
+    def checked(self, plan: Path, reference: EngineReference) -> dict[str, Any] | None:
+        """The recorded check when this engine already reproduced this very reference set (same
+        sha256) within the same tolerance; None when it has to be checked (again)."""
+        check = self.info(plan).get("check")
+        if not isinstance(check, dict) or check.get("passed") is not True:
+            return None
+        if check.get("reference_sha256") != reference.sha256 or check.get("tolerance") != reference.tolerance:
+            return None
+        return check
 
     def record_check(self, plan: Path, result: dict[str, Any]) -> None:
         with atomic_path(self.info_path(plan)) as tmp:
@@ -404,6 +430,7 @@ class TensorRTBackend:
     ) -> None:
         self.plan_path = Path(plan_path)
         self.spec = spec
+        self.device_check: dict[str, Any] | None = None  # set by open_engine: how it met the reference
         self.frames = spec.frame_range
         self.context = None
         self._stream = None
@@ -500,6 +527,8 @@ class TensorRTBackend:
         return run_windowed(self.run_piece, features, self.frames)
 
     def describe(self) -> str:
+        if self.device_check is None:
+            return f"tensorrt {self.spec.precision} (device parity: {NOT_CHECKED})"
         return f"tensorrt {self.spec.precision}"
 
     def close(self) -> None:
@@ -528,7 +557,9 @@ def open_engine(
     """Build (or load) the engine, check a new one against ``reference``, return its backend.
 
     An engine that does not load or does not match is deleted from the cache and refused with a
-    TensorRTError; an engine that matched once is not checked again.
+    TensorRTError; an engine that matched this reference set within this tolerance once is not
+    checked again. Without a reference the engine runs unchecked, with a warning, and its
+    ``describe()`` says so.
     """
     trt = trt or import_tensorrt()
     cudart = cudart or import_cudart()
@@ -540,12 +571,23 @@ def open_engine(
         raise
     if reference is None:
         log.warning(
-            "tensorrt: %s carries no reference outputs, so the engine %s is not checked on this device",
-            onnx_path,
+            "tensorrt: device parity %s: the engine %s built from %s runs without having been compared "
+            "with the exported model on this device (the bundle predates the device gate; re-export it "
+            "to have its engines checked)",
+            NOT_CHECKED,
             plan.name,
+            onnx_path,
         )
         return backend
-    if cache.checked(plan):
+    previous = cache.checked(plan, reference)
+    if previous is not None:
+        log.info(
+            "tensorrt: engine %s matched this reference set before (max |diff| %s, allowed %.3g)",
+            plan.name,
+            previous.get("max_abs_diff"),
+            reference.tolerance,
+        )
+        backend.device_check = previous
         return backend
     try:
         result = reference.check(backend)
@@ -562,6 +604,7 @@ def open_engine(
         result["tolerance"],
     )
     cache.record_check(plan, result)
+    backend.device_check = result
     return backend
 
 

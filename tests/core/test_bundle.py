@@ -636,3 +636,22 @@ def test_add_file_binds_a_supporting_file_and_refuses_clashing_or_escaping_paths
     assert (bundle / "models/ser.ref.npz").read_bytes() == b"reference"
     with tarfile.open(w.archive_path) as tar:  # the archive carries it too
         assert "ser-tiny-1.0.0/models/ser.ref.npz" in tar.getnames()
+
+
+def test_a_deeply_nested_or_oversized_signature_file_is_a_signature_error(tmp_path, keys, capsys):
+    """manifest.sig is untrusted: 100,000 '[' (json.loads would hit RecursionError) and a 1 MB
+    file are refused as SignatureError, and `edgewise bundle verify` exits 2 without a traceback."""
+    from edgewise.cli import main
+
+    d, _ = keys
+    root = write_ser(tmp_path, sign_key=d / "signer.pem", archive=False)
+    (root / "manifest.sig").write_text("[" * 100_000)
+    with pytest.raises(SignatureError, match=r"manifest\.sig: 100000 bytes is over the limit of 4096"):
+        verify_signature(root, d / "signer.pub")
+    (root / "manifest.sig").write_text("[" * 1000)
+    with pytest.raises(SignatureError, match=r"manifest\.sig: nested 1000 levels deep"):
+        load_bundle(root, public_key=d / "signer.pub")
+    capsys.readouterr()
+    assert main(["bundle", "verify", str(root), "--key", str(d / "signer.pub")]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.sig: nested 1000 levels deep" in err and "Traceback" not in err

@@ -14,6 +14,10 @@ is host memory from ctypes, so a copy past the end of a buffer is caught.
 * ``context``: ``create_execution_context`` returns None;
 * ``shape``: ``set_input_shape`` returns False;
 * ``wrong``: the engine runs but its outputs are off by 1.0 (a miscompiled engine).
+
+A real execution context is not thread-safe, so the fake counts how many threads are inside an
+execution at once (``max_concurrent``); ``dwell_s`` keeps each execution inside a while, so calls
+that are not serialized overlap and show.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import ctypes
 import json
 import sys
+import threading
+import time
 import types
 from typing import Any
 
@@ -84,9 +90,15 @@ class FakeTensorRT:
 
     __version__ = "10.9.0"
 
-    def __init__(self, fail: str | None = None, cudart: FakeCudart | None = None) -> None:
+    def __init__(
+        self, fail: str | None = None, cudart: FakeCudart | None = None, dwell_s: float = 0.0
+    ) -> None:
         assert fail is None or fail in STAGES, fail
         self.fail = fail
+        self.dwell_s = dwell_s
+        self.concurrent = 0  # threads inside an execution now
+        self.max_concurrent = 0  # the most there ever were at once
+        self._count_lock = threading.Lock()
         self.cudart = cudart or FakeCudart()
         self.calls: list[tuple] = []
         self.shapes: list[tuple[int, ...]] = []  # every input shape an engine ran
@@ -244,6 +256,18 @@ class FakeContext:
         return True
 
     def execute_async_v3(self, stream):
+        fake = self.engine.fake
+        with fake._count_lock:
+            fake.concurrent += 1
+            fake.max_concurrent = max(fake.max_concurrent, fake.concurrent)
+        try:
+            time.sleep(fake.dwell_s)
+            return self._execute()
+        finally:
+            with fake._count_lock:
+                fake.concurrent -= 1
+
+    def _execute(self):
         engine, cudart = self.engine, self.engine.fake.cudart
         x = cudart.read(self.addresses[engine.input_name], self.shape)
         engine.fake.shapes.append(self.shape)

@@ -143,3 +143,52 @@ def test_the_minimum_comes_from_the_model_frames_and_the_hop():
     assert num_frames(need, features) == 5 and num_frames(need - 1, features) == 4
     assert min_samples_of(SimpleNamespace(min_samples=1234)) == 1234
     assert min_samples_of(object()) == 0
+
+
+def _peak_bytes_of(fn) -> tuple[BaseException | None, int]:
+    """Run ``fn``; the exception it raised (or None) and the peak memory it traced (numpy arrays count)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        error = None
+    except BaseException as exc:  # noqa: BLE001 - returned to the test, which asserts on it
+        error = exc
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return error, peak
+
+
+def test_a_flac_file_is_refused_by_its_header_before_it_is_decoded():
+    """A 10-minute FLAC of silence is a few KB; it is named as FLAC and never decoded (decoding
+    would allocate 38 MB of float32)."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(SR * 600, np.float32), SR, format="FLAC")
+    assert len(buf.getvalue()) < 100_000
+    args = {"wav_b64": base64.b64encode(buf.getvalue()).decode()}
+    error, peak = _peak_bytes_of(lambda: decode(args, max_seconds=3600))
+    assert isinstance(error, AudioError)
+    assert "args.wav_b64 is a FLAC file (FLAC (Free Lossless Audio Codec)), not WAV" in str(error)
+    assert peak < 2_000_000, peak
+
+
+def test_a_compressed_wav_declaring_more_than_the_limit_is_refused_before_decoding():
+    """GSM 6.10 in a WAV: 5 minutes at 8 kHz in under 500 KB, refused from the header's length
+    with less memory than the 9.6 MB its samples would take as float32."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(8000 * 300, np.float32), 8000, format="WAV", subtype="GSM610")
+    args = {"wav_b64": base64.b64encode(buf.getvalue()).decode()}
+    error, peak = _peak_bytes_of(lambda: decode(args, max_seconds=60))
+    assert isinstance(error, AudioError)
+    assert str(error) == "infer: 300.0 s of audio is over max_infer_seconds (60)"
+    assert peak < 3_000_000, peak
+    ok = io.BytesIO()
+    sf.write(ok, tone(1.0, 8000), 8000, format="WAV", subtype="GSM610")
+    audio = decode({"wav_b64": base64.b64encode(ok.getvalue()).decode()})
+    assert 16000 <= audio.size <= 16640  # GSM 6.10 fills its last 320-sample block
+
+
+def test_more_than_two_channels_are_refused_before_decoding():
+    with pytest.raises(AudioError, match="args.wav_b64 has 3 channels; at most 2 .mono or stereo."):
+        decode(wav_args(np.zeros((16000, 3), np.float32)))

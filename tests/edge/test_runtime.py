@@ -234,3 +234,75 @@ def test_the_bundle_ships_the_silero_vad_the_device_segments_with(ser_bundle):
         tone = (0.3 * np.sin(2 * np.pi * 150 * t) * (1 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
         assert vad.probabilities(np.zeros(16000, dtype=np.float32)).max() < 0.5
         assert len(vad.probabilities(tone)) == 16000 // 512
+
+
+def _concurrent_results(pipeline, clips, rounds):
+    """Each clip's results from ``rounds`` calls, with one thread per clip calling at once."""
+    import sys
+    import threading
+
+    results = {i: [] for i in range(len(clips))}
+    errors = []
+    start = threading.Barrier(len(clips))
+
+    def work(i):
+        try:
+            start.wait()
+            for _ in range(rounds):
+                results[i].append(pipeline.process(clips[i])["probabilities"])
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, so unserialized calls interleave
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(clips))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    return results
+
+
+def _clips(edge_corpus, n=2, seconds=2.5):
+    """``n`` different test utterances, each repeated to ``seconds`` (several 1 s TFLite windows)."""
+    wavs = sorted((edge_corpus / "wavs").glob("test*.wav"))[:n]
+    clips = [load_audio(w) for w in wavs]
+    return [np.resize(c, int(seconds * 16000)).astype(np.float32) for c in clips]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["rpi5", "x86-local"])
+def test_two_threads_calling_a_pipeline_get_what_sequential_calls_get(ser_bundle, edge_corpus, profile):
+    """The daemon's audio thread and its infer command share one pipeline: a TFLite interpreter
+    (rpi5) keeps its input and output tensors between set_tensor and get_tensor, so calls must
+    not interleave; every concurrent result equals the sequential one for the same clip."""
+    pipeline = SERPipeline.from_bundle(ser_bundle, load_profile(profile))
+    clips = _clips(edge_corpus)
+    expected = [pipeline.process(c)["probabilities"] for c in clips]
+    assert expected[0] != expected[1]  # a mix-up between the threads would show
+    for i, got in _concurrent_results(pipeline, clips, rounds=40).items():
+        assert got == [expected[i]] * 40, f"clip {i}: {sum(g != expected[i] for g in got)} of 40 differ"
+
+
+@pytest.mark.slow
+def test_the_tensorrt_engine_is_never_entered_by_two_threads_at_once(
+    trt_bundle, edge_corpus, tmp_path, monkeypatch
+):
+    """Fake ``tensorrt`` (no GPU here) counting the threads inside an execution, each execution
+    lasting 2 ms: one execution context and its device buffers are shared, so the pipeline runs
+    the engine for one caller at a time, and each caller gets its own clip's answer."""
+    trt = FakeTensorRT(dwell_s=0.002)
+    trt.install(monkeypatch)
+    pipeline = SERPipeline.from_bundle(
+        trt_bundle, load_profile("jetson-orin-nano"), engine_dir=tmp_path / "engines"
+    )
+    assert pipeline.runtime.backend.runtime == "tensorrt"
+    clips = _clips(edge_corpus)
+    expected = [pipeline.process(c)["probabilities"] for c in clips]
+    for i, got in _concurrent_results(pipeline, clips, rounds=15).items():
+        assert got == [expected[i]] * 15
+    assert trt.max_concurrent == 1

@@ -271,3 +271,50 @@ def test_bad_build_specs_name_the_problem():
         BuildSpec.from_manifest({"precision": "fp16", "colour": "red"})
     assert BuildSpec.from_manifest(_spec().to_manifest()) == _spec()
     assert _spec().frame_range == FrameRange(50, 3000, 1500)
+
+
+def test_a_cached_engine_is_checked_again_for_a_tighter_tolerance_or_another_reference(tmp_path, tiny_onnx):
+    """Fake engine off by 1.0 (a miscompiled engine; no GPU here). A bundle allowing 2.0 passes it
+    and the pass is cached; a second bundle with the same graph but a tolerance of 0.05 must not
+    reuse that pass: the engine is checked again, refused and deleted."""
+    trt = FakeTensorRT(fail="wrong")
+    cache = EngineCache(tmp_path / "engines")
+    args = dict(trt=trt, cudart=trt.cudart, gpu="Fake GPU sm_87")
+    loose = _reference(tmp_path, tiny_onnx, tolerance=2.0)
+    open_engine(tiny_onnx, _small_spec(), cache, loose, **args).close()
+    (plan,) = (tmp_path / "engines").glob("*.plan")
+    check = cache.info(plan)["check"]
+    assert check["tolerance"] == 2.0 and check["reference_sha256"] == loose.sha256
+    trt.shapes.clear()
+    open_engine(tiny_onnx, _small_spec(), cache, loose, **args).close()
+    assert trt.shapes == []  # the same reference set and tolerance: not run again
+    other = EngineReference(loose.inputs[:1], loose.logits[:1], 2.0, "other.npz")
+    assert other.sha256 != loose.sha256
+    open_engine(tiny_onnx, _small_spec(), cache, other, **args).close()
+    assert trt.shapes == [(1, 12, MELS)]  # another reference set: run on it
+    tight = EngineReference(loose.inputs, loose.logits, 0.05, "reference.npz")
+    with pytest.raises(EngineParityError, match=r"by 1 > 0\.05"):
+        open_engine(tiny_onnx, _small_spec(), cache, tight, **args)
+    assert list((tmp_path / "engines").iterdir()) == []
+
+
+def test_a_bundle_without_a_reference_set_runs_unchecked_and_says_so(tmp_path, tiny_onnx, caplog):
+    """Fake TensorRT (no GPU here): older bundles carry no reference set; the engine still runs,
+    and both the log and the backend's description say its device parity was not checked."""
+    trt = FakeTensorRT()
+    cache = EngineCache(tmp_path / "engines")
+    with caplog.at_level("WARNING", logger="edgewise.edge.tensorrt"):
+        backend = open_engine(
+            tiny_onnx, _small_spec(), cache, None, trt=trt, cudart=trt.cudart, gpu="Fake GPU sm_87"
+        )
+    assert backend.describe() == "tensorrt fp16 (device parity: not checked (bundle has no reference set))"
+    assert "device parity not checked (bundle has no reference set)" in caplog.text
+    assert "tiny.onnx runs without having been compared" in caplog.text
+    assert backend(np.ones((1, 8, MELS), np.float32)).shape == (1, 3)
+    reference = _reference(tmp_path, tiny_onnx)
+    assert (
+        open_engine(
+            tiny_onnx, _small_spec(), cache, reference, trt=trt, cudart=trt.cudart, gpu="Fake GPU sm_87"
+        ).describe()
+        == "tensorrt fp16"
+    )

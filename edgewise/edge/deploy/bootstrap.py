@@ -20,9 +20,16 @@ The steps, in order:
 7. write ``ROOT/daemon.yaml`` (mode 0600: it holds the device's MQTT password) from the template,
    kept if it exists unless ``--force-config``: ``public_key``, MQTT over TLS (port 8883; system
    CAs unless ``--mqtt-ca``; ``--mqtt-no-tls`` for a development broker) and the device's own
-   username ``FLEET.DEVICE`` with a password generated for it;
-8. install the systemd unit with the device's ``edgewise daemon install-unit`` (tolerated: a
+   username ``FLEET.DEVICE`` with a password generated for it; written through a fresh temporary
+   file (a leftover one is removed first: its mode, owner or link is never reused);
+8. (only with a ``--service-user`` other than the ssh login user) give ``daemon.yaml`` and
+   ``ROOT/keys`` to the service user (as root, or with ``sudo -n``), so the daemon can read its
+   0600 config;
+9. install the systemd unit with the device's ``edgewise daemon install-unit`` (tolerated: a
    failure is reported, not fatal).
+
+The daemon runs as the ssh login user unless ``--service-user``: that user owns the install root
+(step 1), and ``edge-deploy`` signals the daemon and writes the root as that user.
 
 The device is then recorded in the local inventory, and its broker user (the password hashed) is
 added to the fleet's broker folder (:mod:`.broker_acl`: ``passwords`` and ``acl`` for Mosquitto).
@@ -91,8 +98,14 @@ class BootstrapOptions:
         return self.profile.accelerator == "cuda" and self.profile.arch == "aarch64"
 
     @property
-    def user(self) -> str:
-        return self.service_user or self.profile.service_user
+    def user(self) -> str | None:
+        """The user the daemon runs as; None: the ssh login user, who owns the install root."""
+        return self.service_user
+
+    @property
+    def user_shell(self) -> str:
+        """:attr:`user` as one shell word (the login user is ``$(id -un)`` on the device)."""
+        return shlex.quote(self.service_user) if self.service_user else '"$(id -un)"'
 
     @property
     def port(self) -> int:
@@ -109,7 +122,7 @@ class BootstrapOptions:
 
 def probe_script(opts: BootstrapOptions) -> str:
     py = shlex.quote(opts.profile.python)
-    user = shlex.quote(opts.user)
+    user = opts.user_shell
     lines = [
         "printf 'os=%s\\n' \"$( (. /etc/os-release && printf '%s' \"$PRETTY_NAME\") 2>/dev/null)\"",
         "printf 'arch=%s\\n' \"$(uname -m)\"",
@@ -161,7 +174,7 @@ def check_facts(facts: dict[str, str], opts: BootstrapOptions, where: str) -> li
         notes.append("no /etc/nv_tegra_release: is JetPack installed? TensorRT comes from it")
     if opts.is_jetson and not opts.wheel_index:
         notes.append(NO_JETSON_WHEELS)
-    if facts.get("service_user") != "yes":
+    if facts.get("service_user") != "yes" and opts.user:
         notes.append(
             f"the service user {opts.user!r} does not exist: create it (sudo useradd --system --groups audio "
             f"{opts.user}) and let it write {facts.get('root') or opts.root} (health.json, state.json)"
@@ -300,13 +313,29 @@ def plan(opts: BootstrapOptions, device_id: str = "device") -> list[Step]:
         )
     config = sub("daemon.yaml")
     tmp = sub(".daemon.yaml.tmp")
-    write = f"(umask 077 && cat > {tmp}) && chmod 600 {tmp} && mv -f {tmp} {config}"
+    # a fresh temporary file: a leftover one (another mode, owner, or a link) is removed first
+    write = f"rm -f {tmp} && (umask 077 && cat > {tmp}) && chmod 600 {tmp} && mv -f {tmp} {config}"
     if not opts.force_config:
         kept = shlex.quote(f"{KEPT} {R}/daemon.yaml (--force-config replaces it)")
         write = f"if [ -e {config} ]; then echo {kept}; else {write}; fi"
     text = daemon_yaml(opts, device_id, remote_key, remote_ca)
     steps.append(Step(WRITE_CONFIG, write, stdin=text.encode()))
-    unit = f"{sub('venv/bin/edgewise')} daemon install-unit --config {config} --user {shlex.quote(opts.user)}"
+    if opts.service_user:
+        user = shlex.quote(opts.service_user)
+        owned = f"{config}" + (f" {sub('keys')}" if remote_key or remote_ca else "")
+        chown = f"chown -R {user} {owned}"
+        why = shlex.quote(
+            f"daemon.yaml is mode 0600 and the daemon runs as {opts.service_user}: it must own it; "
+            "run the bootstrap as root, with passwordless sudo, or without --service-user"
+        )
+        steps.append(
+            Step(
+                f"give daemon.yaml{' and keys/' if remote_key or remote_ca else ''} to {opts.service_user}",
+                f'if [ "$(id -un)" = {user} ]; then true; elif [ "$(id -u)" -eq 0 ]; then {chown}; '
+                f"else sudo -n {chown} || {{ echo {why}; exit 1; }}; fi",
+            )
+        )
+    unit = f"{sub('venv/bin/edgewise')} daemon install-unit --config {config} --user {opts.user_shell}"
     steps.append(
         Step(
             "install the systemd unit",

@@ -12,11 +12,19 @@ Users and what the ACL lets them do (``F`` the fleet, ``D`` a device)::
     NAME       operator    read  edgewise/F/#       write edgewise/F/+/cmd
 
 so a device can neither publish as another device nor read another device's commands, and only an
-operator (the cloud side) sends commands. The broker's ``mosquitto.conf`` needs::
+operator (the cloud side) sends commands. The broker's ``mosquitto.conf`` needs, in the listener
+the devices use::
 
     allow_anonymous false
     password_file DIR/passwords
     acl_file DIR/acl
+    use_username_as_clientid true
+
+The last pins every connection to its login: Mosquitto replaces the client id a client sends with
+its username, so device A connecting with B's client id (``edgewise-F-B``, the daemon's default)
+does not take over B's session and knock B offline. The daemon needs nothing for it (its session
+is then simply named ``F.D``); one login is one connection, so each operator process needs a login
+of its own (``edge-deploy broker-acl --operator NAME``).
 
 Ids here are letters, digits, ``-`` and ``_`` (a device user is ``FLEET.DEVICE``, so a dot would
 make two devices' names collide). Plain passwords never touch DIR: they are returned to the caller
@@ -38,6 +46,7 @@ from edgewise.fsutil import write_text_atomic
 
 PASSWORDS = "passwords"
 ACL = "acl"
+PIN_CLIENT_ID = "use_username_as_clientid true"  # a login cannot take another's client id
 PBKDF2_ITERATIONS = 101  # mosquitto 2's default for $7$ hashes
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -170,10 +179,12 @@ def add_users(
 
 
 def broker_config_lines(folder: str | os.PathLike) -> list[str]:
-    """The ``mosquitto.conf`` lines that use a fleet folder's files."""
+    """The ``mosquitto.conf`` lines (for the devices' listener) that use a fleet folder's files and
+    pin each connection to its login (``use_username_as_clientid``)."""
     folder = Path(folder).expanduser().resolve()
     return [
         "allow_anonymous false",
         f"password_file {folder / PASSWORDS}",
         f"acl_file {folder / ACL}",
+        PIN_CLIENT_ID,
     ]

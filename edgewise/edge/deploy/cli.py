@@ -39,7 +39,7 @@ Install a bundle on a device, check that it runs, roll back automatically when i
   edge-deploy devices [--json]
   edge-deploy broker-acl --fleet F [--operator NAME] [--device ID]   (the fleet's Mosquitto users + ACL)
 
-A deploy never installs a version older than the running one (rollback goes back;
+A deploy never installs a version older than one of that name installed before (rollback goes back;
 --allow-downgrade overrides), and keeps the newest --keep installs (default 3), pruning the
 others and their TensorRT engines (current, previous and last good are always kept).
 """
@@ -154,7 +154,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument(
             "--allow-downgrade",
             action="store_true",
-            help="install a version older than the running one (normally refused: use rollback to go back)",
+            help="install a version older than one installed before (normally refused: use rollback to go back)",
         )
         p.add_argument(
             "--keep",
@@ -528,7 +528,8 @@ def build_broker_acl_parser() -> argparse.ArgumentParser:
         "--bootstrap adds each device it sets up (its password goes into the device's daemon.yaml).\n"
         "A new user's password is printed once; run with no --device/--operator to re-render the ACL.\n"
         "The broker's mosquitto.conf then needs: allow_anonymous false, password_file DIR/passwords,\n"
-        "acl_file DIR/acl (TLS: a listener 8883 with certfile/keyfile).",
+        "acl_file DIR/acl and use_username_as_clientid true (a device cannot take another's client\n"
+        "id; one connection per login) (TLS: a listener 8883 with certfile/keyfile).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--fleet", required=True, metavar="ID", help="the fleet (letters, digits, - and _)")

@@ -12,8 +12,9 @@ A deploy is::
        ``keep`` installs (never current, previous or last good) and their TensorRT engines
        failed or timed out: rollback(failed=new), SIGHUP, wait for the old one; exit 2
 
-A version older than the running one is refused before anything is installed (``rollback`` goes
-back; ``allow_downgrade`` / ``--allow-downgrade`` installs an older version on purpose).
+A version older than any version of that name installed before is refused before anything is
+installed (``rollback`` goes back; ``allow_downgrade`` / ``--allow-downgrade`` installs an older
+version on purpose); so is the same precedence with other build metadata.
 
 One deploy or rollback at a time holds ``ROOT/deploy.lock`` (a second one is refused, naming the
 first one's pid). Interrupts: the switch and the rollback run with SIGINT/SIGTERM/SIGHUP deferred, so ``current`` and
@@ -267,7 +268,7 @@ def _deploy(
             back="edge-deploy rollback returns to the previous good version; --allow-downgrade installs it anyway",
         )
         if change == "downgrade":
-            say(f"{key}: older than the running version; installing it anyway (--allow-downgrade)")
+            say(f"{key}: older than a version installed before; installing it anyway (--allow-downgrade)")
         choice, art = check_runtime_match(bundle, profile)[0]
         say(f"{key}: {profile.name} prefers {choice.describe()} ({art.path})")
         was_there = (install.models_dir(root) / key).is_dir()

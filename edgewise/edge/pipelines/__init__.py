@@ -3,7 +3,8 @@
 A pipeline is built from a bundle and a device profile (``from_bundle``), keeps its model resident,
 and turns one input into one result dict (``process``). The daemon only knows this interface, so
 the TTS pipeline (text in, audio out) and the recommender pipeline (history in, items out) plug in
-as further entries of :data:`PIPELINES` without changes to the daemon.
+as further entries of :data:`PIPELINES` without changes to the daemon. ``process`` must be safe to
+call from several threads at once: the daemon calls it from its audio thread and its command thread.
 """
 
 from __future__ import annotations

@@ -3,10 +3,16 @@
 The front-end is :func:`edgewise.features.log_mel` with the parameters and training normalization
 the bundle's manifest carries, so the device computes exactly the features the model was trained
 and checked on.
+
+A pipeline may be called from several threads at once (the daemon's audio thread and its ``infer``
+command): the front-end runs concurrently, the model one call at a time under the pipeline's lock,
+since no backend is thread-safe (one TensorRT execution context and its device buffers, one TFLite
+interpreter and its tensors).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +64,7 @@ class SERPipeline:
         self.features = manifest.log_mel()
         self.min_frames = int(runtime.bundle.model(ROLE).extra.get("min_frames", 2))
         self.sample_rate = self.features.sample_rate
+        self._model_lock = threading.Lock()  # the backend runs one call at a time (module docstring)
 
     @classmethod
     def from_bundle(
@@ -96,9 +103,10 @@ class SERPipeline:
             )
         t0 = time.perf_counter()
         feats = log_mel(audio, self.features)[None].astype(np.float32)
-        t1 = time.perf_counter()
-        logits = np.asarray(self.runtime.backend(feats), dtype=np.float32)[0]
-        t2 = time.perf_counter()
+        with self._model_lock:
+            t1 = time.perf_counter()  # model_ms: the model's own time, not the wait for the lock
+            logits = np.asarray(self.runtime.backend(feats), dtype=np.float32)[0]
+            t2 = time.perf_counter()
         probs = softmax(logits.astype(np.float64))
         return SERResult(
             label=self.labels[int(np.argmax(probs))],

@@ -21,7 +21,8 @@ from edgewise.edge.telemetry.topics import id_problem
 class TLSConfig(StrictModel):
     """TLS to the broker. ``ca``: CA bundle to verify the broker (system CAs when null);
     ``cert``/``key``: client certificate and key (both or neither); ``insecure``: skip certificate
-    and host name verification (testing only)."""
+    and host name verification (testing only). A leading ``~`` in a path is the user's home (as
+    bootstrap writes it for a profile rooted under ``~``)."""
 
     ca: Path | None = None
     cert: Path | None = None
@@ -31,7 +32,10 @@ class TLSConfig(StrictModel):
     @field_validator("ca", "cert", "key")
     @classmethod
     def _exists(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_file():
+        if path is None:
+            return None
+        path = path.expanduser()
+        if not path.is_file():
             raise ValueError(f"file not found: {path}")
         return path
 
@@ -72,6 +76,11 @@ class TelemetryConfig(StrictModel):
         if problem:
             raise ValueError(problem)
         return value
+
+    @field_validator("outbox_path")
+    @classmethod
+    def _home(cls, path: Path) -> Path:
+        return path.expanduser()
 
     @field_validator("protocol", mode="before")
     @classmethod

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import pwd
 import shlex
+import subprocess
 
 import pytest
 import yaml
 
 from edgewise.devices import load_profile
 from edgewise.edge.deploy import DeployError, inventory
-from edgewise.edge.deploy.bootstrap import NO_JETSON_WHEELS, BootstrapOptions, check_facts, daemon_yaml, plan
+from edgewise.edge.deploy.bootstrap import (
+    NO_JETSON_WHEELS,
+    BootstrapOptions,
+    check_facts,
+    daemon_yaml,
+    parse_facts,
+    plan,
+    probe_script,
+)
 from edgewise.edge.deploy.ssh import SSHTarget, shell_path
 
 from .conftest import run_cli
@@ -57,8 +69,8 @@ def test_rpi5_gets_a_plain_venv_and_no_gpu_wheels():
     )
     unit = step(steps, "install the systemd unit").command
     assert (
-        "/opt/edgewise/venv/bin/edgewise daemon install-unit --config /opt/edgewise/daemon.yaml --user edgewise"
-        in unit
+        "/opt/edgewise/venv/bin/edgewise daemon install-unit --config /opt/edgewise/daemon.yaml "
+        '--user "$(id -un)"' in unit  # the login user, who owns the root: deploys can signal it
     )
 
 
@@ -190,3 +202,57 @@ def test_inventory_updates_in_place_and_lists(inventory_file):
 def test_devices_with_an_empty_inventory_says_how_to_add_one(capsys, inventory_file):
     rc, out, _ = run_cli(capsys, "devices")
     assert rc == 0 and out.startswith(f"no devices yet ({inventory_file}): add one with edge-deploy")
+
+
+def run_step(command: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", command], input=stdin, capture_output=True, timeout=30)
+
+
+def test_daemon_yaml_goes_through_a_fresh_temporary_file(tmp_path):
+    """A leftover ``.daemon.yaml.tmp`` (here a link to a world-readable file) is removed first: the
+    password goes into a new 0600 file, never through the old one's link, mode or owner."""
+    root = tmp_path / "root"
+    root.mkdir()
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("nothing secret\n")
+    elsewhere.chmod(0o644)
+    (root / ".daemon.yaml.tmp").symlink_to(elsewhere)
+    opts = BootstrapOptions(load_profile("x86-local"), str(root), fleet="lab", mqtt_password="s3cret-pw")
+    write = step(plan(opts, "pi-7"), "write daemon.yaml")
+    done = run_step(write.command, write.stdin)
+    assert done.returncode == 0, done.stderr
+    config = root / "daemon.yaml"
+    assert not config.is_symlink() and config.read_bytes() == write.stdin
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert elsewhere.read_text() == "nothing secret\n"
+    assert not (root / ".daemon.yaml.tmp").exists()
+
+
+def test_the_daemon_runs_as_the_login_user_unless_told_otherwise(tmp_path):
+    """The default service user is the ssh login user (who owns the root bootstrap creates); another
+    ``--service-user`` is given daemon.yaml (0600) and keys/. Run here as a real shell."""
+    root = tmp_path / "root"
+    key = tmp_path / "fleet.pub"
+    key.write_text("a public key\n")
+    opts = BootstrapOptions(load_profile("x86-local"), str(root), public_key=key, skip_install=True)
+    steps = plan(opts, "pi-7")
+    assert '--user "$(id -un)"' in step(steps, "install the systemd unit").command
+    assert not any(s.title.startswith("give daemon.yaml") for s in steps)
+    probe = parse_facts(run_step(probe_script(opts)).stdout.decode())
+    assert probe["service_user"] == "yes" and not any("service user" in n for n in check_facts(
+        {**GOOD_FACTS, **probe, "arch": "x86_64"}, opts, "here"))  # fmt: skip
+
+    other = pwd.getpwnam("nobody")
+    steps = plan(dataclasses.replace(opts, service_user="nobody"), "pi-7")
+    assert "--user nobody" in step(steps, "install the systemd unit").command
+    give = step(steps, "give daemon.yaml and keys/ to nobody")
+    if os.geteuid() != 0:
+        pytest.skip("giving files to another user needs root here")
+    for s in steps:
+        if s.title.startswith(("install the fleet", "write daemon.yaml", "give daemon.yaml")):
+            done = run_step(s.command, s.stdin or b"")
+            assert done.returncode == 0, (s.title, done.stdout, done.stderr)
+    for path in (root / "daemon.yaml", root / "keys", root / "keys" / "fleet.pub"):
+        assert path.stat().st_uid == other.pw_uid, path
+    assert (root / "daemon.yaml").stat().st_mode & 0o777 == 0o600
+    assert give.command.count("chown -R nobody") == 2  # as root, or with sudo -n

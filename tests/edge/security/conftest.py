@@ -39,10 +39,11 @@ def keys(tmp_path_factory):
     return made
 
 
-def signed_copy(src: Path, dest_parent: Path, version: str, key: Path | None) -> Path:
-    """A copy of the bundle folder with ``version``, signed with ``key`` (None: left unsigned)."""
+def signed_copy(src: Path, dest_parent: Path, version: str, key: Path | None, **manifest_changes) -> Path:
+    """A copy of the bundle folder with ``version`` (and other manifest changes, such as ``name``),
+    signed with ``key`` (None: left unsigned)."""
     dest_parent.mkdir(parents=True, exist_ok=True)
-    folder = bundle_version(src, dest_parent, version)
+    folder = bundle_version(src, dest_parent, version, **manifest_changes)
     if key is not None:
         sign_manifest(folder, key)
     return folder
@@ -164,18 +165,22 @@ def servers(tmp_path):
 class Client:
     """A paho client that logs in (or not), records what it receives, and reports its CONNACK."""
 
-    def __init__(self, mqtt_broker, username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, mqtt_broker, username: str | None = None, password: str | None = None, client_id: str = ""
+    ) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self.connack: list = []
         self.granted: list = []
+        self.disconnects: list = []  # reason codes of every disconnect (the broker's or ours)
         self._cond = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         if username is not None:
             self.client.username_pw_set(username, password)
         self._topics: list[str] = []
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda c, u, mid, codes, p: self._note(self.granted, codes)
         self.client.on_message = lambda c, u, m: self._note(self.messages, m)
+        self.client.on_disconnect = lambda c, u, flags, code, p: self._note(self.disconnects, code)
         self.client.connect(mqtt_broker.host, mqtt_broker.port, keepalive=5)
         self.client.loop_start()
 
@@ -221,11 +226,12 @@ class Client:
 
 @pytest.fixture
 def mqtt_clients():
-    """``mqtt_clients(broker, username=None, password=None)`` -> a started Client, closed at the end."""
+    """``mqtt_clients(broker, username=None, password=None, client_id="")`` -> a started Client,
+    closed at the end (an empty client id: paho makes a random one)."""
     made: list[Client] = []
 
-    def make(mqtt_broker, username=None, password=None) -> Client:
-        client = Client(mqtt_broker, username, password)
+    def make(mqtt_broker, username=None, password=None, client_id="") -> Client:
+        client = Client(mqtt_broker, username, password, client_id)
         made.append(client)
         return client
 

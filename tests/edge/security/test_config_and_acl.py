@@ -10,7 +10,14 @@ import time
 import pytest
 import yaml
 
-from edgewise.edge.deploy.broker_acl import add_users, device_user, hash_password, render_acl
+from edgewise.edge.deploy.broker_acl import (
+    PIN_CLIENT_ID,
+    add_users,
+    broker_config_lines,
+    device_user,
+    hash_password,
+    render_acl,
+)
 from tests.edge.security.conftest import BASE, DEVICE, FLEET, ack_for, send_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -74,6 +81,46 @@ def acl_broker(make_broker, tmp_path):
     return broker, given
 
 
+@pytest.fixture
+def pinned_acl_broker(make_broker, tmp_path):
+    """Mosquitto configured as broker_config_lines recommends (use_username_as_clientid too):
+    devices a, b and dev1; operator ops."""
+    given, _ = add_users(
+        tmp_path / "fleet", FLEET, devices=dict.fromkeys(["a", "b", DEVICE]), operators={"ops": None}
+    )
+    lines = broker_config_lines(tmp_path / "fleet")
+    assert PIN_CLIENT_ID in lines
+    written = {"allow_anonymous", "password_file", "acl_file"}  # MosquittoBroker writes these itself
+    broker = make_broker(
+        password_file=tmp_path / "fleet" / "passwords",
+        acl_file=tmp_path / "fleet" / "acl",
+        extra_config=[line for line in lines if line.split()[0] not in written],
+    )
+    return broker, given
+
+
+def test_a_device_cannot_knock_another_offline_with_its_client_id(pinned_acl_broker, mqtt_clients):
+    broker, given = pinned_acl_broker
+    a_user, b_user = device_user(FLEET, "a"), device_user(FLEET, "b")
+    b_id = f"edgewise-{FLEET}-b"  # the daemon's default client id for device b
+    operator = mqtt_clients(broker, "ops", given["ops"])
+    b = mqtt_clients(broker, b_user, given[b_user], client_id=b_id)
+    assert operator.connected() and b.connected()
+    operator.subscribe(f"edgewise/{FLEET}/#")
+    a = mqtt_clients(broker, a_user, given[a_user], client_id=b_id)  # a, logged in, with b's id
+    assert a.connected()
+    time.sleep(QUIET_S)
+    assert b.disconnects == [] and b.client.is_connected()
+    b.publish(f"edgewise/{FLEET}/b/events", b"b is still here")
+    a.publish(f"edgewise/{FLEET}/a/events", b"a works too, as itself")
+    assert operator.wait(lambda: len(operator.messages) >= 2, 5)
+    got = {(m.topic, m.payload) for m in operator.messages}
+    assert got == {
+        (f"edgewise/{FLEET}/b/events", b"b is still here"),
+        (f"edgewise/{FLEET}/a/events", b"a works too, as itself"),
+    }
+
+
 def test_a_device_reaches_only_its_own_topics(acl_broker, mqtt_clients):
     broker, given = acl_broker
     a_user, b_user = device_user(FLEET, "a"), device_user(FLEET, "b")
@@ -103,8 +150,12 @@ def test_a_device_reaches_only_its_own_topics(acl_broker, mqtt_clients):
     assert (f"edgewise/{FLEET}/b/events", b"b's own event") in got
 
 
-def test_a_daemon_logs_in_and_works_within_its_acl(acl_broker, secure_root, daemons, mqtt_clients, keys):
-    broker, given = acl_broker
+def test_a_daemon_logs_in_and_works_within_its_acl(
+    pinned_acl_broker, secure_root, daemons, mqtt_clients, keys
+):
+    """On the recommended broker config (client ids pinned to logins): the daemon's own client id
+    is replaced by its username and it works; another device using that id does not knock it off."""
+    broker, given = pinned_acl_broker
     operator = mqtt_clients(broker, "ops", given["ops"])
     assert operator.connected()
     operator.subscribe(*(f"{BASE}/{kind}" for kind in ("status", "telemetry", "events", "cmd/ack")))
@@ -120,4 +171,16 @@ def test_a_daemon_logs_in_and_works_within_its_acl(acl_broker, secure_root, daem
     ack = ack_for(operator, send_command(operator, "status"), timeout=30)  # cmd read, ack written
     assert ack.ok and ack.result["running"] == "ser-tiny/1.0.0"
     assert any(p.type == "status" and p.state == "online" for p in operator.payloads())
+
+    def statuses():
+        return [p.state for p in operator.payloads() if p.type == "status"]
+
+    before = statuses()
+    a_user = device_user(FLEET, "a")
+    intruder = mqtt_clients(broker, a_user, given[a_user], f"edgewise-{FLEET}-{DEVICE}")  # the daemon's id
+    assert intruder.connected()
+    time.sleep(QUIET_S)
+    ack = ack_for(operator, send_command(operator, "status"), timeout=30)
+    assert ack.ok
+    assert statuses() == before, statuses()  # never knocked off: no offline will, no second login
     assert d.stop() == 0

@@ -72,7 +72,7 @@ def test_only_a_fleet_signed_newer_bundle_over_https_is_installed(
 
     ack = deploy(https.url(older.name))
     assert not ack.ok
-    assert "deploy refused: ser-tiny 0.9.0 is older than the running ser-tiny 1.0.0" in ack.error
+    assert "deploy refused: ser-tiny 0.9.0 is older than ser-tiny 1.0.0, installed here before" in ack.error
     assert "rollback" in ack.error
     still_running_v1(d, secure_root, operator)
 
@@ -98,6 +98,63 @@ def test_only_a_fleet_signed_newer_bundle_over_https_is_installed(
     assert ack.result["message"] == "ser-tiny/1.3.0 is already installed and current"
     ack = ack_for(operator, send_command(operator, "rollback"))  # the explicit way back
     assert ack.ok and ack.result["model"] == V1
+    assert d.stop() == 0
+
+
+def test_no_way_down_through_another_model_nor_a_rebuild_taken_for_the_running_version(
+    secure_root, broker, daemons, mqtt_clients, servers, keys, ser_bundle, tmp_path, monkeypatch
+):
+    """All fleet-signed: 2.0.0 runs; 2.0.0+rebuild is refused (not acked as the running one); kws
+    0.1.0 runs; ser-tiny 1.5.0 is still refused (2.0.0 was installed before). The archive is unpacked
+    under the install root: the daemon's system temp dir (TMPDIR, a folder of its own here) is not
+    touched by a deploy (creating and removing anything in it would change its mtime)."""
+    systemp = tmp_path / "system-tmp"
+    systemp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(systemp))  # the daemon process inherits it
+    key, www = keys["fleet"]["key"], servers["www"]
+    src = tmp_path / "src"
+    v2 = archive(signed_copy(ser_bundle, src / "v2", "2.0.0", key), www)
+    rebuild = archive(signed_copy(ser_bundle, src / "rebuild", "2.0.0+rebuild", key), www)
+    kws = archive(signed_copy(ser_bundle, src / "kws", "0.1.0", key, name="kws"), www)
+    older = archive(signed_copy(ser_bundle, src / "older", "1.5.0", key), www)
+    operator = mqtt_clients(broker)
+    assert operator.connected()
+    operator.subscribe(f"{BASE}/cmd/ack")
+    d = start_daemon(
+        daemons,
+        secure_root,
+        broker,
+        public_key=str(keys["fleet"]["pub"]),
+        download={"ca": str(servers["ca"])},
+    )
+    https = servers["https"]
+
+    def deploy(path):
+        return ack_for(operator, send_command(operator, "deploy", {"url": https.url(path.name)}))
+
+    untouched = systemp.stat().st_mtime_ns
+    ack = deploy(v2)
+    assert ack.ok and ack.result["model"] == "ser-tiny/2.0.0" and ack.result["changed"], ack
+    assert systemp.stat().st_mtime_ns == untouched  # nothing created or removed there
+    assert not list(secure_root.glob("download-*"))  # the unpacked copy went with the download
+
+    ack = deploy(rebuild)
+    assert not ack.ok and ack.error.startswith(
+        "deploy refused: ser-tiny 2.0.0+rebuild has the same precedence as ser-tiny 2.0.0"
+    )
+    assert "build metadata" in ack.error
+    assert not (secure_root / "models" / "ser-tiny" / "2.0.0+rebuild").exists()
+
+    ack = deploy(kws)
+    assert ack.ok and ack.result["model"] == "kws/0.1.0", ack
+    ack = deploy(older)
+    assert not ack.ok
+    assert "deploy refused: ser-tiny 1.5.0 is older than ser-tiny 2.0.0, installed here before" in ack.error
+    assert status(secure_root)["current"] == "kws/0.1.0" and d.health()["model"] == "kws/0.1.0"
+    assert not (secure_root / "models" / "ser-tiny" / "1.5.0").exists()
+
+    ack = deploy(v2)  # the highest again, not running: switched to
+    assert ack.ok and ack.result["model"] == "ser-tiny/2.0.0" and ack.result["changed"], ack
     assert d.stop() == 0
 
 

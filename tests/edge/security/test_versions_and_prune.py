@@ -9,6 +9,7 @@ import pytest
 from edgewise.edge.deploy.cli import main
 from edgewise.edge.install import (
     DowngradeError,
+    VersionError,
     activate,
     check_version,
     compare_versions,
@@ -16,6 +17,7 @@ from edgewise.edge.install import (
     mark_good,
     prune,
     recover,
+    rollback,
     status,
 )
 from tests.edge.daemon.conftest import bundle_version
@@ -47,9 +49,59 @@ def test_a_deploy_never_goes_down_unless_asked(ser_bundle, tmp_path):
     assert check_version(root, "ser-tiny", "1.2.0") == "upgrade"
     assert check_version(root, "ser-tiny", "1.1.0") == "same"
     assert check_version(root, "another-model", "0.1.0") == "new"
-    with pytest.raises(DowngradeError, match=r"ser-tiny 1.0.0 is older than the running ser-tiny 1.1.0"):
+    with pytest.raises(
+        DowngradeError, match=r"ser-tiny 1.0.0 is older than ser-tiny 1.1.0, installed here before"
+    ):
         check_version(root, "ser-tiny", "1.0.0")
     assert check_version(root, "ser-tiny", "1.0.0", allow_downgrade=True) == "downgrade"
+
+
+@pytest.mark.slow
+def test_the_floor_is_the_highest_version_ever_installed_whatever_runs_now(ser_bundle, tmp_path):
+    """Another model in between, prune and rollback never open a way down; an old state.json without
+    the high-water mark derives it from its installed versions."""
+    root = tmp_path / "root"
+    for name, version in [("ser-tiny", "1.0.0"), ("ser-tiny", "2.0.0"), ("kws", "0.1.0"), ("kws", "0.2.0")]:
+        src = bundle_version(ser_bundle, tmp_path / f"{name}-{version}", version, name=name)
+        activate(root, install_bundle(root, src))
+    assert status(root)["current"] == "kws/0.2.0"
+    older = r"ser-tiny 1.0.0 is older than ser-tiny 2.0.0, installed here before"
+    with pytest.raises(DowngradeError, match=older):
+        check_version(root, "ser-tiny", "1.0.0")  # another name runs: still refused
+    assert check_version(root, "ser-tiny", "2.0.0") == "installed"  # the highest, not running
+    assert check_version(root, "ser-tiny", "2.1.0") == "upgrade"
+    assert check_version(root, "ser-tiny", "1.0.0", allow_downgrade=True) == "downgrade"
+
+    state_file = root / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["highest"] == {"ser-tiny": "2.0.0", "kws": "0.2.0"}
+    del state["highest"]  # as written before the field existed
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(DowngradeError, match=older):
+        check_version(root, "ser-tiny", "1.0.0")
+
+    assert prune(root, keep=1) == ["ser-tiny/1.0.0", "ser-tiny/2.0.0"]  # every ser-tiny install gone
+    with pytest.raises(DowngradeError, match=older):
+        check_version(root, "ser-tiny", "1.0.0")
+    assert rollback(root) == "kws/0.1.0"  # the explicit way back still goes back
+    assert check_version(root, "kws", "0.1.0") == "same"  # what runs now
+    with pytest.raises(DowngradeError, match=r"kws 0.1.5 is older than kws 0.2.0, installed here before"):
+        check_version(root, "kws", "0.1.5")
+    assert status(root)["highest"] == {"ser-tiny": "2.0.0", "kws": "0.2.0"}
+
+
+@pytest.mark.slow
+def test_build_metadata_is_no_new_version(ser_bundle, tmp_path):
+    root = tmp_path / "root"
+    activate(root, install_bundle(root, bundle_version(ser_bundle, tmp_path, "2.0.0")))
+    assert check_version(root, "ser-tiny", "2.0.0") == "same"
+    for allow in (False, True):
+        with pytest.raises(
+            VersionError,
+            match=r"ser-tiny 2.0.0\+rebuild has the same precedence as ser-tiny 2.0.0, installed here "
+            r"before: build metadata \(after '\+'\) does not order versions",
+        ):
+            check_version(root, "ser-tiny", "2.0.0+rebuild", allow_downgrade=allow)
 
 
 @pytest.mark.slow
@@ -61,7 +113,10 @@ def test_edge_deploy_refuses_an_older_version_and_allow_downgrade_overrides(ser_
     capsys.readouterr()
     assert main([*args, str(ser_bundle)]) == 2
     err = capsys.readouterr().err
-    assert "ser-tiny 1.0.0 is older than the running ser-tiny 1.5.0" in err and "--allow-downgrade" in err
+    assert (
+        "ser-tiny 1.0.0 is older than ser-tiny 1.5.0, installed here before" in err
+        and "--allow-downgrade" in err
+    )
     assert status(root)["current"] == "ser-tiny/1.5.0"
     assert not (root / "models" / "ser-tiny" / "1.0.0").exists()
     assert main([*args, "--allow-downgrade", str(ser_bundle)]) == 0
@@ -110,3 +165,25 @@ def test_edge_deploy_keep_prunes_after_a_good_deploy(ser_bundle, tmp_path, capsy
     assert "pruned (keeping the newest 1): ser-tiny/1.1.0" in out
     # current (1.3.0) and previous = last good (1.2.0) are never pruned
     assert sorted(p.name for p in (root / "models" / "ser-tiny").iterdir()) == ["1.2.0", "1.3.0"]
+
+
+@pytest.mark.slow
+def test_edge_deploy_refuses_an_older_version_after_another_model_ran(ser_bundle, tmp_path, capsys):
+    root = tmp_path / "root"
+    args = ["--device", "local", "--root", str(root)]
+    assert main([*args, str(bundle_version(ser_bundle, tmp_path / "a", "2.0.0"))]) == 0
+    assert main([*args, str(bundle_version(ser_bundle, tmp_path / "k", "0.1.0", name="kws"))]) == 0
+    capsys.readouterr()
+    older = bundle_version(ser_bundle, tmp_path / "o", "1.5.0")
+    assert main([*args, str(older)]) == 2
+    err = capsys.readouterr().err
+    assert "ser-tiny 1.5.0 is older than ser-tiny 2.0.0, installed here before" in err
+    assert status(root)["current"] == "kws/0.1.0"
+    assert not (root / "models" / "ser-tiny" / "1.5.0").exists()
+    rebuilt = bundle_version(ser_bundle, tmp_path / "r", "2.0.0+rebuild")
+    assert main([*args, "--allow-downgrade", str(rebuilt)]) == 2
+    assert "build metadata" in capsys.readouterr().err
+    assert main([*args, "--allow-downgrade", str(older)]) == 0
+    assert status(root)["current"] == "ser-tiny/1.5.0"
+    assert main(["rollback", *args]) == 0  # the explicit way back
+    assert status(root)["current"] == "kws/0.1.0"

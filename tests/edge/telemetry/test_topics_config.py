@@ -75,3 +75,29 @@ def test_config_consistency_and_defaults():
     cfg = TelemetryConfig.load({**GOOD, "protocol": 5, "username": "u", "password": "secret"})
     assert cfg.protocol == "5" and cfg.resolved_client_id == "edgewise-lab-pi-01"
     assert "secret" not in repr(cfg)  # the password is a SecretStr
+
+
+def test_tls_and_outbox_paths_under_home_are_expanded(tmp_path, monkeypatch):
+    """bootstrap writes ``tls.ca: ~/.local/share/edgewise/keys/mqtt-ca.pem`` for a profile rooted
+    under ``~``: the ``~`` is the user's home, not a folder named '~' in the working directory."""
+    home = tmp_path / "home"
+    keys = home / ".local/share/edgewise/keys"
+    keys.mkdir(parents=True)
+    for name in ("mqtt-ca.pem", "device.pem", "device.key"):
+        (keys / name).write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "telemetry.yaml"
+    path.write_text(
+        "fleet: lab\ndevice: pi-01\noutbox_path: ~/.local/share/edgewise/outbox.db\ntls:\n"
+        "  ca: ~/.local/share/edgewise/keys/mqtt-ca.pem\n"
+        "  cert: ~/.local/share/edgewise/keys/device.pem\n"
+        "  key: ~/.local/share/edgewise/keys/device.key\n"
+    )
+    config = TelemetryConfig.load(path)
+    assert config.tls.ca == keys / "mqtt-ca.pem"
+    assert (config.tls.cert, config.tls.key) == (keys / "device.pem", keys / "device.key")
+    assert config.outbox_path == home / ".local/share/edgewise/outbox.db"
+    (keys / "mqtt-ca.pem").unlink()
+    with pytest.raises(ConfigError, match=f"field 'tls.ca'.*file not found: {keys / 'mqtt-ca.pem'}"):
+        TelemetryConfig.load(path)
