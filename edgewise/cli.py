@@ -77,6 +77,23 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "benchmark a bundle's artifacts on this device or over ssh",
     ),
     (
+        "board",
+        "create",
+        "edgewise.board.commands",
+        "board_create",
+        "make an emulated arm64 board (rpi5, rpi4, jetson)",
+    ),
+    ("board", "start", "edgewise.board.commands", "board_start", "start a board's sshd on a loopback port"),
+    (
+        "board",
+        "stop",
+        "edgewise.board.commands",
+        "board_stop",
+        "stop a board: its processes end, nothing stays mounted",
+    ),
+    ("board", "list", "edgewise.board.commands", "board_list", "list the boards and their state"),
+    ("board", "destroy", "edgewise.board.commands", "board_destroy", "stop a board and delete it"),
+    (
         "daemon",
         None,
         "edgewise.edge.commands",
@@ -90,6 +107,7 @@ GROUP_HELP = {
     "train": "train models",
     "eval": "evaluate trained models",
     "bundle": "inspect, verify and sign bundles; make signing keys",
+    "board": "emulated arm64 devices under qemu-user, reached over ssh on loopback",
 }
 
 

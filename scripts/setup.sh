@@ -18,7 +18,8 @@ EXTRAS="${EDGEWISE_EXTRAS:-dev}"
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION=2.13.0
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-APT_PACKAGES=(espeak-ng sox libsndfile1 libportaudio2 mosquitto openssh-client openssh-server python3-venv)
+APT_PACKAGES=(espeak-ng sox libsndfile1 libportaudio2 mosquitto openssh-client openssh-server python3-venv
+  qemu-user-static debootstrap)
 # packages whose Debian maintainer scripts enable and start a system service
 SERVICES_OF_mosquitto=mosquitto.service
 SERVICES_OF_openssh_server="ssh.service ssh.socket"

@@ -115,3 +115,45 @@ def ser_bundle(tiny_run, tmp_path_factory):
     export += ["--precision", "fp32", "--precision", "int8", "--quant", "dynamic", "--window-seconds", "1.0"]
     assert main([*export, "--threads", "1"]) == 0
     return out / "ser-tiny-1.0.0"
+
+
+# --------------------------------------------------------------------------------------------------
+# Emulated boards (tests/board): their arm64 rootfs takes minutes to build the first time on a
+# machine (then it is cached). The build starts in the background when the session starts, on the
+# core the rest of the suite leaves idle, and the board tests run last.
+
+_rootfs_build = None
+
+
+def pytest_sessionstart(session):
+    global _rootfs_build
+    import shutil
+    import subprocess
+    import sys
+
+    args = [str(a).rstrip("/") for a in session.config.args]
+    wanted = not args or any(a in ("tests", ".") or "board" in a for a in args)  # the board tests run
+    if not wanted or os.geteuid() != 0 or shutil.which("debootstrap") is None:
+        return  # the board fixtures say why (a skip, or a failure under CI)
+    from edgewise.board.rootfs import RootfsSpec, cached_rootfs
+
+    if cached_rootfs(RootfsSpec()) is None:
+        log = open(session.config.rootpath / ".pytest-rootfs-build.log", "w")  # noqa: SIM115
+        _rootfs_build = subprocess.Popen(
+            [sys.executable, "-m", "edgewise.board.rootfs"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its debootstrap is stopped with it
+        )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _rootfs_build is not None and _rootfs_build.poll() is None:
+        import signal
+
+        os.killpg(_rootfs_build.pid, signal.SIGTERM)  # an interrupted build is cleaned by the next one
+        _rootfs_build.wait(timeout=30)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: "tests/board/" in item.nodeid)  # stable: the rest keep their order

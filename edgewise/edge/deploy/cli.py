@@ -103,8 +103,9 @@ def _target(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--strict-host-key-checking",
         choices=HOST_KEY_CHECKING,
-        default="accept-new",
-        help="ssh host key policy (default accept-new: trust a new device once, refuse a changed key)",
+        default=None,
+        help="ssh host key policy (default: what the device was added with, else accept-new: trust a "
+        "new device once, refuse a changed key)",
     )
     s.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts file (default: ssh's)")
     s.add_argument(
@@ -283,12 +284,18 @@ def _resolve(args: argparse.Namespace) -> tuple[Any, Any]:
     from edgewise.edge.deploy.ssh import SSHTarget
 
     host, port, device, root, device_id = args.host, args.port, args.device, args.root, args.device_id
+    rec: dict[str, Any] = {}
     if host and "@" not in host:
-        rec = inventory.load().get(host)
+        rec = inventory.load().get(host) or {}
         if rec:
             device_id = device_id or host
             host, port = rec["host"], port or rec.get("port", 22)
             device, root = device or rec.get("profile"), root or rec.get("root")
+    elif host:  # USER@ADDR of a device in the inventory: its recorded SSH options apply too
+        devices = inventory.load()
+        rec = devices.get(inventory.find(devices, host, port or 22) or "", {})
+    # the SSH options the device was added with (bootstrap, a board), unless given now
+    recorded = inventory.ssh_options(rec)
     if not device:
         raise DeployError("--device is required (edge-deploy --list-devices shows the names)")
     profile = load_profile(device)
@@ -297,13 +304,28 @@ def _resolve(args: argparse.Namespace) -> tuple[Any, Any]:
     target = SSHTarget(
         host,
         port or 22,
-        identity=args.identity,
-        host_key_checking=args.strict_host_key_checking,
-        known_hosts=args.known_hosts,
+        identity=args.identity or _path(recorded.get("identity")),
+        host_key_checking=args.strict_host_key_checking
+        or recorded.get("strict_host_key_checking", "accept-new"),
+        known_hosts=args.known_hosts or _path(recorded.get("known_hosts")),
         connect_timeout=args.connect_timeout,
     )
     passthrough = ["-v"] * min(args.verbose, 2) + (["-q"] if args.quiet else [])
     return profile, RemoteDevice(target, profile, device, root, device_id, passthrough)
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def ssh_record(args: argparse.Namespace, target: Any) -> dict[str, str]:
+    """The SSH options to remember for a device (absolute paths), for the inventory."""
+    record = {"strict_host_key_checking": target.host_key_checking}
+    if target.identity is not None:
+        record["identity"] = str(Path(target.identity).expanduser().resolve())
+    if target.known_hosts is not None:
+        record["known_hosts"] = str(Path(target.known_hosts).expanduser().resolve())
+    return record
 
 
 def _local_root(args: argparse.Namespace, profile: Any) -> Path:
@@ -441,8 +463,11 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
 
     fleet = args.fleet or "default"
     broker_acl.check_id(fleet, "--fleet")
-    if args.device_id:
-        broker_acl.check_id(args.device_id, "--device-id")
+    # --host NAME of a device in the inventory (a board, a re-bootstrap) keeps that name
+    device_id = args.device_id or (dev.device_id if dev is not None else None)
+    if device_id:
+        validate_id(device_id, "--device-id")
+        broker_acl.check_id(device_id, "--device-id")
     broker_dir = args.broker_dir or default_broker_dir(fleet)
     opts = bootstrap.BootstrapOptions(
         profile=profile,
@@ -452,10 +477,10 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
         mqtt_host=args.mqtt_host,
         mqtt_port=args.mqtt_port,
         fleet=args.fleet,
-        device_id=args.device_id,
+        device_id=device_id,
         # The daemon runs as the user edge-deploy logs in as, unless told otherwise: deploys signal
         # it (SIGHUP) and both write the install root, so a different user needs shared rights.
-        service_user=args.service_user or _login_user(args.host),
+        service_user=args.service_user or _login_user(dev.target.host if dev is not None else args.host),
         public_key=args.key,
         skip_install=args.skip_install,
         force_config=args.force_config,
@@ -465,7 +490,7 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
     )
     if args.dry_run:
         say.always(f"# probe\n{bootstrap.probe_script(opts)}")
-        for i, step in enumerate(bootstrap.plan(opts, args.device_id or "DEVICE-ID"), 1):
+        for i, step in enumerate(bootstrap.plan(opts, device_id or "DEVICE-ID"), 1):
             body = f"scp {step.upload[0]} -> {step.upload[1]}" if step.upload else step.command
             say.always(f"# [{i}] {step.title}{' (failure tolerated)' if step.tolerate else ''}\n{body}")
         if opts.is_jetson and not opts.wheel_index:
@@ -488,11 +513,12 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
         report = bootstrap.run(session, opts, say, check_id=check_id)
     root = report.facts.get("root") or root
     name = inventory.update(
-        args.device_id or report.device_id,
+        device_id or report.device_id,
         dev.target.host,
         dev.target.port,
         profile=profile.name,
         root=root,
+        ssh=ssh_record(args, dev.target),
         bootstrapped=round(time.time(), 3),
         last_run={"action": "bootstrap", "ok": True, "ts": round(time.time(), 3), "not_done": report.skipped},
     )

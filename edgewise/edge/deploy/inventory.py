@@ -8,6 +8,8 @@
                                 "last_good": "ser-tiny/1.1.0",
                                 "health": {"ok": true, "model": "ser-tiny/1.1.0", "ts": ..., "error": null},
                                 "last_run": {"action": "deploy", "ok": true, "ts": ..., "detail": "..."},
+                                "ssh": {"identity": "~/.ssh/id_ed25519", "known_hosts": ...,
+                                        "strict_host_key_checking": "accept-new"},
                                 "bootstrapped": ..., "updated": ...}}}
 
 Bootstrap adds a device; deploy, rollback and status over ``--host`` update it (and add it when it
@@ -89,6 +91,25 @@ def update(name: str | None, host: str, port: int, path: Path | None = None, **f
         body = {"schema_version": SCHEMA_VERSION, "devices": dict(sorted(devices.items()))}
         write_text_atomic(path, json.dumps(body, indent=2) + "\n")
     return name
+
+
+def remove(name: str, path: Path | None = None) -> bool:
+    """Drop the record ``name``; True if there was one."""
+    path = path or inventory_path()
+    with _locked(path):
+        devices = load(path)
+        if devices.pop(name, None) is None:
+            return False
+        body = {"schema_version": SCHEMA_VERSION, "devices": dict(sorted(devices.items()))}
+        write_text_atomic(path, json.dumps(body, indent=2) + "\n")
+    return True
+
+
+def ssh_options(record: dict[str, Any]) -> dict[str, Any]:
+    """The SSH options a device was added with (identity, known_hosts, strict_host_key_checking):
+    a deploy or status naming the device uses them unless its own flags say otherwise."""
+    opts = record.get("ssh") or {}
+    return {k: opts[k] for k in ("identity", "known_hosts", "strict_host_key_checking") if opts.get(k)}
 
 
 def format_table(devices: dict[str, dict[str, Any]], now: float | None = None) -> str:

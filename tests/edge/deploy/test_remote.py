@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -201,6 +202,13 @@ def test_bootstrap_over_ssh_without_pip_installs(capsys, sshd, tmp_path, invento
         )
     rec = inventory.load(inventory_file)["bench-1"]
     assert (rec["host"], rec["profile"], rec["root"]) == (sshd["host"], "x86-local", str(root))
+    # the SSH options bootstrap used are remembered: the device answers by name without them (its
+    # venv has no edge-deploy with --skip-install, which it says over SSH; unremembered, the login
+    # would fail: "cannot reach")
+    identity = sshd["flags"][sshd["flags"].index("--identity") + 1]
+    assert rec["ssh"]["identity"] == str(Path(identity).resolve())
+    rc, out, err = run_cli(capsys, "status", "--host", "bench-1")
+    assert rc == 2 and "bootstrap the device first" in err and "cannot reach" not in err, out + err
     # again: every step is safe to repeat, and an existing daemon.yaml is kept
     (root / "daemon.yaml").write_text(config + "# edited\n")
     rc, out, _ = run_cli(capsys, *args)
