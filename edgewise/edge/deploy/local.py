@@ -225,11 +225,40 @@ def deploy(
     if keep < 1:
         raise DeployError(f"--keep {keep}: keep at least 1 version")
     check_arch(profile, any_arch=any_arch)
+    public_key = device_trusted_key(root, public_key)
     with deploy_lock(root):
         res = _deploy(bundle_path, profile, root, public_key, health_timeout, say, t0, allow_downgrade)
         if res.changed:
             res.pruned = _prune(root, keep, say)
         return res
+
+
+def device_trusted_key(root: Path, given: Path | None) -> Path | None:
+    """The key a deploy verifies with: the device's own (``public_key`` in ``ROOT/daemon.yaml``,
+    which bootstrap installs) when it has one, so an operator's ``--key`` cannot stand in for it
+    (a bundle the daemon would refuse to load is never installed); without one, ``--key``."""
+    import yaml
+
+    from edgewise.bundle import public_key_id
+
+    config = root / "daemon.yaml"
+    if not config.is_file():
+        return given
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DeployError(f"{config}: cannot read the device's trusted key from it ({exc})") from None
+    trusted = data.get("public_key") if isinstance(data, dict) else None
+    if not trusted:
+        return given
+    trusted_path = Path(str(trusted)).expanduser()
+    trusted_id = public_key_id(trusted_path)
+    if given is not None and public_key_id(given) != trusted_id:
+        raise DeployError(
+            f"--key {given} is key {public_key_id(given)}, but this device trusts only key {trusted_id} "
+            f"({trusted_path}, public_key in {config}): sign the bundle with the fleet's key"
+        )
+    return trusted_path
 
 
 def _prune(root: Path, keep: int, say: Say) -> list[str]:

@@ -187,3 +187,25 @@ def test_edge_deploy_refuses_an_older_version_after_another_model_ran(ser_bundle
     assert status(root)["current"] == "ser-tiny/1.5.0"
     assert main(["rollback", *args]) == 0  # the explicit way back
     assert status(root)["current"] == "kws/0.1.0"
+
+
+def test_edge_deploy_verifies_with_the_key_the_device_trusts_not_the_one_it_is_given(
+    ser_bundle, keys, tmp_path, capsys
+):
+    """Seen on an emulated board: edge-deploy --key OTHER installed a bundle signed with OTHER on a
+    device whose daemon trusts the fleet key, and the daemon then refused to load it."""
+    from tests.edge.security.conftest import signed_copy
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "daemon.yaml").write_text(f"public_key: {keys['fleet']['pub']}\n")
+    args = ["--device", "local", "--root", str(root), "--any-arch"]
+    by_other = signed_copy(ser_bundle, tmp_path / "o", "1.0.0", keys["other"]["key"])
+    assert main([*args, "--key", str(keys["other"]["pub"]), str(by_other)]) == 2
+    assert "this device trusts only key" in capsys.readouterr().err
+    unsigned = signed_copy(ser_bundle, tmp_path / "u", "1.0.0", None)
+    assert main([*args, str(unsigned)]) == 2  # no --key: the device's key still applies
+    assert "manifest.sig" in capsys.readouterr().err
+    assert not (root / "models").exists() or not any((root / "models").rglob("manifest.json"))
+    by_fleet = signed_copy(ser_bundle, tmp_path / "f", "1.0.0", keys["fleet"]["key"])
+    assert main([*args, str(by_fleet)]) == 0
