@@ -43,6 +43,7 @@ from edgewise.board.host import (
 )
 from edgewise.board.rootfs import RootfsSpec, build_rootfs
 from edgewise.devices import load_profile
+from edgewise.devtools.mosquitto import accepts_connections, free_port
 from edgewise.errors import ConfigError
 from edgewise.fsutil import write_text_atomic
 
@@ -133,7 +134,7 @@ class Board:
             return self.describe()
         self.stop(say=lambda *_: None)  # a stale board (crash, kill -9) is cleaned first
         check_host(self.info["machine"])
-        port = port or _free_port()
+        port = port or free_port()
         if not _port_free(port):
             raise ConfigError(f"port {port} on 127.0.0.1 is in use; pass another --port or leave it out")
         _write_sshd_config(self.rootfs, port)
@@ -162,7 +163,7 @@ class Board:
 
     def _wait_ready(self, proc: subprocess.Popen, port: int) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not _accepts(port):
+        while not accepts_connections("127.0.0.1", port):
             if proc.poll() is not None:
                 raise BoardError(f"the board's sshd exited ({proc.returncode}): {self._log_tail()}")
             if time.monotonic() > deadline:
@@ -180,25 +181,27 @@ class Board:
         except OSError:
             return "(no log)"
 
+    def target(self) -> Any:
+        """How to reach the board: the same SSHTarget edge-deploy uses (its key, port, known host)."""
+        from edgewise.edge.deploy.ssh import SSHTarget
+
+        return SSHTarget(
+            "root@127.0.0.1",
+            self.port,
+            identity=self.identity,
+            host_key_checking="yes",
+            known_hosts=self.known_hosts,
+        )
+
     def ssh(self, command: str, *, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
         """Run ``command`` on the board over SSH (as root)."""
-        argv = ["ssh", *self.ssh_options(), "root@127.0.0.1", command]
+        argv = self.target().ssh_argv(command)
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise BoardError(
                 f"on board {self.name}: {command!r} failed ({result.returncode}): {result.stderr.strip()}"
             )
         return result
-
-    def ssh_options(self) -> list[str]:
-        return [
-            "-p", str(self.port),
-            "-i", str(self.identity),
-            "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes",
-        ]  # fmt: skip
 
     def _register(self) -> None:
         from edgewise.edge.deploy import inventory
@@ -380,12 +383,6 @@ def _write_known_hosts(board: Board) -> None:
     board.known_hosts.write_text(f"[127.0.0.1]:{board.port} {key[0]} {key[1]}\n")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -393,11 +390,3 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False

@@ -41,7 +41,7 @@ def board_start_run(args: argparse.Namespace) -> int:
 
     board = open_board(args.name)
     info = board.start(args.port)
-    print(f"ssh: ssh {' '.join(board.ssh_options())} root@127.0.0.1")
+    print(f"ssh: {' '.join(board.target().ssh_argv(None))}")
     print(f"deploy: edge-deploy --host {info['name']} BUNDLE (the inventory has its profile and ssh key)")
     return 0
 

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
@@ -19,6 +20,26 @@ from tests.edge.audio.conftest import speech_track  # noqa: F401  (fixture)
 from tests.edge.telemetry.conftest import BASE, DEVICE, FLEET, broker, make_broker, subscribe  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[3]
+
+
+TOPICS = [f"{BASE}/{kind}" for kind in ("status", "telemetry", "events", "cmd/ack")]  # not cmd: ours
+
+
+def command(server, action, args=None, cmd_id=None, raw: bytes | None = None) -> None:
+    payload = (
+        raw if raw is not None else json.dumps({"id": cmd_id or action, "action": action, "args": args or {}})
+    )
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.connect(server.host, server.port)
+    client.loop_start()
+    client.publish(f"{BASE}/cmd", payload, qos=1).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def ack_for(sub, cmd_id, timeout=30.0):
+    acks = sub.wait_for(lambda ps: any(p.type == "command_ack" and p.id == cmd_id for p in ps), timeout)
+    return next(p for p in acks if p.type == "command_ack" and p.id == cmd_id)
 
 
 def bundle_version(src: Path, dest_parent: Path, version: str, **manifest_changes) -> Path:

@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.edge.daemon.conftest import BASE
-from tests.edge.daemon.test_daemon import ack_for, command, pcm16
+from tests.edge.daemon.conftest import TOPICS, ack_for, command
+from tests.edge.daemon.test_daemon import pcm16
 
-TOPICS = [f"{BASE}/{kind}" for kind in ("status", "telemetry", "events", "cmd/ack")]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 

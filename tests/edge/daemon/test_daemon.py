@@ -10,31 +10,12 @@ import sys
 import time
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
 
 from edgewise.edge.install import activate, install_bundle, status
-from tests.edge.daemon.conftest import BASE, bundle_version
+from tests.edge.daemon.conftest import TOPICS, ack_for, bundle_version, command
 
-TOPICS = [f"{BASE}/{kind}" for kind in ("status", "telemetry", "events", "cmd/ack")]  # not cmd: ours
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def command(broker, action, args=None, cmd_id=None, raw: bytes | None = None) -> None:
-    payload = (
-        raw if raw is not None else json.dumps({"id": cmd_id or action, "action": action, "args": args or {}})
-    )
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    client.publish(f"{BASE}/cmd", payload, qos=1).wait_for_publish(5)
-    client.disconnect()
-    client.loop_stop()
-
-
-def ack_for(sub, cmd_id, timeout=30.0):
-    acks = sub.wait_for(lambda ps: any(p.type == "command_ack" and p.id == cmd_id for p in ps), timeout)
-    return next(p for p in acks if p.type == "command_ack" and p.id == cmd_id)
 
 
 def pcm16(audio: np.ndarray) -> bytes:

@@ -23,8 +23,12 @@ from pathlib import Path
 import pytest
 
 from edgewise.bundle import generate_keypair, sign_manifest
-from tests.edge.daemon.conftest import daemons  # noqa: F401  (fixture)
-from tests.edge.daemon.test_daemon import TOPICS, ack_for, command
+from tests.edge.daemon.conftest import (
+    TOPICS,
+    ack_for,
+    command,
+    daemons,  # noqa: F401  (fixture)
+)
 from tests.edge.telemetry.conftest import broker, make_broker, subscribe  # noqa: F401  (fixtures)
 
 from .conftest import V1, V2, current_key, state, with_version

@@ -12,30 +12,14 @@ import re
 import subprocess
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from tests.edge.daemon import conftest as daemon_fixtures
-from tests.edge.daemon.conftest import BASE, DEVICE, FLEET
+from tests.edge.daemon.conftest import DEVICE, FLEET, TOPICS, ack_for, command
 
 daemons = daemon_fixtures.daemons  # the real daemon process fixture
 
-TOPICS = [f"{BASE}/{kind}" for kind in ("status", "telemetry", "events", "cmd/ack")]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def send(broker, payload: bytes) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    client.publish(f"{BASE}/cmd", payload, qos=1).wait_for_publish(5)
-    client.disconnect()
-    client.loop_stop()
-
-
-def ack_for(sub, cmd_id, timeout=20.0):
-    acks = sub.wait_for(lambda ps: any(p.type == "command_ack" and p.id == cmd_id for p in ps), timeout)
-    return next(p for p in acks if p.type == "command_ack" and p.id == cmd_id)
 
 
 def mqtt_settings(broker, **extra) -> dict:
@@ -64,17 +48,21 @@ def test_hostile_commands_are_refused_and_the_daemon_keeps_answering(tmp_path, b
     d.wait_health()
     sub.wait_for(lambda ps: any(p.type == "status" and p.state == "online" for p in ps))
 
-    send(broker, b'{"id":"deep","action":"status","args":' + b"[" * 4000 + b"]" * 4000 + b"}")
-    ack = ack_for(sub, "deep")
+    command(broker, None, raw=b'{"id":"deep","action":"status","args":' + b"[" * 4000 + b"]" * 4000 + b"}")
+    ack = ack_for(sub, "deep", timeout=20.0)
     assert ack.ok is False and "nested 4001 levels deep; at most 32" in ack.error
-    send(broker, json.dumps({"id": "big", "action": "infer", "args": {"pcm16_b64": "A" * 70_000}}).encode())
-    ack = ack_for(sub, "big")
+    command(
+        broker,
+        None,
+        raw=json.dumps({"id": "big", "action": "infer", "args": {"pcm16_b64": "A" * 70_000}}).encode(),
+    )
+    ack = ack_for(sub, "big", timeout=20.0)
     assert ack.ok is False and "over the limit of 65536 bytes" in ack.error
-    send(broker, b"[" * 50_000)  # no id to answer to: an ack with id null still says why
+    command(broker, None, raw=b"[" * 50_000)  # no id to answer to: an ack with id null still says why
     sub.wait_for(lambda ps: any(p.type == "command_ack" and p.id is None and "nested" in p.error for p in ps))
 
-    send(broker, json.dumps({"id": "after", "action": "status"}).encode())
-    ack = ack_for(sub, "after")
+    command(broker, None, raw=json.dumps({"id": "after", "action": "status"}).encode())
+    ack = ack_for(sub, "after", timeout=20.0)
     assert ack.ok is True and ack.result["torch_loaded"] is False
     report = sub.wait_count("telemetry", 1)[-1]
     assert report.thread_restarts == {}  # refused per message: nothing had to be restarted
@@ -107,6 +95,6 @@ def test_an_unreachable_broker_is_logged_once_then_retries_sparsely_then_the_con
     attempts = int(re.search(rf"connected to {re.escape(where)} .* after (\d+) failed attempt", log)[1])
     assert attempts >= 8 and len(retries) <= math.log2(attempts) + 1  # not a line per attempt
     sub = subscribe(broker, TOPICS)
-    send(broker, json.dumps({"id": "s", "action": "status"}).encode())
-    assert ack_for(sub, "s").ok
+    command(broker, None, raw=json.dumps({"id": "s", "action": "status"}).encode())
+    assert ack_for(sub, "s", timeout=20.0).ok
     assert d.stop() == 0
