@@ -1,17 +1,25 @@
-"""The end-to-end demo behind ``scripts/demo.sh``: cloud to device on this machine.
+"""The end-to-end demo behind ``scripts/demo.sh``: cloud to device.
 
     1. synthesize an emotional-speech corpus with espeak-ng
     2. train the teacher, then the tiny student with HRF and distillation (merged at the end)
     3. make a fleet signing key, export ONNX (fp32, int8) and TFLite (fp32, int8), each checked
        against PyTorch, in a bundle signed with it
-    4. install it with ``edge-deploy --device local --key`` (the signature is verified)
-    5. start Mosquitto with per-device logins and the fleet ACL (no anonymous clients), and the
-       daemon (trusting the fleet key, logging in as its device); feed held-out wav files through
-       it and print the events (prediction beside each file's true label) and telemetry received
-    6. write the benchmark report (``edgewise bench``)
+    4. the device: an emulated Raspberry Pi 5 (``edgewise board``: aarch64 Debian under qemu-user,
+       reached over SSH) set up with ``edge-deploy --bootstrap`` from a wheelhouse (the fleet key,
+       its own MQTT login over TLS), then ``edge-deploy --host`` installs the bundle, which checks
+       every artifact against its reference outputs on aarch64. A machine that cannot run a board
+       (not root, no qemu-user-static or debootstrap, ``DEMO_BOARD=0``) installs on this machine
+       with ``edge-deploy --device local --key`` instead, and says why
+    5. start Mosquitto with per-device logins and the fleet ACL (no anonymous clients; TLS for the
+       board), and the daemon on the device (trusting the fleet key, logging in as its device);
+       feed held-out wav files through it and print the events (prediction beside each file's true
+       label) and telemetry that arrive over MQTT
+    6. write the benchmark report (``edgewise bench``, on this machine)
 
-Everything it starts (broker, daemon) is stopped when it ends, fails or is interrupted (Ctrl-C).
-Outputs land in ``DEMO_DIR`` (default ``demo-out/``).
+The board's arm64 userland is built once per machine (about 5 minutes, cached in
+``~/.cache/edgewise/boards``); the demo starts that build in the background at step 1, so it
+overlaps the corpus and training. Everything it starts (broker, daemon, board) is stopped when it
+ends, fails or is interrupted (Ctrl-C). Outputs land in ``DEMO_DIR`` (default ``demo-out/``).
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ DEMO = Path(os.environ.get("DEMO_DIR", REPO / "demo-out")).resolve()
 N = int(os.environ.get("DEMO_N", "1200"))
 SEED = os.environ.get("DEMO_SEED", "0")
 FILES = int(os.environ.get("DEMO_FILES", "12"))
-FLEET, DEVICE = "demo", "laptop"
+FLEET, OPERATOR = "demo", "demo-operator"
+BOARD = "demo-pi"  # the emulated Raspberry Pi 5
+BOARD_ROOT = "/opt/edgewise"  # the rpi5 profile's install root
 
 
 def step(title: str) -> None:
@@ -48,12 +58,54 @@ def ew(*args: str) -> None:
     run(BIN / "edgewise", *args)
 
 
+def board_unavailable() -> str | None:
+    """Why this machine cannot run an emulated board (None: it can)."""
+    if os.environ.get("DEMO_BOARD", "1") == "0":
+        return "DEMO_BOARD=0"
+    from edgewise.board.host import check_host
+    from edgewise.errors import EdgewiseError
+
+    try:
+        check_host("aarch64")
+    except EdgewiseError as exc:
+        return str(exc)
+    return None
+
+
+def start_rootfs_build() -> subprocess.Popen | None:
+    """The board's arm64 userland, built in the background (once per machine) while the corpus and
+    the models are made; None when it is cached already."""
+    from edgewise.board.rootfs import RootfsSpec, cached_rootfs
+
+    if cached_rootfs(RootfsSpec()) is not None:
+        return None
+    DEMO.mkdir(parents=True, exist_ok=True)
+    print(f"(building the emulated board's arm64 rootfs in the background: {DEMO / 'board-rootfs.log'})")
+    with open(DEMO / "board-rootfs.log", "w") as log:
+        return subprocess.Popen(
+            [str(BIN / "python"), "-m", "edgewise.board.rootfs"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def main() -> int:
     start = time.perf_counter()
     runs, bundles, device = DEMO / "runs", DEMO / "bundles", DEMO / "device"
-    for folder in (runs, bundles, device, DEMO / "bench"):
+    for folder in (runs, bundles, device, DEMO / "bench", DEMO / "fleet", DEMO / "broker"):
         shutil.rmtree(folder, ignore_errors=True)
+    why_not = board_unavailable()
+    rootfs_build = None if why_not else start_rootfs_build()
+    try:
+        return demo(start, runs, bundles, device, why_not, rootfs_build)
+    finally:
+        if rootfs_build is not None and rootfs_build.poll() is None:
+            os.killpg(rootfs_build.pid, signal.SIGTERM)  # an interrupted build is redone next time
+            rootfs_build.wait(30)
 
+
+def demo(start, runs: Path, bundles: Path, device: Path, why_not: str | None, rootfs_build) -> int:
     step(f"1/6 synthesize a {N}-utterance emotional-speech corpus with espeak-ng")
     ew("data", "speech", "--out", DEMO / "corpus", "--n", str(N), "--seed", SEED, "--force")
 
@@ -109,15 +161,28 @@ def main() -> int:
         keys / "fleet.key",
     )
     bundle = next(p for p in bundles.iterdir() if p.is_dir())
-
-    step("4/6 install the bundle on this machine with edge-deploy (signature checked with the fleet key)")
     archive = bundle.parent / f"{bundle.name}.tar.gz"
-    run(BIN / "edge-deploy", "--device", "local", "--root", device, "--key", keys / "fleet.pub", archive)
+    fleet = Fleet(DEMO / "fleet", keys / "fleet.pub")
 
-    step(f"5/6 Mosquitto (logins + ACL) and the daemon; {FILES} held-out wav files, results over MQTT")
-    events = live_run(device, DEMO / "corpus", keys / "fleet.pub")
+    if why_not is None:
+        step("4/6 an emulated Raspberry Pi 5: bootstrap it over SSH, deploy the signed bundle to it")
+        if rootfs_build is not None:
+            print("(waiting for the board's rootfs build)", flush=True)
+            if rootfs_build.wait() != 0:
+                raise SystemExit(f"the board's rootfs build failed: see {DEMO / 'board-rootfs.log'}")
+        target = BoardDevice(fleet)
+    else:
+        step("4/6 install the bundle on this machine with edge-deploy (signature checked with the fleet key)")
+        print(f"(no emulated board: {why_not}; the device is this machine instead)", flush=True)
+        target = LocalDevice(fleet, device)
+    try:
+        target.setup(archive)
+        step(f"5/6 Mosquitto (logins, ACL, TLS) and the daemon on the device; {FILES} held-out wav files")
+        events = live_run(target, DEMO / "corpus")
+    finally:
+        target.close()
 
-    step("6/6 benchmark report")
+    step("6/6 benchmark report (this machine)")
     ew("bench", bundle, "--run", runs / "student", "--out", DEMO / "bench")
 
     summary(runs, events, time.perf_counter() - start)
@@ -131,30 +196,181 @@ def true_labels(corpus: Path) -> dict[Path, str]:
     return {Path(u.path): u.label for u in load_corpus(corpus).split("test")}
 
 
-def live_run(root: Path, corpus: Path, public_key: Path) -> list[dict]:
-    """Broker, subscriber and daemon; every one of them is stopped on the way out."""
-    import paho.mqtt.client as mqtt
-    import yaml
+class Fleet:
+    """The fleet's key, its broker folder (logins and ACL) with an operator login, and a TLS
+    certificate for the broker."""
 
-    from edgewise.devtools.mosquitto import MosquittoBroker
-    from edgewise.edge.deploy.broker_acl import add_users, device_user
+    def __init__(self, folder: Path, public_key: Path) -> None:
+        from edgewise.devtools.mosquitto import free_port
+        from edgewise.devtools.tls import self_signed_cert
+        from edgewise.edge.deploy.broker_acl import add_users
+
+        self.public_key = public_key
+        self.broker_dir = folder / "broker"
+        logins, _ = add_users(self.broker_dir, FLEET, operators={OPERATOR: None})
+        self.operator_password = logins[OPERATOR]
+        self.cert, self.cert_key = self_signed_cert(folder / "tls")
+        self.tls_port = free_port()
+
+    def broker(self):
+        from edgewise.devtools.mosquitto import MosquittoBroker
+        from edgewise.edge.deploy.broker_acl import PIN_CLIENT_ID
+
+        return MosquittoBroker(
+            workdir=DEMO / "broker",
+            password_file=self.broker_dir / "passwords",
+            acl_file=self.broker_dir / "acl",
+            tls=(self.cert, self.cert_key),
+            tls_port=self.tls_port,
+            extra_config=[PIN_CLIENT_ID],
+        )
+
+
+class LocalDevice:
+    """This machine as the device (x86-local): edge-deploy --device local, the daemon as a child."""
+
+    name = "laptop"
+
+    def __init__(self, fleet: Fleet, root: Path) -> None:
+        self.fleet, self.root = fleet, root
+
+    def setup(self, archive: Path) -> None:
+        from edgewise.edge.deploy.broker_acl import add_users
+
+        run(
+            BIN / "edge-deploy",
+            "--device",
+            "local",
+            "--root",
+            self.root,
+            "--key",
+            self.fleet.public_key,
+            archive,
+        )
+        logins, _ = add_users(self.fleet.broker_dir, FLEET, devices={self.name: None})
+        self.login = next(iter(logins.items()))
+
+    def start_daemon(self, wavs: list[Path], broker) -> subprocess.Popen:
+        import yaml
+
+        config = self.root / "daemon.yaml"
+        config.touch(mode=0o600)
+        config.chmod(0o600)  # it holds the device's broker password
+        mqtt_settings = {"host": broker.host, "port": broker.tls_port, "fleet": FLEET, "device": self.name}
+        mqtt_settings |= {
+            "username": self.login[0],
+            "password": self.login[1],
+            "tls": {"ca": str(self.fleet.cert)},
+        }
+        settings = {
+            "device": "x86-local",
+            "root": str(self.root),
+            "public_key": str(self.fleet.public_key),
+            "telemetry_interval_s": 2.0,
+            "mqtt": mqtt_settings,
+            "audio": {"source": "file", "files": [str(w) for w in wavs]},
+        }
+        config.write_text(yaml.safe_dump(settings))
+        print(f"$ {BIN / 'edgewise'} daemon --config {config}", flush=True)
+        return subprocess.Popen([str(BIN / "edgewise"), "-q", "daemon", "--config", str(config)])
+
+    def stop_daemon(self, daemon: subprocess.Popen) -> None:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+
+    def close(self) -> None:
+        pass
+
+
+class BoardDevice:
+    """An emulated rpi5 as the device: created and started with ``edgewise board``, set up with
+    ``edge-deploy --bootstrap`` from a wheelhouse, the bundle installed with ``edge-deploy --host``,
+    the daemon run over SSH. ``close`` stops the board (and everything on it)."""
+
+    name = BOARD
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    def setup(self, archive: Path) -> None:
+        from edgewise.board.board import boards_dir
+
+        if (boards_dir() / BOARD / "board.json").is_file():
+            ew("board", "destroy", BOARD)  # a board from an earlier demo run
+        ew("board", "create", BOARD, "--profile", "rpi5", "--start")
+        dist = DEMO / "dist"
+        shutil.rmtree(dist, ignore_errors=True)
+        run(BIN / "pip", "wheel", "-q", "--no-deps", "-w", dist, REPO)
+        spec = f"{next(dist.glob('edgewise-*.whl'))}[edge]"
+        wheels = DEMO / "wheelhouse"
+        run(BIN / "edge-deploy", "wheelhouse", "--device", "rpi5", "--out", wheels, "--edgewise-spec", spec)
+        run(
+            BIN / "edge-deploy", "--device", "rpi5", "--host", BOARD, "--bootstrap",
+            "--key", self.fleet.public_key, "--wheelhouse", wheels, "--edgewise-spec", spec,
+            "--fleet", FLEET, "--mqtt-host", "127.0.0.1", "--mqtt-port", self.fleet.tls_port,
+            "--mqtt-ca", self.fleet.cert, "--broker-dir", self.fleet.broker_dir,
+        )  # fmt: skip
+        run(BIN / "edge-deploy", "--host", BOARD, archive)
+
+    def _board(self):
+        from edgewise.board.board import open_board
+
+        return open_board(BOARD)
+
+    def start_daemon(self, wavs: list[Path], broker) -> subprocess.Popen:
+        import yaml
+
+        board = self._board()
+        inbox = board.rootfs / "root" / "demo-wavs"  # the files the board's microphone would hear
+        inbox.mkdir(parents=True, exist_ok=True)
+        self.names = {}
+        for wav in wavs:
+            shutil.copy(wav, inbox / wav.name)
+            self.names[f"/root/demo-wavs/{wav.name}"] = wav
+        config = board.rootfs / BOARD_ROOT.lstrip("/") / "daemon.yaml"  # written by bootstrap (0600)
+        settings = yaml.safe_load(config.read_text())
+        settings |= {"telemetry_interval_s": 2.0, "audio": {"source": "file", "files": sorted(self.names)}}
+        config.write_text(yaml.safe_dump(settings, sort_keys=False))
+        command = f"exec {BOARD_ROOT}/venv/bin/edgewise -q daemon --config {BOARD_ROOT}/daemon.yaml"
+        argv = board.target().ssh_argv(command)
+        print(f"$ ssh {BOARD} {command}", flush=True)
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+
+    def stop_daemon(self, daemon: subprocess.Popen) -> None:
+        if daemon.poll() is None:
+            self._board().ssh(f"kill -TERM $(cat {BOARD_ROOT}/daemon.pid)", check=False)
+            try:
+                daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+
+    def close(self) -> None:
+        ew("board", "stop", BOARD)
+
+
+def live_run(target, corpus: Path) -> list[dict]:
+    """Broker, subscriber and the device's daemon; every one of them is stopped on the way out."""
+    import paho.mqtt.client as mqtt
 
     truth = true_labels(corpus)
     wavs = list(truth)[:FILES]
     received: list[dict] = []
     cond = threading.Condition()
-    # the fleet's broker files: one login for the device, one for this operator; the ACL confines
-    # the device to edgewise/demo/laptop/ (and its own cmd); anonymous clients are refused
-    fleet_dir = DEMO / "broker-fleet"
-    shutil.rmtree(fleet_dir, ignore_errors=True)
-    logins, _ = add_users(fleet_dir, FLEET, devices={DEVICE: None}, operators={"demo-operator": None})
-    device_login = device_user(FLEET, DEVICE)
+    fleet = target.fleet
+
+    def source_path(name: str) -> Path:
+        return getattr(target, "names", {}).get(name, Path(name))
 
     def on_message(client, userdata, message):
         payload = json.loads(message.payload)
         kind = payload.get("type")
         if kind == "event":
-            src = Path(payload["source"]["name"])
+            src = source_path(payload["source"]["name"])
+            payload["source"]["host_path"] = str(src)
             label, expected = payload["label"], truth.get(src, "?")
             print(
                 f"  event      {src.name:28} {label:8} (true: {expected:8}{' ok' if label == expected else ' --'}) "
@@ -175,54 +391,31 @@ def live_run(root: Path, corpus: Path, public_key: Path) -> list[dict]:
             received.append(payload)
             cond.notify_all()
 
-    with MosquittoBroker(
-        workdir=DEMO / "broker", password_file=fleet_dir / "passwords", acl_file=fleet_dir / "acl"
-    ) as broker:
+    with fleet.broker() as broker:
+        # the operator logs in over TLS, verifying the broker with its CA
         sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        sub.username_pw_set("demo-operator", logins["demo-operator"])
+        sub.username_pw_set(OPERATOR, fleet.operator_password)
+        sub.tls_set(ca_certs=str(fleet.cert))
         sub.on_message = on_message
         sub.on_connect = lambda c, u, f, rc, p: c.subscribe(
-            [(f"edgewise/{FLEET}/{DEVICE}/{t}", 1) for t in ("status", "telemetry", "events")]
+            [(f"edgewise/{FLEET}/{target.name}/{t}", 1) for t in ("status", "telemetry", "events")]
         )
-        sub.connect(broker.host, broker.port)
+        sub.connect(broker.host, broker.tls_port)
         sub.loop_start()
-        config = root / "daemon.yaml"
-        config.touch(mode=0o600)
-        config.chmod(0o600)  # it holds the device's broker password
-        mqtt_settings = {"host": broker.host, "port": broker.port, "fleet": FLEET, "device": DEVICE}
-        mqtt_settings |= {"username": device_login, "password": logins[device_login]}
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "device": "x86-local",
-                    "root": str(root),
-                    "public_key": str(public_key),
-                    "telemetry_interval_s": 2.0,
-                    "mqtt": mqtt_settings,
-                    "audio": {"source": "file", "files": [str(w) for w in wavs]},
-                }
-            )
-        )
-        print(f"$ {BIN / 'edgewise'} daemon --config {config}", flush=True)
-        daemon = subprocess.Popen([str(BIN / "edgewise"), "-q", "daemon", "--config", str(config)])
+        daemon = target.start_daemon(wavs, broker)
         try:
 
             def files_done(items):
-                seen = {Path(p["source"]["name"]) for p in items if p.get("type") == "event"}
+                seen = {Path(p["source"]["host_path"]) for p in items if p.get("type") == "event"}
                 telemetry = any(p.get("type") == "telemetry" and p["inferences"] for p in items)
                 return seen >= set(wavs) and telemetry
 
             with cond:
-                cond.wait_for(lambda: files_done(received) or daemon.poll() is not None, timeout=120)
+                cond.wait_for(lambda: files_done(received) or daemon.poll() is not None, timeout=300)
             if daemon.poll() is not None:
                 raise SystemExit(f"the daemon exited with {daemon.returncode}")
         finally:
-            if daemon.poll() is None:
-                daemon.send_signal(signal.SIGTERM)
-                try:
-                    daemon.wait(30)
-                except subprocess.TimeoutExpired:
-                    daemon.kill()
+            target.stop_daemon(daemon)
             time.sleep(0.3)  # the offline status
             sub.disconnect()
             sub.loop_stop()
@@ -239,7 +432,7 @@ def summary(runs: Path, events: list[dict], seconds: float) -> None:
         m = json.loads((run_dir / "metrics.json").read_text())
         print(f"{name:34} {m['parameters']:>9,} {m['ua']:>6.3f} {m['wa']:>6.3f} {m['macro_f1']:>6.3f}")
     truth = true_labels(DEMO / "corpus")
-    right = sum(truth.get(Path(e["source"]["name"])) == e["label"] for e in events)
+    right = sum(truth.get(Path(e["source"]["host_path"])) == e["label"] for e in events)
     print(f"on the device: {len(events)} events over MQTT, {right} with the file's true label")
     print(f"benchmark report: {DEMO / 'bench' / 'bench.md'}")
     print(f"demo finished in {seconds:.0f} s (after setup); outputs in {DEMO}/")

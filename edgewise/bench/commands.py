@@ -54,6 +54,10 @@ examples:
   edgewise bench ser-tiny-1.0.0.tar.gz --out bench/
   edgewise bench ser-tiny-1.0.0/ --formats onnx --precisions int8 --run RUN --out bench/
   edgewise bench ser-tiny-1.0.0/ --device rpi5 --host pi@10.0.0.7 --out bench-rpi5/
+  edgewise bench ser-tiny-1.0.0/ --host b1 --out bench-b1/     # b1: an inventory name (edgewise board)
+
+On an emulated board (its /etc/edgewise-emulated says so) every timing is labelled emulated and no
+device-profile order is suggested: memory, sizes and parity still hold, the speed is qemu's.
 """
 
 
@@ -73,10 +77,16 @@ def bench_add_arguments(p: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--device", help="device profile name or YAML: threads and execution providers; labels the report"
     )
-    dev.add_argument("--host", help="user@addr: run the benchmark on the device over ssh (needs --device)")
-    dev.add_argument("--port", type=int, default=22, help="ssh port (default 22)")
-    dev.add_argument("--identity", type=Path, help="ssh private key file")
-    dev.add_argument("--known-hosts", type=Path, help="ssh known_hosts file (default: the user's)")
+    dev.add_argument(
+        "--host",
+        help="user@addr or a device inventory name (edge-deploy, edgewise board): run the benchmark on "
+        "the device over ssh; a recorded device brings its address, port, ssh options and profile",
+    )
+    dev.add_argument("--port", type=int, help="ssh port (default: the inventory's, else 22)")
+    dev.add_argument("--identity", type=Path, help="ssh private key file (default: the inventory's)")
+    dev.add_argument(
+        "--known-hosts", type=Path, help="ssh known_hosts file (default: the inventory's, else the user's)"
+    )
     dev.add_argument(
         "--remote-python",
         help="the device's Python with edgewise (default: INSTALL_ROOT/venv/bin/python, else the profile's python)",
@@ -171,14 +181,14 @@ def bench_run(args: argparse.Namespace) -> int:
     from edgewise.bench.runner import BenchOptions, BundleDoesNotVerify, run_bench
     from edgewise.devices import load_profile
 
-    profile = load_profile(args.device) if args.device else None
-    if args.host and profile is None:
-        raise ConfigError(
-            "--host needs --device NAME: the device's profile (edgewise/devices) or a YAML file"
-        )
     if args.host:
-        report = _remote(args, profile)
+        report = _remote(args)
     else:
+        if args.port is not None or args.identity is not None or args.known_hosts is not None:
+            raise ConfigError(
+                "--port, --identity and --known-hosts need --host: they say how to reach a device"
+            )
+        profile = load_profile(args.device) if args.device else None
         if args.threads is not None and args.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {args.threads}")
         opts = BenchOptions(
@@ -221,18 +231,30 @@ def bench_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remote(args: argparse.Namespace, profile) -> dict:
+def _remote(args: argparse.Namespace) -> dict:
     from edgewise.bench.remote import run_remote
+    from edgewise.devices import load_profile
+    from edgewise.edge.deploy import inventory
 
+    where = inventory.resolve(args.host, args.port, profile=args.device)
+    if where.profile is None:
+        raise ConfigError(
+            f"--host {args.host} needs --device NAME: the device's profile (edgewise/devices) or a YAML file"
+            + ("" if where.name else f" (it is not a device in the inventory {inventory.inventory_path()})")
+        )
+    profile = load_profile(where.profile)
+    recorded = where.ssh
     ignored = [flag for flag, value in (("--run", args.run), ("--corpus", args.corpus)) if value is not None]
     report = run_remote(
         bundle=args.bundle,
         profile=profile,
-        device_arg=args.device,
-        host=args.host,
-        port=args.port,
-        identity=args.identity,
-        known_hosts=args.known_hosts,
+        device_arg=where.profile,
+        host=where.host,
+        port=where.port or 22,
+        identity=args.identity or _path(recorded.get("identity")),
+        known_hosts=args.known_hosts or _path(recorded.get("known_hosts")),
+        host_key_checking=recorded.get("strict_host_key_checking", "accept-new"),
+        inventory_name=where.name,
         key=args.key,
         remote_python=args.remote_python,
         passthrough=_passthrough(args),
@@ -246,7 +268,17 @@ def _remote(args: argparse.Namespace, profile) -> dict:
     return report
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
 def _summary(report: dict, path: Path) -> None:
+    from edgewise.bench.report import emulated_banner, not_suggested
+
+    banner = emulated_banner(report)
+    if banner:
+        print(banner)
+    tag = "(emulated timings) " if banner else ""
     for row in report["rows"]:
         if row["status"] != "ok":
             print(f"{row['name']}: {row['status']}: {row['reason']}")
@@ -262,7 +294,9 @@ def _summary(report: dict, path: Path) -> None:
         )
         if row.get("ratio_vs_onnx_fp32") is not None:
             parts.append(f"{row['ratio_vs_onnx_fp32']:.2f}x ONNX fp32")
-        print(f"{row['name']}: " + ", ".join(parts))
+        print(f"{row['name']}: {tag}" + ", ".join(parts))
+    if banner and report["rows"]:
+        print(not_suggested(report))
     print(f"report: {path} and {path.with_name('bench.md')}")
 
 

@@ -19,6 +19,10 @@ THREAD_ENV = (
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
 )
+# an emulated board (edgewise board) carries this file: one line, what the emulation is; a real device has none
+EMULATED_MARKER = "/etc/edgewise-emulated"
+# where to look instead (tests run "the device" on this machine, which must not carry the real marker)
+EMULATED_MARKER_ENV = "EDGEWISE_EMULATED_MARKER"
 RUNTIME_PACKAGES = {
     "onnxruntime": "onnxruntime",
     "ai-edge-litert": "ai_edge_litert",
@@ -91,6 +95,24 @@ def onnxruntime_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+def emulation_note() -> str | None:
+    """What the emulation is, when this machine is an emulated board; ``None`` on real hardware.
+
+    Decided here, on the device, and only by the marker file ``/etc/edgewise-emulated`` (its first
+    non-empty line; ``$EDGEWISE_EMULATED_MARKER`` names another file, for tests): a report's timings
+    are labelled emulated exactly when the machine that measured them says it is one.
+    """
+    marker = Path(os.environ.get(EMULATED_MARKER_ENV) or EMULATED_MARKER)
+    try:
+        text = marker.read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # there but unreadable: still a board, say so rather than pass as hardware
+        return f"emulated ({marker} unreadable: {exc.strerror})"
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line or f"emulated ({marker} is empty)"
+
+
 def environment(threads: int, with_torch: bool) -> dict[str, Any]:
     runtimes = {pkg: package_version(pkg, mod) for pkg, mod in RUNTIME_PACKAGES.items()}
     if with_torch:
@@ -108,4 +130,5 @@ def environment(threads: int, with_torch: bool) -> dict[str, Any]:
         "onnxruntime_providers": onnxruntime_providers(),
         "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
         "load_average_start": load_average(),
+        "emulated": emulation_note(),
     }

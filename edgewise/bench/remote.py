@@ -11,6 +11,14 @@ The transport is :mod:`edgewise.edge.deploy.ssh` (the system ssh/scp, one multip
 connection, ``BatchMode``): a host that cannot be reached is one line,
 ``cannot reach pi@10.0.0.7:22: Connection refused``.
 
+``--host`` may name a device of the inventory (``edge-deploy`` bootstrap, ``edgewise board``): its
+address, port, SSH options and profile come from the record (:func:`inventory.resolve`), and explicit
+flags win.
+
+Whether the figures are emulated is decided on the device: its bench reads ``/etc/edgewise-emulated``
+(an emulated board's marker) into the report's ``emulated``; this machine only draws what the report
+says.
+
 The device's Python: ``--remote-python``, else ``ROOT/venv/bin/python`` (the venv edge-deploy's
 bootstrap makes under the profile's install root) when it exists, else the profile's ``python``.
 """
@@ -51,6 +59,8 @@ def run_remote(
     port: int = 22,
     identity: Path | None = None,
     known_hosts: Path | None = None,
+    host_key_checking: str = "accept-new",
+    inventory_name: str | None = None,
     key: Path | None = None,
     remote_python: str | None = None,
     passthrough: Sequence[str] = (),
@@ -61,7 +71,9 @@ def run_remote(
     from edgewise.edge.deploy.ssh import SSHSession, SSHTarget, check_remote_path
 
     try:
-        target = SSHTarget(host, port=port, identity=identity, known_hosts=known_hosts)
+        target = SSHTarget(
+            host, port=port, identity=identity, known_hosts=known_hosts, host_key_checking=host_key_checking
+        )
     except DeployError as exc:
         raise EdgewiseError(str(exc)) from None
     with load_bundle(bundle, public_key=key) as opened:  # a bad bundle fails here, before any copy
@@ -89,14 +101,12 @@ def run_remote(
             finally:
                 session.run(f"rm -rf {shlex.quote(remote_dir)}", what="cleanup")
     except DeployError as exc:
-        raise EdgewiseError(str(exc)) from None
+        hint = "" if inventory_name or "@" in host else f" ({host} is not a device in the inventory either)"
+        raise EdgewiseError(f"{exc}{hint}") from None
     if report is None:
         raise EdgewiseError(f"{target.label}: edgewise bench failed on the device (exit {rc}): {tail}")
-    report["device"] = {
-        "name": profile.name,
-        "host": target.label,
-        "label": f"{profile.name} ({target.host})",
-    }
+    where = f"{inventory_name}, {target.host}" if inventory_name else target.host
+    report["device"] = {"name": profile.name, "host": target.label, "label": f"{profile.name} ({where})"}
     report["notes"] = [n for n in report.get("notes", []) if not n.startswith("plots not drawn")]
     report["notes"].append(f"measured on {target.label} over ssh; bundle {name} copied as {archive.name}")
     return report

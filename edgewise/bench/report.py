@@ -15,6 +15,35 @@ log = logging.getLogger(__name__)
 
 JSON_NAME, MD_NAME = "bench.json", "bench.md"
 PLOT_NAMES = ("bench_latency.png", "bench_throughput.png", "bench_ceiling.png")
+# what every timing of an emulated report carries (memory, sizes and parity do not: they still hold)
+EMULATED = "(emulated)"
+
+
+def timing(label: str, report: dict[str, Any]) -> str:
+    """``label``, marked ``(emulated)`` when the report was measured on an emulated board."""
+    return f"{label} {EMULATED}" if report.get("emulated") else label
+
+
+def emulated_banner(report: dict[str, Any]) -> str | None:
+    """One sentence for the top of an emulated report (``None`` for real hardware)."""
+    note = report.get("emulated")
+    if not note:
+        return None
+    return (
+        f"EMULATED: {note}. Every timing in this report (latency, cold load, throughput, CPU time, "
+        "FLOP/s, ceiling, ratios) was measured under emulation and says nothing about the real "
+        "device's speed; memory, sizes and parity still hold."
+    )
+
+
+def not_suggested(report: dict[str, Any]) -> str:
+    """Why an emulated report suggests no device-profile order."""
+    return (
+        "No device-profile order is suggested: the timings were measured under emulation "
+        f"({report.get('emulated')}), which ranks runtimes by how well the emulator translates them, "
+        "not by how fast they run on the device; run `edgewise bench --host` on the real device to order "
+        "its profile's runtimes"
+    )
 
 
 def _num(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
@@ -36,9 +65,14 @@ def _thr(row: dict[str, Any], batch: int) -> str:
 
 def table(report: dict[str, Any]) -> list[str]:
     batches = (report.get("settings") or {}).get("batches") or [1, 4, 16]
-    head = ["artifact", "runtime", "precision", "size", "cold load ms", "p50 / p90 / p99 ms"]
-    head += [f"utt/s b{b}" for b in batches]
-    head += ["peak RSS MiB (baseline)", "CPU s / audio s", "GFLOP/s", "% of ceiling", "vs ONNX fp32"]
+
+    def t(label: str) -> str:
+        return timing(label, report)
+
+    head = ["artifact", "runtime", "precision", "size", t("cold load ms"), t("p50 / p90 / p99 ms")]
+    head += [t(f"utt/s b{b}") for b in batches]
+    head += ["peak RSS MiB (baseline)", t("CPU s / audio s"), t("GFLOP/s"), t("% of ceiling")]
+    head += [t("vs ONNX fp32")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
         name = row["name"] + ("" if row.get("parity_passed") is not False else " (parity FAILED)")
@@ -82,7 +116,11 @@ def suggest_order(report: dict[str, Any]) -> dict[str, Any] | None:
     others), by the median per-round latency ratio against ONNX fp32 when every ranked row has one
     (interleaved rounds: robust to a busy machine), else by warm p50. When the report names a device
     profile, its measured choices are listed in its own order and compared.
+
+    An emulated report suggests nothing (``None``): its timings are the emulator's, not the device's.
     """
+    if report.get("emulated"):
+        return None
     ranked, left_out = [], []
     for row in report.get("rows") or []:
         if row["kind"] != "artifact":
@@ -148,6 +186,8 @@ def suggest_order(report: dict[str, Any]) -> dict[str, Any] | None:
 def suggestion_lines(report: dict[str, Any]) -> list[str]:
     """bench.md's section on the profile order: one line, the profile's verdict, a YAML block."""
     sug = report.get("suggested_order")
+    if report.get("emulated") and report.get("rows"):
+        return ["", "## Suggested device-profile order", "", not_suggested(report) + "."]
     if not sug:
         return []
     ranked = [
@@ -182,13 +222,18 @@ def suggestion_lines(report: dict[str, Any]) -> list[str]:
     return [*lines, "", "```yaml", "runtimes:", *yaml_lines, "```"]
 
 
+def _rate(value: float) -> str:
+    """GFLOP/s or GOP/s: whole numbers, but three figures below 10 (an emulated board's 0.26, not 0)."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.3g}"
+
+
 def _ceiling_line(name: str, fig: dict[str, Any]) -> str:
     if fig.get("status") != "ok":
         return f"- {name}: unavailable ({fig.get('reason')})"
-    sizes = ", ".join(f"{n}: {v:.0f}" for n, v in fig.get("by_size", {}).items())
-    phases = ", ".join(f"{p} {v:.0f}" for p, v in fig.get("by_phase", {}).items())
+    sizes = ", ".join(f"{n}: {_rate(v)}" for n, v in fig.get("by_size", {}).items())
+    phases = ", ".join(f"{p} {_rate(v)}" for p, v in fig.get("by_phase", {}).items())
     return (
-        f"- {name}: **{fig['value']:.0f} {fig['unit']}** (best of {fig.get('repeats')} per size, measured before "
+        f"- {name}: **{_rate(fig['value'])} {fig['unit']}** (best of {fig.get('repeats')} per size, measured before "
         f"and after the rows: {phases}; by size {sizes}); "
         f"{fig.get('method')}; threads: {fig.get('thread_control')}"
     )
@@ -205,6 +250,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Command: `{report['command']}`  ",
         f"Written {report['created']} by edgewise {report['edgewise_version']}.",
     ]
+    banner = emulated_banner(report)
+    if banner:
+        lines += ["", f"> **{banner}**"]
     if not b["verified"]:
         lines += ["", f"**The bundle does not verify; nothing was benchmarked:** {b.get('error')}", ""]
         return "\n".join(lines) + "\n"
@@ -227,6 +275,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"- CPU: {env['cpu_model']} ({env['machine']}), {env['cores_logical']} logical cores, "
         f"{env['cores_usable']} usable; **{env['threads']} threads** for every row and the ceiling",
         f"- OS: {env['os']} ({env['kernel']}); Python {env['python']}",
+        f"- Emulated: {report['emulated']} (from the device's /etc/edgewise-emulated)"
+        if report.get("emulated")
+        else "- Emulated: no (real hardware: the device has no /etc/edgewise-emulated)",
         f"- Runtimes: {runtimes}; onnxruntime providers: {', '.join(env['onnxruntime_providers']) or '-'}",
         f"- Load average (1/5/15 min): start {env.get('load_average_start')}, end {env.get('load_average_end')}",
         f"- Input: {length}",
@@ -238,7 +289,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"median over rounds; cold load: median of {s['cold_runs']} fresh processes (load + first inference); "
         "ratios: median of per-round ratios",
         "",
-        "## Ceiling (measured in this run)",
+        "## Ceiling (measured in this run" + (", emulated)" if report.get("emulated") else ")"),
         "",
         _ceiling_line("fp32 GEMM", report["ceiling"]["fp32"]),
         _ceiling_line("int8 GEMM", report["ceiling"]["int8"]),
@@ -283,6 +334,8 @@ def plot(report: dict[str, Any], out: Path) -> list[str]:
     names = [r["name"] for r in rows]
     label = report["device"]["label"]
     threads = report["environment"]["threads"]
+    # every plot is timings: an emulated report says so in each title
+    emu = "\nEMULATED: timings under emulation, not the device's speed" if report.get("emulated") else ""
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.5 * len(rows) + 2))
     ys = range(len(rows))
@@ -293,13 +346,13 @@ def plot(report: dict[str, Any], out: Path) -> list[str]:
     ax1.set_xscale("log")
     ax1.set_yticks(list(ys), names)
     ax1.invert_yaxis()
-    ax1.set_xlabel(f"warm latency, ms, log scale (batch 1, {threads} threads)")
+    ax1.set_xlabel(timing(f"warm latency, ms, log scale (batch 1, {threads} threads)", report))
     ax1.legend(fontsize=7)
     ax2.barh(ys, [r["cold"]["cold_ms"] for r in rows], color="tab:gray")
     ax2.set_yticks(list(ys), [])
     ax2.invert_yaxis()
-    ax2.set_xlabel("cold load ms (fresh process: load + first inference)")
-    fig.suptitle(f"edgewise bench on {label}: latency")
+    ax2.set_xlabel(timing("cold load ms (fresh process: load + first inference)", report))
+    fig.suptitle(f"edgewise bench on {label}: latency{emu}")
     fig.tight_layout()
     fig.savefig(out / PLOT_NAMES[0], dpi=110)
     plt.close(fig)
@@ -319,8 +372,8 @@ def plot(report: dict[str, Any], out: Path) -> list[str]:
     batches = sorted({t["batch"] for r in rows for t in r["throughput"]})
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.set_xlabel("batch size (dashed: sequential, fixed-window model)")
-    ax.set_ylabel("utterances / s")
-    ax.set_title(f"throughput on {label}", fontsize=10)
+    ax.set_ylabel(timing("utterances / s", report))
+    ax.set_title(f"throughput on {label}{emu}", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / PLOT_NAMES[1], dpi=110)
@@ -332,8 +385,8 @@ def plot(report: dict[str, Any], out: Path) -> list[str]:
     ax.barh(list(ys), frac, color=colors)
     ax.set_yticks(list(ys), names)
     ax.invert_yaxis()
-    ax.set_xlabel("% of the GEMM ceiling (blue: fp32 ceiling, orange: int8 ceiling)")
-    ax.set_title(f"compute efficiency on {label}", fontsize=10)
+    ax.set_xlabel(timing("% of the GEMM ceiling (blue: fp32 ceiling, orange: int8 ceiling)", report))
+    ax.set_title(f"compute efficiency on {label}{emu}", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / PLOT_NAMES[2], dpi=110)
     plt.close(fig)

@@ -31,7 +31,7 @@ import numpy as np
 
 from edgewise import __version__
 from edgewise.bench.ceiling import DEFAULT_REPEATS, DEFAULT_SIZES, combine, measure_ceiling
-from edgewise.bench.environment import environment, load_average
+from edgewise.bench.environment import emulation_note, environment, load_average
 from edgewise.bench.workers import WorkerError, WorkerProcess
 from edgewise.bundle import ArtifactEntry, Bundle, BundleError, load_bundle
 from edgewise.devices import DeviceProfile
@@ -618,6 +618,7 @@ def new_report(opts: BenchOptions, device: dict[str, Any]) -> dict[str, Any]:
         "command": opts.command,
         "bundle": {"path": str(opts.bundle), "verified": False},
         "device": device,
+        "emulated": emulation_note(),
         "rows": [],
         "notes": [],
         "plots": [],
@@ -641,6 +642,7 @@ def run_bench(opts: BenchOptions, device: dict[str, Any]) -> dict[str, Any]:
 
 def _measure(bundle: Bundle, opts: BenchOptions, report: dict[str, Any], tmp: Path) -> None:
     env = environment(opts.threads, with_torch=opts.run is not None)
+    env["emulated"] = report["emulated"]  # read once: the report and its environment agree
     input_info, inputs, fixed, features = make_inputs(bundle, opts, tmp / "inputs.npz")
     env["input"] = input_info
     report["environment"] = env

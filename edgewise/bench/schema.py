@@ -18,6 +18,13 @@ field                                      content
 ``device``                                 ``name`` (profile, or ``null``), ``host`` (``user@addr:port``
                                            when run over ssh, else ``null``), ``label`` (what the report
                                            is titled with)
+``emulated``                               ``null`` when measured on real hardware; on an emulated board
+                                           (``edgewise board``) its note, read by the device-side bench
+                                           from ``/etc/edgewise-emulated``: every timing (latency, cold
+                                           load, throughput, CPU time, FLOP/s, ceiling, ratios) then
+                                           says nothing about the real device's speed, and
+                                           ``suggested_order`` is ``null``; memory, sizes and parity
+                                           still hold
 ``environment``                            ``cpu_model``, ``machine``, ``cores_logical``, ``cores_usable``
                                            (affinity), ``threads`` (used by every row and the ceiling),
                                            ``os``, ``kernel``, ``python``, ``runtimes`` (package ->
@@ -25,7 +32,8 @@ field                                      content
                                            tflite-runtime, numpy, onnx, torch), ``onnxruntime_providers``
                                            (available), ``thread_env`` (OMP_*/KMP_*/BLAS thread variables
                                            that were set), ``load_average_start`` / ``_end`` (1, 5, 15
-                                           min), ``input`` (see below)
+                                           min), ``emulated`` (the same as the top-level field),
+                                           ``input`` (see below)
 ``environment.input``                      ``kind`` (``fixed`` or ``corpus``), ``seconds`` (the fixed
                                            input, also used for throughput and cold load), ``frames``,
                                            ``n_mels``, ``utterances``, ``corpus``/``split`` (or
@@ -78,7 +86,7 @@ field                                      content
 ``  .ratio_vs_onnx_fp32``                  warm latency / ONNX fp32's, median of per-round ratios
 ``  .notes``                               anything else worth knowing about the row
 ``suggested_order``                        the device-profile ``runtimes`` order this run measured
-                                           (``null`` when nothing ran): ``by`` (the measure: the
+                                           (``null`` when nothing ran or the run was emulated): ``by`` (the measure: the
                                            per-round latency ratio vs ONNX fp32 when every row has one,
                                            else warm p50), ``runtimes[]`` (``format``, ``precision``,
                                            ``quant``, ``p50_ms``, ``ratio_vs_onnx_fp32``; fastest first;
@@ -96,7 +104,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgewise.config import StrictModel
 
@@ -154,6 +162,7 @@ class Environment(StrictModel):
     thread_env: dict[str, str] = Field(default_factory=dict)
     load_average_start: list[float] | None = None
     load_average_end: list[float] | None = None
+    emulated: str | None = None
     input: InputInfo
 
 
@@ -283,6 +292,7 @@ class BenchReport(StrictModel):
     command: str
     bundle: BundleInfo
     device: DeviceInfo
+    emulated: str | None = None
     environment: Environment | None = None
     settings: Settings | None = None
     ceiling: Ceiling | None = None
@@ -290,6 +300,19 @@ class BenchReport(StrictModel):
     suggested_order: SuggestedOrder | None = None
     notes: list[str] = Field(default_factory=list)
     plots: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _emulation_is_labelled_consistently(self) -> BenchReport:
+        if self.environment is not None and self.environment.emulated != self.emulated:
+            raise ValueError(
+                f"emulated is {self.emulated!r} but environment.emulated is {self.environment.emulated!r}: "
+                "a report is emulated exactly when the machine that measured it is"
+            )
+        if self.emulated and self.suggested_order is not None:
+            raise ValueError(
+                "suggested_order must be null in an emulated report: its timings are not the device's"
+            )
+        return self
 
 
 def validate_report(data: dict[str, Any]) -> BenchReport:

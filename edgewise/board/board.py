@@ -2,15 +2,20 @@
 
 A board lives in ``$XDG_DATA_HOME/edgewise/boards/NAME/`` (``EDGEWISE_BOARDS`` overrides)::
 
-    board.json     name, profile, rootfs spec, port, pid of its sshd, state
-    rootfs/        its own copy of the cached arm64 userland (what it installs stays there)
+    board.json     name, profile, CPU model, rootfs spec, port, pid of its sshd, state
+    rootfs/        its own copy of the cached arm64 userland (what it installs stays there), with
+                   /etc/edgewise-emulated: one line saying what the board is (programs on it,
+                   such as the benchmark, label their timings emulated from it)
     ssh/           id_ed25519 (the key edge-deploy logs in with), known_hosts (the board's host key)
     sshd.log       the board's sshd output
 
 ``start`` runs the board's own ``/usr/sbin/sshd`` (aarch64, under qemu-user) chrooted into the
 rootfs, listening on ``127.0.0.1:PORT``, and records the board in the device inventory with the SSH
 options to reach it, so ``edge-deploy --host NAME`` needs nothing else. The board shares the
-host's network: a daemon on it reaches a broker on the host at 127.0.0.1. ``stop`` ends every
+host's network: a daemon on it reaches a broker on the host at 127.0.0.1. Its programs run on the
+profile's CPU model (``qemu_cpu``: a Cortex-A76 for the rpi5, set through ``QEMU_CPU`` for sshd and
+every session it starts), so onnxruntime and LiteRT take the kernels the device's CPU features
+select, not those of qemu's default ``max`` CPU (SVE2, i8mm). ``stop`` ends every
 process whose root is the board's rootfs (the sshd and whatever a session left running, e.g. a
 daemon) and unmounts everything; start, stop and destroy are idempotent, and a start that fails
 or is interrupted leaves nothing running or mounted.
@@ -53,6 +58,8 @@ BOARDS_ENV = "EDGEWISE_BOARDS"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 SSHD_CONFIG = "/etc/ssh/edgewise-board.conf"
 HOST_KEY = "/etc/ssh/edgewise_host_ed25519_key"
+QEMU_CPU_ENV = "QEMU_CPU"  # qemu-user's CPU model, read when each program starts
+EMULATED_MARKER = "/etc/edgewise-emulated"  # on the board: what it is (a real device has none)
 START_TIMEOUT_S = 90.0  # sshd and a first login under qemu take a few seconds; a loaded machine more
 
 
@@ -63,14 +70,22 @@ def boards_dir() -> Path:
     return base / "edgewise" / "boards"
 
 
+def board_cpu(profile_name: str) -> str:
+    """The CPU the board's programs see: the profile's core (``qemu_cpu``), else qemu's ``max``."""
+    return load_profile(profile_name).qemu_cpu or "max"
+
+
 def board_note(profile_name: str) -> str:
     """What an emulated board of this profile is, and is not."""
+    cpu = board_cpu(profile_name)
     if profile_name.startswith("jetson"):
         return (
-            "emulated Jetson: aarch64 userland without CUDA or TensorRT, so it exercises the "
-            "TensorRT-unavailable fallback to ONNX; timings are emulated"
+            f"emulated Jetson ({cpu} under qemu-user): aarch64 userland without CUDA or TensorRT, so it "
+            "exercises the TensorRT-unavailable fallback to ONNX; timings are emulated"
         )
-    return "emulated under qemu-user: the device's architecture and software, not its speed"
+    return (
+        f"emulated {cpu} under qemu-user: the device's architecture, CPU features and software, not its speed"
+    )
 
 
 @dataclass
@@ -98,6 +113,10 @@ class Board:
     def port(self) -> int | None:
         return self.info.get("port")
 
+    @property
+    def cpu(self) -> str:
+        return self.info.get("cpu") or board_cpu(self.info["profile"])
+
     def save(self) -> None:
         write_text_atomic(self.path / "board.json", json.dumps(self.info, indent=2) + "\n")
 
@@ -117,6 +136,7 @@ class Board:
         return {
             "name": self.name,
             "profile": self.info["profile"],
+            "cpu": self.cpu,
             "state": self.state(),
             "host": "root@127.0.0.1",
             "port": self.port,
@@ -137,7 +157,7 @@ class Board:
         port = port or free_port()
         if not _port_free(port):
             raise ConfigError(f"port {port} on 127.0.0.1 is in use; pass another --port or leave it out")
-        _write_sshd_config(self.rootfs, port)
+        _write_sshd_config(self.rootfs, port, self.cpu)
         try:
             mount_runtime(self.rootfs)
             with open(self.path / "sshd.log", "ab") as out:
@@ -147,6 +167,7 @@ class Board:
                     stderr=out,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    env={**os.environ, QEMU_CPU_ENV: self.cpu},
                 )
             self.info.update(port=port, pid=proc.pid, started=time.time())
             self.save()
@@ -302,11 +323,12 @@ def create_board(name: str, profile_name: str, *, spec: RootfsSpec | None = None
         (partial / "ssh").mkdir(parents=True)
         t0 = time.monotonic()
         subprocess.run(["cp", "-a", "--reflink=auto", str(source), str(partial / "rootfs")], check=True)
-        _prepare_rootfs(partial)
+        _prepare_rootfs(partial, profile.name)
         info = {
             "name": name,
             "profile": profile.name,
             "machine": spec.machine,
+            "cpu": board_cpu(profile.name),
             "rootfs_spec": spec.key,
             "created": time.time(),
             "note": board_note(profile.name),
@@ -324,7 +346,7 @@ def create_board(name: str, profile_name: str, *, spec: RootfsSpec | None = None
 # helpers
 
 
-def _prepare_rootfs(board_path: Path) -> None:
+def _prepare_rootfs(board_path: Path, profile_name: str) -> None:
     """Keys, sshd settings and what pip needs on the board (DNS, the host's trusted CAs)."""
     rootfs = board_path / "rootfs"
     keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", ""]
@@ -337,6 +359,9 @@ def _prepare_rootfs(board_path: Path) -> None:
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     shutil.copy(board_path / "ssh" / "id_ed25519.pub", ssh_dir / "authorized_keys")
     (rootfs / "run" / "sshd").mkdir(parents=True, exist_ok=True)
+    # what the board is, told by the board itself: programs on it (the benchmark) label their
+    # timings emulated whichever way they were reached; a real device has no such file
+    (rootfs / EMULATED_MARKER.lstrip("/")).write_text(board_note(profile_name) + "\n")
     _write_cpu_list(rootfs)
     for host_file in ("/etc/resolv.conf", "/etc/hosts"):
         if Path(host_file).is_file():
@@ -360,7 +385,7 @@ def _write_cpu_list(rootfs: Path) -> None:
         (cpu / name).write_text(span)
 
 
-def _write_sshd_config(rootfs: Path, port: int) -> None:
+def _write_sshd_config(rootfs: Path, port: int, cpu: str) -> None:
     lines = [
         f"Port {port}",
         "ListenAddress 127.0.0.1",
@@ -374,6 +399,9 @@ def _write_sshd_config(rootfs: Path, port: int) -> None:
         "StrictModes no",
         "Subsystem sftp /usr/lib/openssh/sftp-server",
         "AcceptEnv LANG LC_*",
+        # every program a session starts runs on the profile's CPU model, not qemu's default ``max``
+        # (whose SVE2 and i8mm no Pi has, and whose SVE int8 kernels gave other logits here)
+        f"SetEnv {QEMU_CPU_ENV}={cpu}",
     ]
     (rootfs / SSHD_CONFIG.lstrip("/")).write_text("\n".join(lines) + "\n")
 

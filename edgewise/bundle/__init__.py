@@ -45,7 +45,10 @@ field                                  content
 ``  .fixed_shape``                     ``null`` (dynamic) or input name -> list of ints (same rank as the
                                        input, agreeing with its fixed dimensions); TFLite's window
 ``  .parity``                          dict: ``max_abs_diff``, ``tolerance``, task metric, ``passed``
-``  .extra``                           dict
+``  .extra``                           dict; ``extra.reference``: the artifact's reference set for
+                                       the device's parity check (``path`` of a ``.npz`` in the
+                                       bundle, its ``sha256`` and ``size_bytes``, ``inputs``,
+                                       ``frames``, ``export_check``; see edgewise.edge.reference)
 ``provenance``                         dict: training run, corpus hash, edgewise/torch versions, git commit
 =====================================  ======================================================================
 

@@ -46,6 +46,14 @@ class DeviceProfile(StrictModel):
     memory_budget_mb: int = Field(ge=16)
     install_root: str
     python: str = "python3"
+    # the CPython (X.Y) and glibc (2.N) that ``python`` is on the device's stock OS: the wheels
+    # ``edge-deploy wheelhouse`` downloads for it (unset: pass --python; glibc defaults to 2.28)
+    python_version: str | None = Field(default=None, pattern=r"^3\.[0-9]+$")
+    glibc: str | None = Field(default=None, pattern=r"^2\.[0-9]+$")
+    # the device's CPU core as qemu names it (``qemu-aarch64 -cpu help``): what an emulated board
+    # runs as, so the runtimes pick the device's own kernels (qemu's default, ``max``, has SVE2 and
+    # i8mm, which no Raspberry Pi or Jetson here has); unset: ``max``
+    qemu_cpu: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]*$")
     service_user: str = "edgewise"
     notes: str = ""
 

@@ -11,8 +11,10 @@ subscriptions and queued messages of persistent sessions across :meth:`Mosquitto
 (saved when the broker stops cleanly); ``users={"name": "password"}`` turns off anonymous access and
 writes a password file with ``mosquitto_passwd``, or ``password_file=PATH`` uses one made elsewhere
 (:mod:`edgewise.edge.deploy.broker_acl`). ``acl_file=PATH`` or ``acl="user ...\ntopic ..."`` limits
-what each user may publish and read (the text is written to ``workdir/acl``). The broker's log is
-kept in ``workdir``.
+what each user may publish and read (the text is written to ``workdir/acl``). ``tls=(cert, key)``
+adds a second listener on ``tls_port`` that speaks MQTT over TLS with that certificate (clients
+give its CA, e.g. :func:`edgewise.devtools.tls.self_signed_cert`'s certificate); the logins and the
+ACL apply to both listeners. The broker's log is kept in ``workdir``.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class MosquittoBroker:
         acl: str | None = None,
         extra_config: Sequence[str] = (),
         executable: str | os.PathLike | None = None,
+        tls: tuple[str | os.PathLike, str | os.PathLike] | None = None,
+        tls_port: int | None = None,
     ) -> None:
         self.executable = find_tool("mosquitto", executable)
         self.host = host
@@ -101,6 +105,11 @@ class MosquittoBroker:
             if path is not None and not Path(path).is_file():
                 raise BrokerError(f"{what} {path}: no such file")
         self.extra_config = list(extra_config)
+        self.tls = tuple(Path(p).resolve() for p in tls) if tls is not None else None
+        for path in self.tls or ():
+            if not path.is_file():
+                raise BrokerError(f"tls: {path}: no such file")
+        self.tls_port = (tls_port or free_port(host)) if tls is not None else None
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self._proc: subprocess.Popen | None = None
@@ -153,6 +162,12 @@ class MosquittoBroker:
             lines += ["persistence true", f"persistence_location {self.workdir}/"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             lines.append("user root")  # as root, mosquitto would switch to user 'mosquitto' and lose access
+        if self.tls is not None:  # listener settings follow their listener line
+            lines += [
+                f"listener {self.tls_port} {self.host}",
+                f"certfile {self.tls[0]}",
+                f"keyfile {self.tls[1]}",
+            ]
         return "\n".join([*lines, *self.extra_config, ""])
 
     # ----------------------------------------------------------------------------------------------

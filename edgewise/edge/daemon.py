@@ -603,7 +603,13 @@ class Daemon:
                     change = check_version(
                         self.root, name, version, back="send the rollback command to go back"
                     )
-                    installed = install_bundle(self.root, opened.root, public_key=self.cfg.public_key)
+                    installed = install_bundle(  # checks each artifact against its reference set here
+                        self.root,
+                        opened.root,
+                        public_key=self.cfg.public_key,
+                        profile=self.profile,
+                        threads=self.cfg.threads,
+                    )
                 key = f"{installed.parent.name}/{installed.name}"
                 if change == "same":
                     report = self._checked(self.reload(f"deploy {key} (already current)"))

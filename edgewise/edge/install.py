@@ -3,6 +3,7 @@
 Layout under the install root (``/opt/edgewise`` on a device, any folder for development)::
 
     ROOT/models/<name>/<version>/     one verified bundle per version (manifest.json, models/...)
+    ROOT/models/<name>/<version>/parity.json    this device's check of its artifacts (install)
     ROOT/current -> models/<name>/<version>     the model the daemon runs (a relative symlink)
     ROOT/state.json                    history: installed versions, current, previous, last good
     ROOT/daemon.pid, ROOT/health.json  written by the daemon (pid to signal, its health report)
@@ -62,6 +63,11 @@ class InstallError(EdgewiseError):
 
 class VersionError(InstallError):
     """A deploy's version is refused (older than one installed before, or the same precedence)."""
+
+
+class DeviceParityError(InstallError):
+    """Every artifact the device profile could run computes other logits here than the bundle's
+    reference sets allow: the bundle is refused, nothing is installed or switched."""
 
 
 class DowngradeError(VersionError):
@@ -199,8 +205,13 @@ def bundle_files(opened: Any) -> list[str]:
 
 
 def _check_bundle_folder(src: Path, files: list[str]) -> None:
-    """Refuse a symlink anywhere in the bundle folder and any file the manifest does not list."""
-    listed = set(files)
+    """Refuse a symlink anywhere in the bundle folder and any file the manifest does not list.
+
+    A top-level ``parity.json`` (an installed bundle's device check, when an install folder is
+    deployed again) is passed over: it is never copied, the device writes its own."""
+    from edgewise.edge.reference import DEVICE_PARITY
+
+    listed = {*files, DEVICE_PARITY}
     unlisted: list[Path] = []
     for folder, dirs, names in os.walk(src):
         for entry in sorted([*dirs, *names]):
@@ -237,17 +248,54 @@ def _copy_listed(src: Path, dest: Path, files: list[str]) -> None:
         fsync_dir(folder)
 
 
+def check_on_device(
+    root: Path,
+    install_dir: Path,
+    *,
+    public_key: str | os.PathLike | None,
+    profile: Any | None,
+    threads: int | None,
+) -> dict[str, Any]:
+    """Run every artifact this device can load on its reference set and write ``parity.json``
+    into ``install_dir`` (:func:`edgewise.edge.reference.device_parity`); refuse with a
+    :class:`DeviceParityError`, writing nothing, when every artifact the profile could run fails."""
+    from edgewise.edge.reference import device_parity, write_device_parity
+
+    with load_bundle(install_dir, public_key=public_key) as copied:
+        record = device_parity(copied, profile, threads, engine_dir=root / ENGINES)
+    for path, result in record["artifacts"].items():
+        log.info("device parity %s on %s: %s", path, record["machine"], result["status"])
+    if record["refused"]:
+        raise DeviceParityError(
+            f"{record['bundle']} is refused: {record['refused']}; nothing was installed or switched "
+            "(the running version stays)"
+        )
+    write_device_parity(install_dir, record)
+    return record
+
+
 def install_bundle(
-    root: str | os.PathLike, bundle: str | os.PathLike, *, public_key: str | os.PathLike | None = None
+    root: str | os.PathLike,
+    bundle: str | os.PathLike,
+    *,
+    public_key: str | os.PathLike | None = None,
+    profile: Any | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Verify ``bundle`` (folder or archive) and install it under ``ROOT/models/<name>/<version>``.
 
     Only the manifest, its signature and the files the manifest lists are copied; a bundle folder
     holding a symbolic link or any other file is refused. The copy is verified again (with
-    ``public_key``, its signature too) before it gets its real name. Installing a version that is
-    already there with the same manifest is a no-op; the same version with a different manifest
-    is refused (versions are immutable).
+    ``public_key``, its signature too) and every artifact this device can load is run on its
+    reference set (:func:`check_on_device`, with ``profile``'s runtimes; ``INSTALL/parity.json``
+    keeps the result) before it gets its real name: a bundle whose every artifact the profile could
+    run fails that check is refused (:class:`DeviceParityError`), and nothing is installed.
+    Installing a version that is already there with the same manifest is a no-op (it is checked
+    then only if it never was); the same version with a different manifest is refused (versions
+    are immutable).
     """
+    from edgewise.edge.reference import DEVICE_PARITY, read_device_parity
+
     root = Path(root)
     recover(root)
     with load_bundle(bundle, public_key=public_key) as opened:
@@ -258,20 +306,28 @@ def install_bundle(
             existing = dest / MANIFEST_NAME
             if existing.is_file() and sha256_file(existing) == manifest_sha:
                 log.info("%s %s is already installed at %s", name, version, dest)
+                if read_device_parity(dest) is None:  # installed before the device check
+                    check_on_device(root, dest, public_key=public_key, profile=profile, threads=threads)
                 return dest
             raise InstallError(
                 f"{dest} already holds a different {name} {version}; versions are immutable: "
                 "bump the bundle version (edgewise export --version)"
             )
         files = bundle_files(opened)
+        if DEVICE_PARITY in files:
+            raise InstallError(
+                f"{opened.root / MANIFEST_NAME}: lists {DEVICE_PARITY}, the name of the device's own "
+                "parity record beside an install; rename that file in the bundle"
+            )
         _check_bundle_folder(opened.root, files)
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.parent / f".{version}{PARTIAL}{os.getpid()}"
         try:
             _copy_listed(opened.root, partial, files)
             # re-verify what landed on disk before it gets its real name: the signature must cover
-            # exactly these bytes, whatever happened to the source since it was checked
-            load_bundle(partial, public_key=public_key)
+            # exactly these bytes, whatever happened to the source since it was checked; then run
+            # the artifacts on their reference sets, on this device's kernels
+            check_on_device(root, partial, public_key=public_key, profile=profile, threads=threads)
             os.replace(partial, dest)
             fsync_dir(dest.parent)
         except BaseException:
@@ -385,6 +441,8 @@ def status(root: str | os.PathLike) -> dict[str, Any]:
             health = json.loads(health_path.read_text())
         except json.JSONDecodeError:
             health = {"error": f"{health_path} is not valid JSON"}
+    from edgewise.edge.reference import read_device_parity
+
     return {
         "root": str(root),
         "current": _key(cur) if cur else None,
@@ -394,6 +452,8 @@ def status(root: str | os.PathLike) -> dict[str, Any]:
         "failed": state.failed,
         "highest": state.highest,
         "health": health,
+        # the current install's device parity check (INSTALL/parity.json); None: installed before it
+        "parity": read_device_parity(cur) if cur else None,
     }
 
 

@@ -5,9 +5,11 @@
     runtime.choice, runtime.skipped             # what runs, and why each better choice did not
 
 The profile's ``runtimes`` are tried in order; a preference is skipped, with the reason logged and
-kept in ``skipped``, when the bundle has no such artifact, its parity gate failed, or its runtime
-is not installed or cannot load it here (no TensorRT, no GPU provider, a broken file, a TensorRT
-engine that fails to build or does not match the bundle's reference outputs). Falling back is
+kept in ``skipped``, when the bundle has no such artifact, its parity gate failed at export or
+on this device when the bundle was installed (``INSTALL/parity.json``, see
+:mod:`edgewise.edge.reference`), or its runtime is not installed or cannot load it here (no
+TensorRT, no GPU provider, a broken file, a TensorRT engine that fails to build or does not match
+the bundle's reference outputs). Falling back is
 normal (a Jetson without onnxruntime-gpu runs the CPU build); running nothing is an error that
 lists every reason.
 """
@@ -22,6 +24,7 @@ from typing import Any
 from edgewise.bundle import ArtifactEntry, Bundle, load_bundle
 from edgewise.devices import DeviceProfile, RuntimeChoice
 from edgewise.edge.backends import BackendError, LiteRTBackend, OnnxBackend
+from edgewise.edge.reference import DEVICE_PARITY, describe_result, failed_on_device
 from edgewise.edge.windows import WindowSpec
 from edgewise.errors import EdgewiseError, MissingDependencyError
 
@@ -83,6 +86,7 @@ class ModelRuntime:
         bundle.model(role)  # a clear error when the role is missing
         threads = threads or profile.threads
         skipped: list[str] = []
+        failed_here = failed_on_device(bundle)  # INSTALL/parity.json: the check at install
         for choice in profile.runtimes:
             candidates = matching_artifacts(bundle, role, choice)
             if not candidates:
@@ -91,6 +95,13 @@ class ModelRuntime:
             for art in candidates:
                 if art.parity.get("passed") is False:
                     skipped.append(f"{choice.describe()} ({art.path}): failed its parity gate at export")
+                    continue
+                if art.path in failed_here:
+                    result = failed_here[art.path]
+                    skipped.append(
+                        f"{choice.describe()} ({art.path}): failed the device parity check at install on "
+                        f"{result.get('machine') or 'this machine'} ({DEVICE_PARITY}): {describe_result(result)}"
+                    )
                     continue
                 try:
                     backend = open_backend(bundle, art, choice, threads, engine_dir)

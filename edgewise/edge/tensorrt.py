@@ -11,7 +11,8 @@ logits, a ``.npz`` file in the bundle bound by its sha256). The device builds th
   spec), so a driver or JetPack upgrade, another GPU or another model rebuilds instead of loading an
   engine that would fail or, worse, run wrongly.
 * The parity gate on the device: a freshly built engine runs the reference inputs and must match
-  the reference logits within the artifact's parity tolerance. A mismatch deletes the cached engine
+  the reference logits within the artifact's parity tolerance (the reference set code every
+  artifact shares: :mod:`edgewise.edge.reference`). A mismatch deletes the cached engine
   and refuses the artifact, so the runtime falls back to the next preference (ONNX on a Jetson).
   A pass is recorded with the reference set's sha256 and the tolerance; another bundle with the same
   graph but another reference set or tolerance checks the cached engine again. A bundle without a
@@ -36,17 +37,24 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgewise.bundle import sha256_file
 from edgewise.edge.backends import BackendError
+from edgewise.edge.reference import (  # noqa: F401  (read_reference, write_reference: re-exported)
+    NOT_CHECKED,
+    REFERENCE_LOGITS,
+    ReferenceSet,
+    ReferenceSetError,
+    read_reference,
+    write_reference,
+)
 from edgewise.edge.windows import FrameRange, run_windowed
 from edgewise.errors import ConfigError, EdgewiseError, MissingDependencyError
 from edgewise.fsutil import atomic_path
@@ -62,8 +70,6 @@ NOT_INSTALLED = (
 )
 NO_CUDA_PYTHON = "cuda-python is not installed: pip install cuda-python"
 PRECISIONS = ("fp32", "fp16", "int8")
-REFERENCE_LOGITS = "logits"  # the .npz holds input_0 .. input_{n-1} and this array
-NOT_CHECKED = "not checked (bundle has no reference set)"
 
 
 class TensorRTError(BackendError):
@@ -213,114 +219,19 @@ def build_engine(onnx_path: str | Path, spec: BuildSpec, trt: Any | None = None)
 
 
 # --------------------------------------------------------------------------------------------------
-# The reference set: written at export, checked on the device after a build
+# The reference set (edgewise.edge.reference): written at export, checked on the device after a build
 
 
-def write_reference(path: str | Path, inputs: list[np.ndarray], logits: np.ndarray) -> Path:
-    """``inputs`` ((1, time, n_mels) each) and their expected ``logits`` (n, classes) as a .npz."""
-    if not inputs or len(inputs) != len(logits):
-        raise ValueError(f"reference: {len(inputs)} inputs for {len(logits)} rows of logits")
-    arrays = {f"input_{i}": np.asarray(x, dtype=np.float32) for i, x in enumerate(inputs)}
-    arrays[REFERENCE_LOGITS] = np.asarray(logits, dtype=np.float32)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(buf.getvalue())
-    return Path(path)
-
-
-def read_reference(path: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
-    """The inputs and logits of :func:`write_reference`; a malformed file is a TensorRTError."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            logits = np.asarray(data[REFERENCE_LOGITS], dtype=np.float32)
-            inputs = [np.asarray(data[f"input_{i}"], dtype=np.float32) for i in range(len(logits))]
-    except Exception as exc:  # zipfile, KeyError, ValueError: a broken or foreign file
-        raise TensorRTError(f"{path}: not a TensorRT reference set ({_reason(exc)})") from None
-    if logits.ndim != 2 or any(x.ndim != 3 or x.shape[0] != 1 for x in inputs):
-        raise TensorRTError(f"{path}: expected (1, time, n_mels) inputs and (n, classes) logits")
-    return inputs, logits
-
-
-@dataclass
-class EngineReference:
-    """Inputs and expected logits from the bundle, and the tolerance an engine must meet on them.
-
-    ``sha256`` identifies the set in the engine cache: the file's, as the manifest records it
-    (:meth:`from_artifact`), or else one computed from the arrays.
-    """
-
-    inputs: list[np.ndarray]
-    logits: np.ndarray
-    tolerance: float
-    source: str
-    sha256: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.sha256:
-            digest = hashlib.sha256()
-            for array in [*self.inputs, self.logits]:
-                array = np.ascontiguousarray(array, dtype=np.float32)
-                digest.update(repr(array.shape).encode())
-                digest.update(array.tobytes())
-            self.sha256 = digest.hexdigest()
-
-    @classmethod
-    def from_artifact(cls, bundle: Bundle, art: ArtifactEntry) -> EngineReference | None:
-        """The artifact's ``extra.reference``, its file checked against the recorded sha256 and size.
-
-        None when the bundle carries no reference (bundles from before the device gate).
-        """
-        ref = art.extra.get("reference")
-        if ref is None:
-            return None
-        where = f"{art.path} extra.reference"
-        if not isinstance(ref, dict) or not isinstance(ref.get("path"), str) or "sha256" not in ref:
-            raise TensorRTError(f"{where}: expected {{path, sha256, size_bytes}}, got {ref!r}")
-        rel = PurePosixPath(ref["path"])
-        path = bundle.root / rel
-        if rel.is_absolute() or ".." in rel.parts or not path.resolve().is_relative_to(bundle.root.resolve()):
-            raise TensorRTError(f"{where}: path {ref['path']!r} leaves the bundle")
-        if not path.is_file():
-            raise TensorRTError(f"{path}: the reference set named by {where} is missing")
-        if "size_bytes" in ref and path.stat().st_size != ref["size_bytes"]:
-            raise TensorRTError(
-                f"{path}: size mismatch: {where} says {ref['size_bytes']} bytes, file has {path.stat().st_size}"
-            )
-        actual = sha256_file(path)
-        if actual != ref["sha256"]:
-            raise TensorRTError(f"{path}: sha256 mismatch: {where} says {ref['sha256']}, file has {actual}")
-        tolerance = art.parity.get("tolerance")
-        if not isinstance(tolerance, (int, float)) or tolerance < 0:
-            raise TensorRTError(
-                f"{art.path}: parity.tolerance is {tolerance!r}; the engine cannot be checked"
-            )
-        inputs, logits = read_reference(path)
-        return cls(inputs, logits, float(tolerance), str(ref["path"]), actual)
+class EngineReference(ReferenceSet):
+    """The artifact's reference set (:class:`~edgewise.edge.reference.ReferenceSet`), for an engine:
+    :meth:`check` refuses the engine with an :class:`EngineParityError` beyond the tolerance."""
 
     def check(self, backend: Any) -> dict[str, Any]:
         """Run the inputs through ``backend``; an EngineParityError when it is off by more than allowed."""
-        got = np.concatenate([np.asarray(backend(x), dtype=np.float32) for x in self.inputs])
-        if got.shape != self.logits.shape:
-            raise EngineParityError(
-                f"the engine returned logits of shape {got.shape} on {self.source}, expected {self.logits.shape}"
-            )
-        diff = float(np.abs(got - self.logits).max())
-        if not np.isfinite(diff) or diff > self.tolerance:
-            raise EngineParityError(
-                f"the engine's logits differ from the bundle's reference ({self.source}, "
-                f"{len(self.inputs)} inputs) by {diff:.3g} > {self.tolerance:.3g}, the artifact's tolerance"
-            )
-        agreement = float(np.mean(got.argmax(1) == self.logits.argmax(1)))
-        return {
-            "passed": True,
-            "max_abs_diff": diff,
-            "tolerance": self.tolerance,
-            "inputs": len(self.inputs),
-            "top1_agreement": agreement,
-            "reference": self.source,
-            "reference_sha256": self.sha256,
-        }
+        result = self.compare(backend)
+        if not result["passed"]:
+            raise EngineParityError(f"the engine's {result['reason']}")
+        return {key: value for key, value in result.items() if key not in ("frames",)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -629,7 +540,10 @@ def open_tensorrt(
         spec = BuildSpec.from_manifest(art.extra.get("tensorrt") or {})
     except ConfigError as exc:
         raise TensorRTError(f"{art.path}: {exc}") from None
-    reference = EngineReference.from_artifact(bundle, art)
+    try:
+        reference = EngineReference.from_artifact(bundle, art)
+    except ReferenceSetError as exc:
+        raise TensorRTError(str(exc)) from None
     try:
         return open_engine(
             bundle.artifact_path(art),

@@ -133,6 +133,8 @@ class ParityResult:
     reference: str = "PyTorch, whole utterances"
     whole_metric: float | None = None  # PyTorch on whole utterances, when the reference is windowed
     checked_with: str = ""  # the backend that ran the artifact
+    # the artifact on the reference set the device checks it with (edgewise.export.reference)
+    device_reference: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -188,6 +190,15 @@ class ParityResult:
             f"vs PyTorch {self.reference_metric:.4f} (drop {100 * self.metric_drop:.2f} pt, allowed "
             f"{100 * tol.max_metric_drop:.2f} pt); top-1 agreement {100 * self.top1_agreement:.1f}%",
         ]
+        if self.device_reference is not None:
+            r = self.device_reference
+            shown = (
+                f"max |diff| {r['max_abs_diff']:.3g}" if r["max_abs_diff"] is not None else r.get("reason")
+            )
+            lines.append(
+                f"  {mark(r['passed'])} device reference set {r['reference']} ({r['inputs']} inputs, "
+                f"as the device fits them): {shown} (allowed {self.allowed:.3g})"
+            )
         if self.dynamic is not None:
             d = self.dynamic
             shown = f"max |diff| {d['max_abs_diff']:.3g}" if d["max_abs_diff"] is not None else "wrong shape"

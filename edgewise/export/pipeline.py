@@ -2,6 +2,8 @@
 
     read the run -> merge pass -> reference logits on the validation split
       -> for each (format, precision, quant) of the table: export, then run it in its runtime (parity)
+      -> reference sets for the device's parity check (extra.reference, one .npz per fitting policy;
+         each artifact must reproduce its set here too)
       -> gate: every artifact within tolerance, or nothing is written (unless the gate is off)
       -> BundleWriter: manifest (labels, front-end, tensor interface, parity, provenance), .tar.gz, signature
 
@@ -28,7 +30,7 @@ from typing import Any
 from edgewise.bundle import BundleWriter, sha256_file, sign_manifest
 from edgewise.edge.windows import WindowSpec
 from edgewise.errors import EdgewiseError
-from edgewise.export import tensorrt_export
+from edgewise.export import reference as device_reference
 from edgewise.export.errors import ExportError, ParityError
 from edgewise.export.formats import (
     ExportContext,
@@ -44,7 +46,6 @@ log = logging.getLogger(__name__)
 
 ROLE = "classifier"
 FILE_ROLE = "ser"  # artifact files are models/ser.<stem><suffix>
-TRT_REFERENCE = f"models/{FILE_ROLE}.trt-reference.npz"  # the device's TensorRT check (extra.reference)
 
 
 @dataclass
@@ -176,6 +177,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportResult:
             return references[key]
 
         made = [_make_artifact(ctx, variant, reference_for(variant), opts) for variant in variants]
+        with step("reference sets for the device's parity check"):
+            reference_files = device_reference.attach_references(
+                merged, reference.inputs, made, Path(tmp), window, opts.threads, FILE_ROLE
+            )
         results = [m.parity for m in made]
         report = format_report(results)
         failed = [r.artifact for r in results if not r.passed]
@@ -186,18 +191,17 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportResult:
             )
         if failed:
             log.warning("writing %d artifact(s) that failed the parity gate (--no-gate)", len(failed))
-        trt_extras = [m.extra for m in made if m.variant.row.manifest_format == "tensorrt-onnx"]
-        trt_reference = None
-        if trt_extras:
-            with step("reference set for the device's TensorRT engine check"):
-                trt_reference = tensorrt_export.attach_reference(
-                    merged, reference.inputs, trt_extras, Path(tmp) / "trt-reference.npz", TRT_REFERENCE
-                )
         _add_classifier(writer, info, merge_report, made, _flops(merged, info.features))
         if opts.include_vad:
             _add_vad(writer)
-        if trt_reference is not None:
-            writer.add_file(trt_reference, TRT_REFERENCE)
+        for rel_path, local in reference_files.items():
+            _size, digest = writer.add_file(local, rel_path)  # bound by the sha256 in extra.reference
+            if any(
+                m.extra["reference"]["sha256"] != digest
+                for m in made
+                if m.extra["reference"]["path"] == rel_path
+            ):
+                raise ExportError(f"{rel_path}: the reference set changed while the bundle was written")
         with step("write bundle"):
             bundle = writer.finish(sign_key=opts.sign_key)
     return ExportResult(bundle, writer.archive_path, results, merge_report, report)

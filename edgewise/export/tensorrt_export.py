@@ -7,29 +7,23 @@ Engines are specific to a GPU model and a TensorRT version, so the engine is bui
 * int8: the QDQ ONNX of the static int8 export, which TensorRT builds without a calibrator;
 
 and records ``extra.tensorrt`` (precision, input name, the time-axis optimization profile). The
-parity gate runs that same ONNX in onnxruntime here. For the gate on the device,
-:func:`attach_reference` writes one small reference set for all TensorRT artifacts
-(``models/ser.trt-reference.npz``: a few validation inputs, one shorter than the profile's minimum,
-and the PyTorch logits under the device's frame-range policy) and records it in each artifact's
-``extra.reference`` with its sha256 and size; the device runs a freshly built engine on it and
-refuses the engine beyond the artifact's parity tolerance. When TensorRT is importable here (a GPU
-machine), the engine is also built once at export, so a graph TensorRT's parser refuses fails now,
-not on the device.
+parity gate runs that same ONNX in onnxruntime here. For the gate on the device, the artifact's
+reference set (:mod:`edgewise.export.reference`: a few validation inputs, one shorter than the
+profile's minimum, and the PyTorch logits under the engine's frame-range policy,
+``models/ser.reference.frames-50-3000-1500.npz``) is recorded in its ``extra.reference`` with its
+sha256 and size; the device runs a freshly built engine on it and refuses the engine beyond the
+artifact's parity tolerance. When TensorRT is importable here (a GPU machine), the engine is also
+built once at export, so a graph TensorRT's parser refuses fails now, not on the device.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from edgewise.bundle import sha256_file
-from edgewise.edge.tensorrt import BuildSpec, build_engine, tensorrt_available, write_reference
-from edgewise.edge.windows import run_windowed
+from edgewise.edge.tensorrt import BuildSpec, build_engine, tensorrt_available
 from edgewise.export import onnx_export
 from edgewise.export.errors import ExportError
 
@@ -40,7 +34,6 @@ log = logging.getLogger(__name__)
 
 MIN_FRAMES = 50  # 0.5 s: shorter segments are padded by the runtime
 MAX_FRAMES = 3000  # 30 s: longer audio is segmented by the VAD before it gets here
-REFERENCE_UTTERANCES = 2  # validation utterances in the device's reference set (plus one short input)
 
 
 def requires() -> None:
@@ -90,53 +83,3 @@ def export_variant(ctx: ExportContext, variant: Variant, out: Path) -> dict[str,
         )
         extra["trial_build"] = None
     return extra
-
-
-def reference_inputs(inputs: Sequence[np.ndarray], spec: BuildSpec) -> list[np.ndarray]:
-    """A few (1, time, n_mels) validation inputs at most ``opt_frames`` long, and one shorter than
-    the profile's minimum (the device tiles it), so the check covers the padding path too."""
-    if not inputs:
-        raise ExportError("tensorrt: no validation inputs for the device's reference set")
-    chosen = [np.asarray(x[:, : spec.opt_frames], dtype=np.float32) for x in inputs[:REFERENCE_UTTERANCES]]
-    short = max(1, spec.min_frames // 2)
-    chosen.append(np.asarray(inputs[0][:, :short], dtype=np.float32))
-    return chosen
-
-
-def attach_reference(
-    model: Any, inputs: Sequence[np.ndarray], extras: Sequence[dict[str, Any]], out: Path, rel_path: str
-) -> Path | None:
-    """Write the device gate's reference set to ``out``; record it in each TensorRT ``extra``.
-
-    ``extras`` are the ``extra`` dicts of the TensorRT artifacts (each with its ``tensorrt`` build
-    spec); the expected logits are the PyTorch model's, run the way the device fits inputs to the
-    engine's frame range. Returns ``out``, or None when there is no TensorRT artifact.
-    """
-    if not extras:
-        return None
-    import torch
-
-    spec = BuildSpec.from_manifest(extras[0]["tensorrt"])
-    if len({(e["tensorrt"]["min_frames"], e["tensorrt"]["max_frames"]) for e in extras}) != 1:
-        raise ExportError("tensorrt: the artifacts' frame ranges differ; one reference set cannot serve them")
-    chosen = reference_inputs(inputs, spec)
-    model = model.eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(x)).numpy()
-
-    with torch.no_grad():
-        logits = np.concatenate([run_windowed(run, x, spec.frame_range) for x in chosen])
-    write_reference(out, chosen, logits)
-    entry = {
-        "path": rel_path,
-        "sha256": sha256_file(out),
-        "size_bytes": out.stat().st_size,
-        "inputs": len(chosen),
-        "frames": [int(x.shape[1]) for x in chosen],
-        "expected": "PyTorch (merged) logits; inputs fitted to the engine's frame range as on the device",
-        "check": "the device runs a new engine on these inputs; beyond parity.tolerance it refuses it",
-    }
-    for extra in extras:
-        extra["reference"] = dict(entry)
-    return out

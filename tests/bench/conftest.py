@@ -41,6 +41,14 @@ def rows_by_name(report: dict) -> dict[str, dict]:
     return {r["name"]: r for r in report["rows"]}
 
 
+@pytest.fixture(autouse=True)
+def private_inventory(tmp_path, monkeypatch):
+    """Every bench test reads (and a --host test records devices in) its own device inventory."""
+    path = tmp_path / "inventory" / "devices.json"
+    monkeypatch.setenv("EDGEWISE_INVENTORY", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def bench_run_dir(tiny_run):
     """The shared tiny run (tests/conftest.py)."""

@@ -127,7 +127,7 @@ def test_a_device_that_cannot_be_reached_is_one_line(bench_bundle, tmp_path, cap
 
 def test_host_needs_a_device_and_bad_options_are_refused(bench_bundle, tmp_path, capsys):
     assert main([str(bench_bundle), "--out", str(tmp_path), "--host", "pi@10.0.0.7"]) == 2
-    assert "--host needs --device" in capsys.readouterr().err
+    assert "--host pi@10.0.0.7 needs --device NAME" in capsys.readouterr().err
     assert main([str(bench_bundle), "--out", str(tmp_path), "--device", "nosuchboard"]) == 2
     assert "unknown device 'nosuchboard'" in capsys.readouterr().err
     assert main([str(bench_bundle), "--out", str(tmp_path), "--runs", "0"]) == 2

@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import missing_tool
+from tests.edge.audio.conftest import speech_track  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _check_machine() -> None:
@@ -49,3 +56,99 @@ def pi(board_env):
     board.start(say=print)
     yield board
     board.stop(say=lambda *_: None)
+
+
+# --------------------------------------------------------------------------------------------------
+# A board set up the way a user sets up a Pi: the fleet's key and broker, a wheelhouse, bootstrap.
+
+EDGE_DEPLOY = Path(sys.executable).parent / "edge-deploy"
+ROOT = "/opt/edgewise"  # the rpi5 profile's install root
+FLEET_ID = "lab"
+
+
+def edge_deploy(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
+    """``edge-deploy ARGS`` as a user runs it (a real process); output echoed for the test log."""
+    result = subprocess.run(
+        [str(EDGE_DEPLOY), *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+    print(f"$ edge-deploy {' '.join(map(str, args))}  -> {result.returncode}\n{result.stdout}{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def fleet(board_env):
+    """The fleet's signing key, the broker's TLS certificate and the fleet's broker folder
+    (an operator login added; bootstrap adds the device's)."""
+    from edgewise.bundle import generate_keypair
+    from edgewise.devtools.mosquitto import free_port
+    from edgewise.devtools.tls import self_signed_cert
+    from edgewise.edge.deploy.broker_acl import add_users
+
+    folder = board_env / "fleet"
+    key_id = generate_keypair(folder / "fleet.key", folder / "fleet.pub")
+    cert, tls_key = self_signed_cert(folder / "tls")
+    broker_dir = folder / "broker"
+    logins, _ = add_users(broker_dir, FLEET_ID, operators={"operator": None})
+    return {
+        "key": folder / "fleet.key",
+        "pub": folder / "fleet.pub",
+        "id": key_id,
+        "ca": cert,
+        "tls": (cert, tls_key),
+        "broker_dir": broker_dir,
+        "operator": ("operator", logins["operator"]),
+        "tls_port": free_port(),  # the broker's TLS listener, started once the device has its login
+    }
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(board_env):
+    """This checkout as a wheel, and every aarch64 wheel ``edgewise[edge]`` needs, downloaded here
+    with ``edge-deploy wheelhouse`` (the board installs from it without an index: the way an
+    offline device is set up, and a minute faster under emulation than pip on the board)."""
+    dist = board_env / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)],
+        check=True,
+        timeout=300,
+    )
+    wheel = next(dist.glob("edgewise-*.whl"))
+    spec = f"{wheel}[edge]"
+    out = board_env / "wheelhouse"
+    result = edge_deploy("wheelhouse", "--device", "rpi5", "--out", out, "--edgewise-spec", spec)
+    assert result.returncode == 0, result.stderr
+    return {"spec": spec, "dir": out}
+
+
+@pytest.fixture(scope="session")
+def bootstrapped(pi, fleet, wheelhouse):
+    """``pi`` set up by ``edge-deploy --bootstrap``: the fleet key, MQTT over TLS to the host's
+    broker with the device's own login, edgewise from the wheelhouse; its output and time."""
+    t0 = time.monotonic()
+    result = edge_deploy(
+        "--device", "rpi5", "--host", pi.name, "--bootstrap",
+        "--key", fleet["pub"],
+        "--wheelhouse", wheelhouse["dir"], "--edgewise-spec", wheelhouse["spec"],
+        "--fleet", FLEET_ID, "--mqtt-host", "127.0.0.1", "--mqtt-port", fleet["tls_port"],
+        "--mqtt-ca", fleet["ca"], "--broker-dir", fleet["broker_dir"],
+        timeout=900,
+    )  # fmt: skip
+    return {"result": result, "seconds": time.monotonic() - t0}
+
+
+@pytest.fixture(scope="session")
+def fleet_broker(fleet, bootstrapped):
+    """Mosquitto on the host with the fleet's logins and ACL (the device's added by bootstrap), a
+    TLS listener the board's daemon connects to, and no anonymous access."""
+    from edgewise.devtools.mosquitto import MosquittoBroker
+    from edgewise.edge.deploy.broker_acl import PIN_CLIENT_ID
+
+    folder = fleet["broker_dir"]
+    with MosquittoBroker(
+        password_file=folder / "passwords",
+        acl_file=folder / "acl",
+        tls=fleet["tls"],
+        tls_port=fleet["tls_port"],
+        extra_config=[PIN_CLIENT_ID],
+    ) as broker:
+        yield broker

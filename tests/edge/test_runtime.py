@@ -151,7 +151,10 @@ JETSON_REASONS = {
     "deserialize": "TensorRT could not deserialize this engine",
     "context": "TensorRT could not create an execution context",
     "shape": "64); the engine's profile takes batch 1..1, 50..3000 frames (opt 301), 64 mels",
-    "wrong": "the engine's logits differ from the bundle's reference (models/ser.trt-reference.npz, 3 inputs)",
+    "wrong": (
+        "the engine's logits differ from the bundle's reference "
+        "(models/ser.reference.frames-50-3000-1500.npz, 3 inputs)"
+    ),
 }
 
 
@@ -200,13 +203,13 @@ def test_a_tampered_tensorrt_reference_set_is_not_trusted(trt_bundle, tmp_path, 
     """Fake ``tensorrt`` (no GPU here): the reference file is bound by the sha256 in the manifest."""
     FakeTensorRT().install(monkeypatch)
     copy = shutil.copytree(trt_bundle, tmp_path / "b")
-    ref = copy / "models" / "ser.trt-reference.npz"
+    ref = copy / "models" / "ser.reference.frames-50-3000-1500.npz"
     data = bytearray(ref.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the stored arrays
     ref.write_bytes(bytes(data))
     rt = ModelRuntime.open(copy, load_profile("jetson-orin-nano"), engine_dir=tmp_path / "engines")
     assert rt.artifact.path == "models/ser.fp32.onnx"
-    assert "ser.trt-reference.npz: sha256 mismatch" in rt.skipped[0]
+    assert "ser.reference.frames-50-3000-1500.npz: sha256 mismatch" in rt.skipped[0]
 
 
 def test_unknown_tasks_are_refused():

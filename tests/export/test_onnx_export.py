@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgewise.bundle import load_bundle
+from edgewise.bundle import load_bundle, sha256_file
 from edgewise.cloud.train.run import load_run_model
 from edgewise.edge.backends import BackendError, OnnxBackend
 from edgewise.export.errors import ExportError
@@ -46,6 +46,12 @@ def test_manifest_validates_and_records_parity_for_every_artifact(exported, tiny
         assert p["max_abs_diff"] <= p["tolerance"] and p["split"] == "val" and p["utterances"] == 24
         assert p["reference_ua"] - p["ua"] <= p["max_metric_drop"] + 1e-12
         assert p["dynamic_shapes"]["passed"] is True
+        # the device's reference set: whole utterances, one file for every ONNX artifact, met here
+        ref = art.extra["reference"]
+        assert ref["path"] == "models/ser.reference.npz" and ref["sha256"] == sha256_file(
+            bundle.root / ref["path"]
+        )
+        assert ref["export_check"]["passed"] and ref["export_check"]["max_abs_diff"] <= p["tolerance"]
     assert arts["int8-dynamic"].extra["quant"] == "dynamic"
     static = arts["int8-static"].extra
     assert static["quant"] == "static" and static["activations"] == "uint8" and static["weights"] == "int8"

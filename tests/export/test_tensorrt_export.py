@@ -45,16 +45,19 @@ def test_tensorrt_export_ships_the_graph_and_build_spec_and_says_why(tiny_run, t
 def _check_reference_set(bundle, arts):
     """One reference set for the device's engine check, bound by sha256 in each artifact's extra."""
     refs = [art.extra["reference"] for art in arts.values()]
-    assert all(ref == refs[0] for ref in refs)
+    assert all(ref["path"] == refs[0]["path"] and ref["sha256"] == refs[0]["sha256"] for ref in refs)
     ref = refs[0]
     path = bundle.root / ref["path"]
-    assert ref["path"] == "models/ser.trt-reference.npz"
+    assert ref["path"] == "models/ser.reference.frames-50-3000-1500.npz"  # the engine's frame range
     assert sha256_file(path) == ref["sha256"] and path.stat().st_size == ref["size_bytes"]
     inputs, logits = read_reference(path)
     spec = BuildSpec.from_manifest(arts["fp16"].extra["tensorrt"])
     frames = [x.shape[1] for x in inputs]
     assert frames == ref["frames"] and len(inputs) == ref["inputs"] == 3
-    assert frames[-1] < spec.min_frames <= min(frames[:-1]) and max(frames) <= spec.opt_frames
+    assert frames[-1] < spec.min_frames <= min(frames[:-1]) and max(frames) <= spec.max_frames
+    for art in arts.values():  # the graph the engine is built from met it here, in onnxruntime
+        check = art.extra["reference"]["export_check"]
+        assert check["passed"] and check["checked_with"].startswith("onnxruntime")
     # the expected logits are the model's under the device's frame-range policy: the fp32 graph
     # the fp16 engine is built from reproduces them within the artifact's tolerance
     graph = OnnxBackend(bundle.artifact_path(arts["fp16"]))

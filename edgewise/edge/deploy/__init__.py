@@ -4,6 +4,7 @@
     edge-deploy --device rpi5 --root /opt/edgewise ser-tiny-1.1.0.tar.gz           # on the device
     edge-deploy --device rpi5 --host pi@10.0.0.7 ser-tiny-1.1.0/                   # from a laptop
     edge-deploy --device jetson --host nv@10.0.0.9 --bootstrap --wheel-index URL   # first time
+    edge-deploy wheelhouse --device rpi5 --out wheels/        # then --bootstrap --wheelhouse wheels/
     edge-deploy status --device rpi5 --host pi@10.0.0.7
     edge-deploy rollback --device rpi5 --host pi@10.0.0.7
     edge-deploy devices
@@ -18,6 +19,8 @@ The pieces, one job each:
 * :mod:`.remote`     the laptop side: pre-flight here, copy the archive, run the device's own
   ``edge-deploy`` and stream its output;
 * :mod:`.bootstrap`  the first-time setup of a device as a list of plain shell steps;
+* :mod:`.wheelhouse` the device's wheels, downloaded here (``edge-deploy wheelhouse``), for an
+  offline ``--bootstrap --wheelhouse DIR``;
 * :mod:`.broker_acl` the fleet's Mosquitto password file and ACL (one login per device);
 * :mod:`.inventory`  ``~/.config/edgewise/devices.json``: the devices this machine deploys to.
 

@@ -9,10 +9,20 @@ The steps, in order:
 
 1. create ``ROOT/{incoming,models}`` (with ``sudo -n`` when the ssh user cannot, then chown);
 2. create ``ROOT/venv`` with the profile's Python; on Jetson profiles ``--system-site-packages``,
-   so JetPack's ``tensorrt`` module (apt, not pip) is visible inside the venv;
+   so JetPack's ``tensorrt`` module (apt, not pip) is visible inside the venv; with
+   ``--wheelhouse`` (or ``--skip-install``) ``--without-pip``: no ensurepip (slow under emulation,
+   missing without Debian's python3-venv);
 3. (unless ``--skip-install``) upgrade pip, install ``edgewise[edge]`` (or ``--edgewise-spec``,
    a local wheel is copied over first), and on Jetson with ``--wheel-index URL`` replace the CPU
-   onnxruntime with ``onnxruntime-gpu`` from that index (PyPI has no Jetson GPU wheels);
+   onnxruntime with ``onnxruntime-gpu`` from that index (PyPI has no Jetson GPU wheels).
+   With ``--wheelhouse DIR`` (:mod:`.wheelhouse`; checked against the device's Python, arch and
+   glibc before anything changes) instead: copy DIR's wheels to ``ROOT/incoming/wheels`` in one
+   tar stream, install pip and the spec with the wheelhouse's own pip wheel from that folder only
+   (``--no-index``: the device needs no network; a local wheel spec found in the wheelhouse is
+   installed from there, onnxruntime-gpu too when the wheelhouse has it), then remove the folder.
+   Bytecode: pip compiles it at install, except on a device the inventory marks ``emulated`` (a
+   board under qemu, where that costs a minute or two) or with ``--no-compile``: Python then
+   compiles each module on its first import;
 4. report what the venv can run (onnxruntime providers, TensorRT, LiteRT);
 5. install the fleet's public key (``--key``/``--fleet-key``) as ``ROOT/keys/<name>``: the daemon
    then loads and accepts (MQTT ``deploy``) only bundles signed with the fleet's private key;
@@ -41,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +62,7 @@ import yaml
 from edgewise.devices import DeviceProfile
 from edgewise.edge.deploy import DeployError
 from edgewise.edge.deploy.ssh import check_remote_path, shell_path
+from edgewise.edge.deploy.wheelhouse import Wheelhouse, make_command, split_spec
 
 MIN_PYTHON = (3, 10)
 MQTT_CA = "mqtt-ca.pem"
@@ -66,12 +78,13 @@ NO_JETSON_WHEELS = (
 
 @dataclass(frozen=True)
 class Step:
-    """One thing to do on the device: a shell line (with optional stdin), or a file to copy."""
+    """One thing to do on the device: a shell line (with optional stdin), a file or files to copy."""
 
     title: str
     command: str | None = None
     stdin: bytes | None = None
     upload: tuple[Path, str] | None = None  # (local file, remote path)
+    upload_tree: tuple[Path, str, tuple[str, ...]] | None = None  # (local folder, remote folder, files)
     tolerate: bool = False  # a failure is reported and the bootstrap goes on
 
 
@@ -92,6 +105,13 @@ class BootstrapOptions:
     public_key: Path | None = None
     skip_install: bool = False
     force_config: bool = False
+    wheelhouse: Wheelhouse | None = None  # install from these wheels only (the device needs no network)
+    compile: bool | None = None  # pip's bytecode compile at install; None: yes, unless emulated
+    emulated: str | None = None  # the inventory's note for a board under emulation
+
+    @property
+    def compile_bytecode(self) -> bool:
+        return self.compile if self.compile is not None else not self.emulated
 
     @property
     def is_jetson(self) -> bool:
@@ -128,6 +148,8 @@ def probe_script(opts: BootstrapOptions) -> str:
         "printf 'arch=%s\\n' \"$(uname -m)\"",
         f"printf 'python=%s\\n' \"$({py} -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])' 2>/dev/null)\"",
         f"printf 'venv=%s\\n' \"$({py} -c 'import venv, ensurepip' >/dev/null 2>&1 && echo yes || echo no)\"",
+        f"printf 'venv_module=%s\\n' \"$({py} -c 'import venv' >/dev/null 2>&1 && echo yes || echo no)\"",
+        "printf 'glibc=%s\\n' \"$(getconf GNU_LIBC_VERSION 2>/dev/null)\"",
         "printf 'tegra=%s\\n' \"$(head -n1 /etc/nv_tegra_release 2>/dev/null)\"",
         "printf 'user=%s\\n' \"$(id -un)\"",
         f"printf 'service_user=%s\\n' \"$(id -u {user} >/dev/null 2>&1 && echo yes || echo no)\"",
@@ -164,12 +186,18 @@ def check_facts(facts: dict[str, str], opts: BootstrapOptions, where: str) -> li
         need = ".".join(map(str, MIN_PYTHON))
         extra = f" ({profile.notes})" if profile.notes else ""
         problems.append(f"{profile.python} is {version or 'missing'}; edgewise needs Python >= {need}{extra}")
-    if facts.get("venv") != "yes" and not opts.skip_install:
+    if opts.wheelhouse is not None and not opts.skip_install:  # a venv without ensurepip will do
+        if "yes" not in (facts.get("venv"), facts.get("venv_module")):
+            problems.append(f"{profile.python} has no venv module: install python3-venv")
+    elif facts.get("venv") != "yes" and not opts.skip_install:
         problems.append(
             f"{profile.python} cannot make a venv with pip: install python3-venv (sudo apt install python3-venv)"
         )
     if problems:
         raise DeployError(f"{where} cannot run edgewise as {profile.name}:\n  " + "\n  ".join(problems))
+    house = opts.wheelhouse is not None and not opts.skip_install
+    if house and (misfit := wheelhouse_problem(opts, version, arch, facts.get("glibc"))):
+        raise DeployError(f"{where}: {misfit}")
     if opts.is_jetson and not facts.get("tegra"):
         notes.append("no /etc/nv_tegra_release: is JetPack installed? TensorRT comes from it")
     if opts.is_jetson and not opts.wheel_index:
@@ -184,6 +212,39 @@ def check_facts(facts: dict[str, str], opts: BootstrapOptions, where: str) -> li
             "no systemd on the device: start the daemon yourself (edgewise daemon --config ROOT/daemon.yaml)"
         )
     return notes
+
+
+def wheelhouse_problem(opts: BootstrapOptions, python: str, arch: str, glibc: str | None) -> str | None:
+    """Why ``opts.wheelhouse`` would not install on a device of this Python, arch and glibc (None: fits)."""
+    house = opts.wheelhouse
+    assert house is not None
+    misfits = house.misfits(python, arch, glibc)
+    if not misfits:
+        return None
+    short = ".".join(python.split(".")[:2])
+    libc = f", {glibc}" if glibc else ""
+    names = ", ".join(misfits[:3]) + (f" and {len(misfits) - 3} more" if len(misfits) > 3 else "")
+    return (
+        f"the wheelhouse does not fit this device, nothing was changed: {house.folder} has "
+        f"{house.describe()}, but the device runs Python {python} on {arch}{libc} ({names} would not "
+        f"install there); make one for it: {make_command(opts.profile.name, short, spec=opts.edgewise_spec)}"
+    )
+
+
+def compile_note(opts: BootstrapOptions) -> str | None:
+    """Why pip skips the bytecode compile (None: it compiles, the default on a real device)."""
+    if opts.skip_install or opts.compile_bytecode:
+        return None
+    why = (
+        f"because the inventory marks this device emulated ({opts.emulated}) and compiling every "
+        "module at install costs a minute or two there"
+        if opts.emulated and opts.compile is None
+        else "as asked (--no-compile)"
+    )
+    return (
+        f"bytecode: pip installs with --no-compile, {why}; Python compiles each module on its first "
+        "import instead (--compile: at install)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,12 +283,62 @@ def daemon_yaml(
     return "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False)
 
 
-def _split_spec(spec: str) -> tuple[str, str]:
-    """``path/to.whl[edge]`` -> (``path/to.whl``, ``[edge]``)."""
-    if spec.endswith("]") and "[" in spec:
-        i = spec.rindex("[")
-        return spec[:i], spec[i:]
-    return spec, ""
+def _install_steps(opts: BootstrapOptions, R: str, house: Wheelhouse | None) -> list[Step]:
+    """Copy a local wheel or the wheelhouse, install pip and the spec (and onnxruntime-gpu)."""
+    sub = lambda rel: shell_path(f"{R}/{rel}")  # noqa: E731
+    arg = lambda spec: shell_path(spec) if spec.startswith("~/") else shlex.quote(spec)  # noqa: E731
+    vpy = sub("venv/bin/python")
+    pip = f"{vpy} -m pip"
+    flags = "-q" + ("" if opts.compile_bytecode else " --no-compile")
+    steps: list[Step] = []
+    spec_path, extras = split_spec(opts.edgewise_spec)
+    spec = opts.edgewise_spec
+    wheels = f"{R}/incoming/wheels"
+    if house is not None:
+        steps.append(
+            Step(
+                f"copy the wheelhouse ({house.describe()})",
+                upload_tree=(house.folder, wheels, tuple(house.files)),
+            )
+        )
+    local = Path(spec_path)
+    if local.is_file() and house is not None and local.name in house.files:
+        spec = f"{wheels}/{local.name}{extras}"  # the wheelhouse holds it: no copy of its own
+    elif local.is_file():  # a local wheel or sdist: copy it over first
+        remote = f"{R}/incoming/{local.name}"
+        steps.append(Step(f"copy {local.name}", upload=(local, remote)))
+        spec = remote + extras
+    if house is None:
+        steps.append(Step("upgrade pip", f"{pip} install {flags} --upgrade pip"))
+        steps.append(Step(f"install {spec}", f"{pip} install {flags} {arg(spec)}"))
+    else:
+        offline = f"--disable-pip-version-check --no-index --find-links {sub('incoming/wheels')}"
+        wheel_pip = f"{vpy} {sub(f'incoming/wheels/{house.pip.filename}/pip')}"
+        steps.append(
+            Step(
+                f"install pip and {spec} from the wheelhouse (no network)",
+                f"{wheel_pip} install {flags} {offline} pip {arg(spec)}",
+            )
+        )
+    gpu_wheel = house.find("onnxruntime-gpu") if house is not None else None
+    if opts.is_jetson and gpu_wheel is not None:
+        steps.append(
+            Step(
+                "install onnxruntime-gpu from the wheelhouse",
+                f"{pip} uninstall -q -y onnxruntime; {pip} install {flags} {offline} onnxruntime-gpu",
+            )
+        )
+    elif opts.is_jetson and opts.wheel_index:
+        steps.append(
+            Step(
+                "install onnxruntime-gpu from the Jetson wheel index",
+                f"{pip} uninstall -q -y onnxruntime; "
+                f"{pip} install {flags} onnxruntime-gpu --extra-index-url {shlex.quote(opts.wheel_index)}",
+            )
+        )
+    if house is not None:
+        steps.append(Step("remove the copied wheelhouse", f"rm -rf {sub('incoming/wheels')}"))
+    return steps
 
 
 def plan(opts: BootstrapOptions, device_id: str = "device") -> list[Step]:
@@ -237,7 +348,6 @@ def plan(opts: BootstrapOptions, device_id: str = "device") -> list[Step]:
     sub = lambda rel: shell_path(f"{R}/{rel}")  # noqa: E731
     py = shlex.quote(opts.profile.python)
     vpy = sub("venv/bin/python")
-    pip = f"{vpy} -m pip"
     steps = [
         Step(
             "create the install root",
@@ -246,39 +356,21 @@ def plan(opts: BootstrapOptions, device_id: str = "device") -> list[Step]:
         )
     ]
     site = " --system-site-packages" if opts.is_jetson else ""
-    if opts.skip_install:
+    house = opts.wheelhouse if not opts.skip_install else None
+    if opts.skip_install or house is not None:
         venv = f"test -x {vpy} || {py} -m venv{site} --without-pip {sub('venv')}"
     else:
         venv = f"(test -x {vpy} && test -x {sub('venv/bin/pip')}) || {py} -m venv{site} {sub('venv')}"
     steps.append(
         Step(
             "create the virtual environment"
-            + (" (with system site packages: JetPack's TensorRT)" if site else ""),
+            + (" (with system site packages: JetPack's TensorRT)" if site else "")
+            + (" (without pip: it comes from the wheelhouse)" if house is not None else ""),
             venv,
         )
     )
     if not opts.skip_install:
-        spec_path, extras = _split_spec(opts.edgewise_spec)
-        spec = opts.edgewise_spec
-        if Path(spec_path).is_file():  # a local wheel or sdist: copy it over first
-            remote = f"{R}/incoming/{Path(spec_path).name}"
-            steps.append(Step(f"copy {Path(spec_path).name}", upload=(Path(spec_path), remote)))
-            spec = remote + extras
-        steps.append(Step("upgrade pip", f"{pip} install -q --upgrade pip"))
-        steps.append(
-            Step(
-                f"install {spec}",
-                f"{pip} install -q {shell_path(spec) if spec.startswith('~/') else shlex.quote(spec)}",
-            )
-        )
-        if opts.is_jetson and opts.wheel_index:
-            steps.append(
-                Step(
-                    "install onnxruntime-gpu from the Jetson wheel index",
-                    f"{pip} uninstall -q -y onnxruntime; "
-                    f"{pip} install -q onnxruntime-gpu --extra-index-url {shlex.quote(opts.wheel_index)}",
-                )
-            )
+        steps += _install_steps(opts, R, house)
         check = (
             "import importlib.util as u, sys; import onnxruntime as o; import edgewise.edge.deploy.cli; "
             "print('onnxruntime', o.__version__, o.get_available_providers()); "
@@ -353,6 +445,7 @@ class BootstrapReport:
     facts: dict[str, str] = field(default_factory=dict)
     device_id: str = ""
     config_written: bool = False  # False: an existing daemon.yaml (and its MQTT login) was kept
+    seconds: list[tuple[str, float]] = field(default_factory=list)  # (step title, wall seconds)
 
 
 def run(
@@ -377,12 +470,24 @@ def run(
     if check_id is not None:
         check_id(report.device_id)
     steps = plan(opts, report.device_id)
+    if note := compile_note(opts):
+        say(note)
     for i, step in enumerate(steps, 1):
         say(f"[{i}/{len(steps)}] {step.title}")
-        if step.upload is not None:
-            session.copy(*step.upload)
-            continue
-        rc, tail = session.stream(step.command, prefix="    ", stdin=step.stdin, what=step.title)
+        t0 = time.monotonic()
+        try:
+            if step.upload is not None:
+                session.copy(*step.upload)
+                continue
+            if step.upload_tree is not None:
+                folder, remote, files = step.upload_tree
+                session.copy_tree(folder, remote, files, replace=True)
+                continue
+            rc, tail = session.stream(step.command, prefix="    ", stdin=step.stdin, what=step.title)
+        finally:
+            report.seconds.append((step.title, round(time.monotonic() - t0, 2)))
+            if report.seconds[-1][1] >= 1:
+                say(f"    ({report.seconds[-1][1]:.1f} s)")
         if rc == 0:
             if step.title == WRITE_CONFIG:
                 report.config_written = not any(KEPT in line for line in tail)

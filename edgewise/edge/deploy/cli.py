@@ -24,7 +24,7 @@ from edgewise import __version__
 from edgewise.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, EdgewiseError
 
 PROG = "edge-deploy"
-COMMANDS = ("deploy", "rollback", "status", "devices", "broker-acl")
+COMMANDS = ("deploy", "rollback", "status", "devices", "broker-acl", "wheelhouse")
 ALIASES = {"jetson": "jetson-orin-nano", "rpi": "rpi5", "local": "x86-local"}
 
 DESCRIPTION = """\
@@ -34,6 +34,7 @@ Install a bundle on a device, check that it runs, roll back automatically when i
   edge-deploy --device NAME --root DIR BUNDLE [--key PUB] [--health-timeout S] [--keep N]
   edge-deploy --device NAME --host USER@ADDR BUNDLE            (over ssh)
   edge-deploy --device NAME --host USER@ADDR --bootstrap --key FLEET.pub --fleet F --mqtt-host H ...
+  edge-deploy wheelhouse --device NAME --out DIR     (the device's wheels, for --bootstrap --wheelhouse DIR)
   edge-deploy rollback --device NAME (--root DIR | --host USER@ADDR)
   edge-deploy status --device NAME (--root DIR | --host USER@ADDR) [--json]
   edge-deploy devices [--json]
@@ -141,7 +142,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             prog=PROG,
             description=DESCRIPTION,
             formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog="Commands: rollback, status, devices, broker-acl (edge-deploy COMMAND --help).",
+            epilog="Commands: rollback, status, devices, broker-acl, wheelhouse (edge-deploy COMMAND --help).",
         )
         p.add_argument("--version", action="version", version=f"{PROG} (edgewise {__version__})")
         p.add_argument("bundle", nargs="?", metavar="BUNDLE", help="bundle folder or .tar.gz to deploy")
@@ -224,10 +225,26 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             action="store_true",
             help="no pip installs (venv without pip; config and unit only)",
         )
+        b.add_argument(
+            "--wheelhouse",
+            type=Path,
+            metavar="DIR",
+            help="install from this folder of the device's wheels (edge-deploy wheelhouse makes it): "
+            "copied over, installed with --no-index, so the device needs no network",
+        )
+        b.add_argument(
+            "--compile",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="pip compiles bytecode at install (default: yes, except on a device the inventory marks "
+            "emulated, where it costs a minute or two; Python then compiles on first import)",
+        )
         b.add_argument("--force-config", action="store_true", help="replace an existing daemon.yaml")
         b.add_argument("--dry-run", action="store_true", help="print the bootstrap steps without connecting")
     elif command == "broker-acl":
         p = build_broker_acl_parser()
+    elif command == "wheelhouse":
+        p = build_wheelhouse_parser()
     else:
         help_text = {
             "rollback": "switch the device back to its previous good version and check it",
@@ -283,19 +300,13 @@ def _resolve(args: argparse.Namespace) -> tuple[Any, Any]:
     from edgewise.edge.deploy.remote import RemoteDevice
     from edgewise.edge.deploy.ssh import SSHTarget
 
-    host, port, device, root, device_id = args.host, args.port, args.device, args.root, args.device_id
-    rec: dict[str, Any] = {}
-    if host and "@" not in host:
-        rec = inventory.load().get(host) or {}
-        if rec:
-            device_id = device_id or host
-            host, port = rec["host"], port or rec.get("port", 22)
-            device, root = device or rec.get("profile"), root or rec.get("root")
-    elif host:  # USER@ADDR of a device in the inventory: its recorded SSH options apply too
-        devices = inventory.load()
-        rec = devices.get(inventory.find(devices, host, port or 22) or "", {})
-    # the SSH options the device was added with (bootstrap, a board), unless given now
-    recorded = inventory.ssh_options(rec)
+    # an inventory name, or a recorded USER@ADDR: the record fills what was not given (profile, root,
+    # and the SSH options the device was added with: bootstrap, a board)
+    where = inventory.resolve(
+        args.host, args.port, profile=args.device, root=args.root, device_id=args.device_id
+    )
+    host, port, device, root, device_id = where.host, where.port, where.profile, where.root, where.device_id
+    recorded = where.ssh
     if not device:
         raise DeployError("--device is required (edge-deploy --list-devices shows the names)")
     profile = load_profile(device)
@@ -312,6 +323,17 @@ def _resolve(args: argparse.Namespace) -> tuple[Any, Any]:
     )
     passthrough = ["-v"] * min(args.verbose, 2) + (["-q"] if args.quiet else [])
     return profile, RemoteDevice(target, profile, device, root, device_id, passthrough)
+
+
+def _emulated(dev: Any) -> str | None:
+    """The inventory's ``emulated`` note for the device (a board under qemu), if it has one."""
+    if dev is None:
+        return None
+    from edgewise.edge.deploy import inventory
+
+    devices = inventory.load()
+    name = inventory.find(devices, dev.target.host, dev.target.port)
+    return (devices.get(name or "") or {}).get("emulated") or None
 
 
 def _path(value: str | None) -> Path | None:
@@ -455,6 +477,13 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
         raise DeployError(f"--mqtt-ca {args.mqtt_ca}: no such file")
     if args.mqtt_ca is not None and args.mqtt_no_tls:
         raise DeployError("--mqtt-ca and --mqtt-no-tls contradict each other: pick one")
+    house = None
+    if args.wheelhouse is not None:
+        from edgewise.edge.deploy.wheelhouse import Wheelhouse
+
+        if args.skip_install:
+            raise DeployError("--wheelhouse and --skip-install contradict each other: pick one")
+        house = Wheelhouse.open(args.wheelhouse)  # no folder, no wheels, no pip: refused before ssh
     if not args.host and not args.dry_run:
         raise DeployError("--bootstrap needs --host USER@ADDR (the device to set up)")
     profile, dev = _resolve(args)
@@ -487,11 +516,21 @@ def cmd_bootstrap(args: argparse.Namespace, say: Reporter) -> int:
         mqtt_tls=not args.mqtt_no_tls,
         mqtt_ca=args.mqtt_ca,
         mqtt_password=broker_acl.generate_password(),
+        wheelhouse=house,
+        compile=args.compile,
+        emulated=_emulated(dev),
     )
     if args.dry_run:
         say.always(f"# probe\n{bootstrap.probe_script(opts)}")
+        if note := bootstrap.compile_note(opts):
+            say.always(f"# {note}")
         for i, step in enumerate(bootstrap.plan(opts, device_id or "DEVICE-ID"), 1):
-            body = f"scp {step.upload[0]} -> {step.upload[1]}" if step.upload else step.command
+            body = step.command
+            if step.upload:
+                body = f"scp {step.upload[0]} -> {step.upload[1]}"
+            elif step.upload_tree:
+                folder, remote, files = step.upload_tree
+                body = f"tar -C {folder} -cf - {len(files)} files | ssh 'rm -rf {remote} && mkdir -p {remote} && tar -xof - -C {remote}'"
             say.always(f"# [{i}] {step.title}{' (failure tolerated)' if step.tolerate else ''}\n{body}")
         if opts.is_jetson and not opts.wheel_index:
             say.always(f"# note: {bootstrap.NO_JETSON_WHEELS}")
@@ -583,6 +622,79 @@ def build_broker_acl_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_wheelhouse_parser() -> argparse.ArgumentParser:
+    from edgewise.edge.deploy import wheelhouse
+
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} wheelhouse",
+        description=wheelhouse.__doc__.split("\n\n", 1)[0]
+        + "\n\nDownloads, on this (connected) machine, the wheels of --edgewise-spec and pip for the\n"
+        "device's architecture, glibc and CPython (the profile's python_version, or --python), then:\n\n"
+        "  edge-deploy --device NAME --host USER@ADDR --bootstrap --wheelhouse DIR ...\n\n"
+        "copies them over and installs offline. A local wheel (dist/edgewise-X-py3-none-any.whl[edge])\n"
+        "is copied into DIR with its dependencies. DIR's old wheels are replaced.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--device", required=True, metavar="NAME|FILE.yaml", help="the device profile")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the wheelhouse folder")
+    p.add_argument(
+        "--python",
+        metavar="X.Y",
+        help="the device's CPython version (default: the profile's python_version)",
+    )
+    p.add_argument(
+        "--edgewise-spec",
+        default="edgewise[edge]",
+        metavar="SPEC",
+        help="what the device installs (default edgewise[edge]); a local wheel path is copied in too",
+    )
+    p.add_argument(
+        "--wheel-index",
+        metavar="URL",
+        help="Jetson: also download onnxruntime-gpu from this extra index (bootstrap installs it from DIR)",
+    )
+    p.add_argument(
+        "--find-links",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="also look for wheels in this folder (repeatable), e.g. an older wheelhouse",
+    )
+    p.add_argument(
+        "--no-index", action="store_true", help="only --find-links folders, no package index (offline)"
+    )
+    return p
+
+
+def cmd_wheelhouse(args: argparse.Namespace, say: Reporter) -> int:
+    from edgewise.devices import load_profile
+    from edgewise.edge.deploy import DeployError, wheelhouse
+
+    profile = load_profile(args.device)
+    if args.no_index and not args.find_links:
+        raise DeployError("--no-index needs at least one --find-links DIR to download from")
+    for link in args.find_links:
+        if not link.is_dir():
+            raise DeployError(f"--find-links {link}: no such folder")
+    house = wheelhouse.build(
+        profile,
+        args.out,
+        args.python,
+        args.edgewise_spec,
+        wheel_index=args.wheel_index,
+        find_links=args.find_links,
+        no_index=args.no_index,
+        say=say,
+    )
+    say.always(
+        f"{house.folder}: {house.describe()}\n"
+        f"next: edge-deploy --device {profile.name} --host USER@ADDR --bootstrap --wheelhouse {house.folder}"
+        + (f" --edgewise-spec {args.edgewise_spec}" if args.edgewise_spec != "edgewise[edge]" else "")
+    )
+    return EXIT_OK
+
+
 def default_broker_dir(fleet: str) -> Path:
     from edgewise.edge.deploy import inventory
 
@@ -616,6 +728,7 @@ HANDLERS = {
     "status": cmd_status,
     "devices": cmd_devices,
     "broker-acl": cmd_broker_acl,
+    "wheelhouse": cmd_wheelhouse,
 }
 
 

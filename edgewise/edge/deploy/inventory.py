@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,64 @@ def ssh_options(record: dict[str, Any]) -> dict[str, Any]:
     a deploy or status naming the device uses them unless its own flags say otherwise."""
     opts = record.get("ssh") or {}
     return {k: opts[k] for k in ("identity", "known_hosts", "strict_host_key_checking") if opts.get(k)}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where ``--host`` points, with what the inventory remembers about it.
+
+    ``host``/``port``: the address to connect to; ``profile``, ``root``, ``device_id``: the given
+    values, else the record's (``device_id`` is the inventory name when ``--host`` was one);
+    ``ssh``: the recorded SSH options (:func:`ssh_options`); ``name``: the inventory name of the
+    device, when it is recorded; ``record``: the whole record (empty when there is none).
+    """
+
+    host: str | None
+    port: int | None
+    profile: str | None = None
+    root: str | None = None
+    device_id: str | None = None
+    ssh: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve(
+    host: str | None,
+    port: int | None,
+    *,
+    profile: str | None = None,
+    root: str | None = None,
+    device_id: str | None = None,
+    path: Path | None = None,
+) -> Resolved:
+    """``--host NAME`` (an inventory name) or ``--host USER@ADDR``, filled in from the inventory.
+
+    A name becomes its recorded ``user@addr`` and port; a ``user@addr[:port]`` (or a bare address)
+    that is recorded finds its record. Either way the record's profile, root and SSH options fill
+    what the caller did not give: explicit values always win. A host that is not recorded is
+    returned as given, with no options.
+    """
+    if not host:
+        return Resolved(None, port, profile, root, device_id)
+    devices = load(path)
+    if "@" not in host and host in devices:
+        name = host
+        rec = devices[name]
+        host, port, device_id = rec["host"], port or rec.get("port", 22), device_id or name
+    else:
+        name = find(devices, host, port or 22)
+        rec = devices.get(name, {}) if name else {}
+    return Resolved(
+        host,
+        port,
+        profile or rec.get("profile"),
+        root or rec.get("root"),
+        device_id,
+        ssh_options(rec),
+        name,
+        rec,
+    )
 
 
 def format_table(devices: dict[str, dict[str, Any]], now: float | None = None) -> str:

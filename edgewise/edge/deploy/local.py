@@ -3,7 +3,9 @@
 A deploy is::
 
     recover ROOT -> pre-flight (verify, runtime match, budget, arch)
-    -> install_bundle (copied aside, fsynced, renamed)            nothing switched yet
+    -> install_bundle (copied aside, fsynced, every artifact this device loads checked against
+       the bundle's reference sets into INSTALL/parity.json, renamed)   nothing switched yet;
+       refused when every artifact the profile could run fails that check
     -> open the installed copy + one inference (engine cached)    nothing switched yet
     -> activate (one atomic rename of ``current``)
     -> health: SIGHUP the daemon and wait for ROOT/health.json naming the new version,
@@ -43,6 +45,7 @@ from edgewise.edge import install
 from edgewise.edge.deploy import DeployError
 from edgewise.edge.deploy.preflight import bundle_key, check_arch, check_runtime_match, open_and_test
 from edgewise.edge.install import deploy_lock
+from edgewise.edge.reference import format_lines, read_device_parity
 from edgewise.errors import EdgewiseError
 
 log = logging.getLogger(__name__)
@@ -301,8 +304,13 @@ def _deploy(
         choice, art = check_runtime_match(bundle, profile)[0]
         say(f"{key}: {profile.name} prefers {choice.describe()} ({art.path})")
         was_there = (install.models_dir(root) / key).is_dir()
-        install_dir = install.install_bundle(root, bundle.root, public_key=public_key)
+        try:
+            install_dir = install.install_bundle(root, bundle.root, public_key=public_key, profile=profile)
+        except install.DeviceParityError as exc:
+            raise DeployError(str(exc)) from None
     say(f"{key}: {'already installed' if was_there else 'installed'} at {install_dir}")
+    for line in format_lines(read_device_parity(install_dir)):
+        say(f"{key}: device parity: {line}")
     try:
         info = open_and_test(install_dir, profile, public_key=public_key, engine_dir=root / ENGINES)
     except Exception as exc:
@@ -433,8 +441,24 @@ def format_status(info: dict[str, Any], now: float | None = None) -> str:
         ("failed", ", ".join(info.get("failed") or []) or "-"),
         ("daemon", f"running (pid {info['daemon_pid']})" if info.get("daemon_pid") else "not running"),
         ("health", describe_health(info.get("health"), now)),
+        *describe_parity(info),
     ]
     return "\n".join(f"{k:<10} {v}" for k, v in rows)
+
+
+def describe_parity(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows for the current install's device parity check: one per artifact (max |diff| against
+    its tolerance on this machine, and on the exporting machine)."""
+    if not info.get("current"):
+        return []
+    record = info.get("parity")
+    if not record:
+        return [("parity", "not checked (installed before the device parity check)")]
+    head = f"{record.get('summary') or '?'} on {record.get('machine') or '?'}"
+    if record.get("profile"):
+        head += f" (profile {record['profile']})"
+    lines = format_lines(record) if record.get("verdict") != "not checked" else []
+    return [("parity", head), *(("", line) for line in lines)]
 
 
 def describe_health(health: dict[str, Any] | None, now: float | None = None) -> str:

@@ -256,3 +256,204 @@ def test_the_daemon_runs_as_the_login_user_unless_told_otherwise(tmp_path):
         assert path.stat().st_uid == other.pw_uid, path
     assert (root / "daemon.yaml").stat().st_mode & 0o777 == 0o600
     assert give.command.count("chown -R nobody") == 2  # as root, or with sudo -n
+
+
+# --------------------------------------------------------------------------------------------------
+# --wheelhouse: install offline from a folder of the device's wheels. The tag checks read only the
+# file names (PEP 427), so these wheelhouses are empty files with real names from an rpi5 one.
+
+RPI5_WHEELS = (
+    "pip-26.3-py3-none-any.whl",
+    "edgewise-0.1.0-py3-none-any.whl",
+    "onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_aarch64.whl",
+    "numpy-2.4.6-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl",
+    "protobuf-7.36.2-cp310-abi3-manylinux2014_aarch64.whl",
+    "soundfile-0.14.0-py2.py3-none-manylinux_2_28_aarch64.whl",
+    "paho_mqtt-2.2.0-py3-none-any.whl",
+)
+RPI5_FACTS = {**GOOD_FACTS, "os": "Debian GNU/Linux 12 (bookworm)", "python": "3.11.2", "glibc": "glibc 2.36"}
+
+
+def fake_wheelhouse(folder, names=RPI5_WHEELS):
+    from edgewise.edge.deploy.wheelhouse import Wheelhouse
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")
+    return Wheelhouse.open(folder)
+
+
+def test_a_wheelhouse_is_copied_in_one_stream_and_installed_without_network(tmp_path):
+    house = fake_wheelhouse(tmp_path / "wh")
+    opts = BootstrapOptions(load_profile("rpi5"), "/opt/edgewise", wheelhouse=house)
+    steps = plan(opts)
+    titles = [s.title for s in steps]
+    assert "upgrade pip" not in titles
+    venv = step(steps, "create the virtual").command
+    assert venv == "test -x /opt/edgewise/venv/bin/python || python3 -m venv --without-pip /opt/edgewise/venv"
+    copy = step(steps, "copy the wheelhouse (7 wheels")
+    assert copy.upload_tree == (house.folder, "/opt/edgewise/incoming/wheels", tuple(sorted(RPI5_WHEELS)))
+    install = step(steps, "install pip and edgewise[edge] from the wheelhouse")
+    assert install.command == (
+        "/opt/edgewise/venv/bin/python /opt/edgewise/incoming/wheels/pip-26.3-py3-none-any.whl/pip install -q "
+        "--disable-pip-version-check --no-index --find-links /opt/edgewise/incoming/wheels pip 'edgewise[edge]'"
+    )
+    assert (
+        titles.index(copy.title) < titles.index(install.title) < titles.index("remove the copied wheelhouse")
+    )
+    assert titles.index("remove the copied wheelhouse") < titles.index("check the runtimes")
+    check_facts(RPI5_FACTS, opts, "pi")  # it fits: no error
+
+
+def test_a_local_wheel_in_the_wheelhouse_is_installed_from_it_not_copied_twice(tmp_path):
+    house = fake_wheelhouse(tmp_path / "wh")
+    wheel = house.folder / "edgewise-0.1.0-py3-none-any.whl"
+    opts = BootstrapOptions(
+        load_profile("rpi5"), "/opt/edgewise", wheelhouse=house, edgewise_spec=f"{wheel}[edge]"
+    )
+    steps = plan(opts)
+    assert not any(s.upload for s in steps)
+    install = step(steps, "install pip and /opt/edgewise/incoming/wheels/edgewise-0.1.0").command
+    assert install.endswith("--no-index --find-links /opt/edgewise/incoming/wheels pip "
+                            "'/opt/edgewise/incoming/wheels/edgewise-0.1.0-py3-none-any.whl[edge]'")  # fmt: skip
+
+
+def test_a_wheelhouse_for_another_python_is_refused_with_the_command_that_makes_the_right_one(tmp_path):
+    """A 3.11 wheelhouse on a device that runs 3.10 (Ubuntu 22.04): refused before anything changes,
+    saying what each side is and how to make a fitting wheelhouse."""
+    opts = BootstrapOptions(
+        load_profile("rpi5"), "/opt/edgewise", wheelhouse=fake_wheelhouse(tmp_path / "wh")
+    )
+    with pytest.raises(DeployError) as err:
+        check_facts({**RPI5_FACTS, "python": "3.10.12"}, opts, "pi@10.0.0.7:22")
+    msg = str(err.value)
+    assert msg.startswith("pi@10.0.0.7:22: the wheelhouse does not fit this device, nothing was changed: ")
+    assert (
+        "has 7 wheels, 0 MB, for CPython 3.11 on aarch64, but the device runs Python 3.10.12 on aarch64, glibc 2.36"
+        in msg
+    )
+    assert "numpy-2.4.6-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl" in msg
+    assert "protobuf" not in msg  # abi3 for cp310 and up installs on 3.10
+    assert msg.endswith("make one for it: edge-deploy wheelhouse --device rpi5 --python 3.10 --out DIR")
+
+
+def test_a_wheelhouse_for_another_arch_or_a_newer_glibc_is_refused(tmp_path):
+    x86 = fake_wheelhouse(
+        tmp_path / "x86", ("pip-26.3-py3-none-any.whl", "numpy-2.4.6-cp311-cp311-manylinux_2_17_x86_64.whl")
+    )
+    with pytest.raises(
+        DeployError, match=r"for CPython 3.11 on x86_64, but the device runs Python 3.11.2 on aarch64"
+    ):
+        check_facts(RPI5_FACTS, BootstrapOptions(load_profile("rpi5"), "/opt/edgewise", wheelhouse=x86), "pi")
+    new = fake_wheelhouse(
+        tmp_path / "new",
+        ("pip-26.3-py3-none-any.whl", "cryptography-50.0.2-cp311-abi3-manylinux_2_34_aarch64.whl"),
+    )
+    opts = BootstrapOptions(load_profile("jetson-orin-nano"), "/opt/edgewise", wheelhouse=new)
+    facts = {**GOOD_FACTS, "python": "3.11.4", "glibc": "glibc 2.31"}  # an older Ubuntu
+    with pytest.raises(
+        DeployError, match=r"glibc 2.31 \(cryptography-50.0.2-cp311-abi3-manylinux_2_34_aarch64.whl would not"
+    ):
+        check_facts(facts, opts, "nv")
+    check_facts({**facts, "glibc": "glibc 2.35"}, opts, "nv")  # JetPack 6's glibc takes it
+
+
+def test_a_wheelhouse_needs_no_ensurepip_on_the_device(tmp_path):
+    """Debian without python3-venv has the venv module but no ensurepip: fine with a wheelhouse."""
+    facts = {**RPI5_FACTS, "venv": "no", "venv_module": "yes"}
+    with pytest.raises(DeployError, match="cannot make a venv with pip: install python3-venv"):
+        check_facts(facts, BootstrapOptions(load_profile("rpi5"), "/opt/edgewise"), "pi")
+    house = fake_wheelhouse(tmp_path / "wh")
+    check_facts(facts, BootstrapOptions(load_profile("rpi5"), "/opt/edgewise", wheelhouse=house), "pi")
+
+
+def test_a_wheelhouse_is_checked_before_ssh(tmp_path):
+    from edgewise.edge.deploy.wheelhouse import Wheelhouse
+
+    with pytest.raises(DeployError, match="no such folder"):
+        Wheelhouse.open(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DeployError, match="no .whl files in it"):
+        Wheelhouse.open(tmp_path / "empty")
+    with pytest.raises(DeployError, match="no pip wheel in it"):
+        fake_wheelhouse(tmp_path / "nopip", RPI5_WHEELS[1:])
+
+
+def test_jetson_takes_onnxruntime_gpu_from_the_wheelhouse_when_it_has_it(tmp_path):
+    names = (*RPI5_WHEELS, "onnxruntime_gpu-1.23.0-cp310-cp310-linux_aarch64.whl")
+    opts = BootstrapOptions(
+        load_profile("jetson"),
+        "/opt/edgewise",
+        wheel_index=INDEX,
+        wheelhouse=fake_wheelhouse(tmp_path / "wh", names),
+    )
+    gpu = step(plan(opts), "install onnxruntime-gpu from the wheelhouse").command
+    assert gpu.endswith("--no-index --find-links /opt/edgewise/incoming/wheels onnxruntime-gpu")
+    assert "--extra-index-url" not in gpu
+
+
+def test_an_emulated_device_installs_without_bytecode_and_says_why(tmp_path):
+    from edgewise.edge.deploy.bootstrap import compile_note
+
+    house = fake_wheelhouse(tmp_path / "wh")
+    real = BootstrapOptions(load_profile("rpi5"), "/opt/edgewise", wheelhouse=house)
+    assert "--no-compile" not in step(plan(real), "install pip").command and compile_note(real) is None
+    board = dataclasses.replace(real, emulated="emulated under qemu-user")
+    assert " install -q --no-compile --disable-pip-version-check" in step(plan(board), "install pip").command
+    note = compile_note(board)
+    assert note.startswith(
+        "bytecode: pip installs with --no-compile, because the inventory marks this device emulated"
+    )
+    assert "Python compiles each module on its first import" in note
+    forced = dataclasses.replace(board, compile=True)  # --compile wins over the inventory
+    assert "--no-compile" not in step(plan(forced), "install pip").command and compile_note(forced) is None
+    index = BootstrapOptions(
+        load_profile("rpi5"), "/opt/edgewise", compile=False
+    )  # --no-compile, no wheelhouse
+    assert step(plan(index), "install edgewise").command.endswith(
+        "pip install -q --no-compile 'edgewise[edge]'"
+    )
+    assert "as asked (--no-compile)" in compile_note(index)
+
+
+def test_dry_run_shows_the_wheelhouse_steps_and_the_emulated_boards_bytecode_choice(capsys, tmp_path):
+    house = fake_wheelhouse(tmp_path / "wh")
+    inventory.update(
+        "board-1",
+        "root@127.0.0.1",
+        2299,
+        profile="rpi5",
+        root="/opt/edgewise",
+        emulated="emulated under qemu-user",
+    )
+    rc, out, err = run_cli(
+        capsys,
+        "--host",
+        "board-1",
+        "--bootstrap",
+        "--dry-run",
+        "--insecure-no-key",
+        "--wheelhouse",
+        house.folder,
+    )
+    assert rc == 0, err
+    assert (
+        "# bytecode: pip installs with --no-compile, because the inventory marks this device emulated" in out
+    )
+    assert "# [2] create the virtual environment (without pip: it comes from the wheelhouse)" in out
+    assert (
+        f"# [3] copy the wheelhouse (7 wheels, 0 MB, for CPython 3.11 on aarch64)\ntar -C {house.folder} -cf - 7 files | "
+        "ssh 'rm -rf /opt/edgewise/incoming/wheels && mkdir -p /opt/edgewise/incoming/wheels && tar -xof - -C /opt/edgewise/incoming/wheels'"
+    ) in out
+    assert "pip-26.3-py3-none-any.whl/pip install -q --no-compile" in out
+    rc, _, err = run_cli(
+        capsys,
+        "--device",
+        "rpi5",
+        "--bootstrap",
+        "--dry-run",
+        "--insecure-no-key",
+        "--wheelhouse",
+        tmp_path / "nope",
+    )
+    assert rc == 2 and f"--wheelhouse {tmp_path / 'nope'}: no such folder" in err

@@ -227,3 +227,40 @@ def test_a_profile_yaml_from_this_machine_goes_to_the_device(capsys, sshd, devic
     assert rc == 0, out + err
     assert f"[{sshd['host']}] deployed {V1} to bench-box at {device_root}" in out
     assert (device_root / "incoming" / "bench-box.yaml").is_file()
+
+
+def test_copy_tree_streams_a_folder_through_the_session(sshd, tmp_path):
+    """One tar stream through the real sshd: the chosen files arrive byte for byte (a 24 MB one
+    among them), ``replace`` removes what an earlier copy left, and a remote
+    folder that cannot be made is one clear error."""
+    import os
+
+    from edgewise.edge.deploy import DeployError
+    from edgewise.edge.deploy.ssh import SSHSession, SSHTarget
+
+    src = tmp_path / "wheels"
+    (src / "sub").mkdir(parents=True)
+    (src / "big-1.0-py3-none-any.whl").write_bytes(os.urandom(24 * 1024 * 1024))
+    (src / "small-1.0-py3-none-any.whl").write_bytes(b"small")
+    (src / "sub" / "nested.txt").write_text("nested\n")
+    (src / "not-sent.txt").write_text("left here\n")
+    dest = tmp_path / "device" / "incoming" / "wheels"
+    dest.mkdir(parents=True)
+    (dest / "stale-0.9-py3-none-any.whl").write_bytes(b"from an older wheelhouse")
+    identity = sshd["flags"][sshd["flags"].index("--identity") + 1]
+    target = SSHTarget(
+        sshd["host"], sshd["port"], identity=Path(identity), known_hosts=sshd["dir"] / "known_hosts"
+    )
+    files = ["big-1.0-py3-none-any.whl", "small-1.0-py3-none-any.whl", "sub/nested.txt"]
+    with SSHSession(target) as session:
+        sent = session.copy_tree(src, str(dest), files, replace=True)
+        assert sent == sum((src / f).stat().st_size for f in files)
+        assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == sorted(files)
+        for f in files:
+            assert (dest / f).read_bytes() == (src / f).read_bytes(), f
+        session.copy_tree(src / "sub", str(tmp_path / "more"))  # the whole folder, into a new one
+        assert (tmp_path / "more" / "nested.txt").read_text() == "nested\n"
+        blocker = tmp_path / "a-file"
+        blocker.write_text("")
+        with pytest.raises(DeployError, match=r"copying .* failed: unpacking there: .*a-file"):
+            session.copy_tree(src, str(blocker / "wheels"), ["small-1.0-py3-none-any.whl"])

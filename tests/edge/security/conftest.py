@@ -7,9 +7,7 @@ self-signed certificate that the daemon trusts through ``download.ca``.
 
 from __future__ import annotations
 
-import datetime
 import http.server
-import ipaddress
 import json
 import ssl
 import threading
@@ -21,6 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgewise.bundle import generate_keypair, sign_manifest, write_archive
+from edgewise.devtools.tls import self_signed_cert
 from edgewise.edge.install import activate, install_bundle
 from edgewise.edge.telemetry.schema import decode
 from tests.edge.daemon.conftest import bundle_version, daemons  # noqa: F401  (fixture)
@@ -70,40 +69,6 @@ def archive(folder: Path, www: Path) -> Path:
 
 # --------------------------------------------------------------------------------------------------
 # https
-
-
-def self_signed_cert(folder: Path) -> tuple[Path, Path]:
-    """A CA:true self-signed certificate for 127.0.0.1 (PEM cert, PEM key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "server.pem", folder / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 class FileServer:
@@ -163,10 +128,16 @@ def servers(tmp_path):
 
 
 class Client:
-    """A paho client that logs in (or not), records what it receives, and reports its CONNACK."""
+    """A paho client that logs in (or not), records what it receives, and reports its CONNACK;
+    with ``ca`` it connects to the broker's TLS listener and verifies it with that CA."""
 
     def __init__(
-        self, mqtt_broker, username: str | None = None, password: str | None = None, client_id: str = ""
+        self,
+        mqtt_broker,
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str = "",
+        ca: Path | None = None,
     ) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self.connack: list = []
@@ -181,7 +152,11 @@ class Client:
         self.client.on_subscribe = lambda c, u, mid, codes, p: self._note(self.granted, codes)
         self.client.on_message = lambda c, u, m: self._note(self.messages, m)
         self.client.on_disconnect = lambda c, u, flags, code, p: self._note(self.disconnects, code)
-        self.client.connect(mqtt_broker.host, mqtt_broker.port, keepalive=5)
+        port = mqtt_broker.port
+        if ca is not None:  # the broker's TLS listener, verified with its CA
+            self.client.tls_set(ca_certs=str(ca))
+            port = mqtt_broker.tls_port
+        self.client.connect(mqtt_broker.host, port, keepalive=5)
         self.client.loop_start()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -240,9 +215,12 @@ def mqtt_clients():
         client.close()
 
 
-def send_command(client: Client, action: str, args: dict | None = None, cmd_id: str | None = None) -> str:
+def send_command(
+    client: Client, action: str, args: dict | None = None, cmd_id: str | None = None, base: str = BASE
+) -> str:
+    """Publish a command to the device whose topics start with ``base``; returns its id."""
     cmd_id = cmd_id or f"{action}-{time.monotonic_ns()}"
-    client.publish(f"{BASE}/cmd", json.dumps({"id": cmd_id, "action": action, "args": args or {}}))
+    client.publish(f"{base}/cmd", json.dumps({"id": cmd_id, "action": action, "args": args or {}}))
     return cmd_id
 
 

@@ -7,10 +7,10 @@ import stat
 import pytest
 import yaml
 
+from edgewise.devtools.tls import self_signed_cert
 from edgewise.edge.deploy import inventory
 from edgewise.edge.deploy.broker_acl import read_password_file
 from edgewise.edge.deploy.cli import main
-from tests.edge.security.conftest import self_signed_cert
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -23,6 +23,13 @@ def listed_files(folder):
     return [a["path"] for m in manifest["models"].values() for a in m["artifacts"]]
 
 
+def referenced_files(folder):
+    """The reference sets the manifest names (``extra.reference.path``)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    artifacts = [a for m in manifest["models"].values() for a in m["artifacts"]]
+    return {a["extra"]["reference"]["path"] for a in artifacts if "reference" in a.get("extra", {})}
+
+
 def test_the_manifest_signature_and_the_listed_files_are_installed(ser_bundle, keys, tmp_path):
     src = bundle_version(ser_bundle, tmp_path, "1.1.0")
     ref = src / "models" / "ser.trt-reference.npz"
@@ -36,7 +43,8 @@ def test_the_manifest_signature_and_the_listed_files_are_installed(ser_bundle, k
     (src / "manifest.json").write_text(json.dumps(manifest, indent=2))
     sign_manifest(src, keys["fleet"]["key"])
     dest = install_bundle(tmp_path / "root", src, public_key=keys["fleet"]["pub"])
-    expected = ["manifest.json", "manifest.sig", *listed_files(src), "models/ser.trt-reference.npz"]
+    # plus every reference set the manifest names, and parity.json: the device's own check
+    expected = ["manifest.json", "manifest.sig", *listed_files(src), *referenced_files(src), "parity.json"]
     assert installed_files(dest) == sorted(expected)
 
 

@@ -41,3 +41,33 @@ def test_password_file_turns_off_anonymous_access(make_broker):
     assert "allow_anonymous false" in text and f"password_file {broker.password_file}" in text
     users = [line.split(":")[0] for line in broker.password_file.read_text().splitlines()]
     assert users == ["a", "b"]
+
+
+def test_a_tls_listener_takes_clients_that_trust_its_certificate_only(make_broker, tmp_path):
+    """The TLS listener the demo and the board tests use: a client given the broker's certificate
+    as its CA connects (and logs in); one that trusts only the system CAs is refused at the handshake."""
+    import ssl
+
+    import paho.mqtt.client as mqtt
+
+    from edgewise.devtools.tls import self_signed_cert
+
+    cert, key = self_signed_cert(tmp_path / "tls")
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    broker = make_broker(users={"dev": "pw"}, tls=(cert, key))
+    assert f"listener {broker.tls_port} 127.0.0.1" in broker.config_text().splitlines()
+
+    def connect(ca: str | None) -> int:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        client.username_pw_set("dev", "pw")
+        client.tls_set(ca_certs=ca)
+        try:
+            return int(client.connect(broker.host, broker.tls_port, keepalive=5))
+        finally:
+            client.disconnect()
+
+    assert connect(str(cert)) == 0
+    with pytest.raises(ssl.SSLCertVerificationError):
+        connect(None)
+    with pytest.raises(BrokerError, match="tls: .*no such file"):
+        MosquittoBroker(tls=(tmp_path / "nope.pem", key))
