@@ -140,7 +140,7 @@ def pytest_sessionstart(session):
     if cached_rootfs(RootfsSpec()) is None:
         log = open(session.config.rootpath / ".pytest-rootfs-build.log", "w")  # noqa: SIM115
         _rootfs_build = subprocess.Popen(
-            [sys.executable, "-m", "edgewise.board.rootfs"],
+            ["nice", "-n", "15", sys.executable, "-m", "edgewise.board.rootfs"],  # the tests go first
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its debootstrap is stopped with it
