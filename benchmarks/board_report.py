@@ -415,7 +415,7 @@ def main() -> int:
         "command": "benchmarks/board_report.py " + " ".join(sys.argv[1:]),
         "environment": {
             "host": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-            "qemu": qemu.split()[-1] if qemu else "?",
+            "qemu": qemu.split("version", 1)[1].split()[0] if "version" in qemu else "?",
         },
         "bundle": bundle.name,
         "emulated": "emulated under qemu-user: timings are the emulator's",
