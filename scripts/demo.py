@@ -111,11 +111,19 @@ def demo(start, runs: Path, bundles: Path, device: Path, why_not: str | None, ro
     ew("data", "speech", "--out", DEMO / "corpus", "--n", str(N), "--seed", SEED, "--force")
 
     step("2/6 train the teacher (small, plain), then the tiny student with HRF + distillation")
+
+    def threads() -> list[str]:
+        """One torch thread while the board's rootfs builds beside it: two threads sharing the two
+        cores with it ran the teacher in 5.5 min, one thread in 2.6 min (MACHINE-NOTES)."""
+        building = rootfs_build is not None and rootfs_build.poll() is None
+        return ["--set", "threads=1"] if building else []
+
     ew(
         "train",
         "ser",
         "--config",
         "small",
+        *threads(),
         "--set",
         "model.hrf=null",
         "--data",
@@ -130,6 +138,7 @@ def demo(start, runs: Path, bundles: Path, device: Path, why_not: str | None, ro
         "ser",
         "--config",
         "tiny",
+        *threads(),
         "--teacher",
         runs / "teacher",
         "--data",
