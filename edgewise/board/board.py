@@ -158,6 +158,7 @@ class Board:
         if not _port_free(port):
             raise ConfigError(f"port {port} on 127.0.0.1 is in use; pass another --port or leave it out")
         _write_sshd_config(self.rootfs, port, self.cpu)
+        _write_marker(self.rootfs, self.info["profile"])  # also on boards created before it existed
         try:
             mount_runtime(self.rootfs)
             with open(self.path / "sshd.log", "ab") as out:
@@ -361,7 +362,7 @@ def _prepare_rootfs(board_path: Path, profile_name: str) -> None:
     (rootfs / "run" / "sshd").mkdir(parents=True, exist_ok=True)
     # what the board is, told by the board itself: programs on it (the benchmark) label their
     # timings emulated whichever way they were reached; a real device has no such file
-    (rootfs / EMULATED_MARKER.lstrip("/")).write_text(board_note(profile_name) + "\n")
+    _write_marker(rootfs, profile_name)
     _write_cpu_list(rootfs)
     for host_file in ("/etc/resolv.conf", "/etc/hosts"):
         if Path(host_file).is_file():
@@ -372,6 +373,10 @@ def _prepare_rootfs(board_path: Path, profile_name: str) -> None:
         (rootfs / "etc/ssl/certs").mkdir(parents=True, exist_ok=True)
         shutil.copy(bundle, rootfs / "etc/ssl/certs/ca-certificates.crt")
         (rootfs / "etc" / "pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
+
+
+def _write_marker(rootfs: Path, profile_name: str) -> None:
+    (rootfs / EMULATED_MARKER.lstrip("/")).write_text(board_note(profile_name) + "\n")
 
 
 def _write_cpu_list(rootfs: Path) -> None:

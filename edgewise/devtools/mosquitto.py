@@ -162,13 +162,14 @@ class MosquittoBroker:
             lines += ["persistence true", f"persistence_location {self.workdir}/"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             lines.append("user root")  # as root, mosquitto would switch to user 'mosquitto' and lose access
+        lines += self.extra_config  # before the TLS listener: listener options apply to the main one
         if self.tls is not None:  # listener settings follow their listener line
             lines += [
                 f"listener {self.tls_port} {self.host}",
                 f"certfile {self.tls[0]}",
                 f"keyfile {self.tls[1]}",
             ]
-        return "\n".join([*lines, *self.extra_config, ""])
+        return "\n".join([*lines, ""])
 
     # ----------------------------------------------------------------------------------------------
 

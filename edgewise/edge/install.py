@@ -255,6 +255,7 @@ def check_on_device(
     public_key: str | os.PathLike | None,
     profile: Any | None,
     threads: int | None,
+    installed: bool = False,
 ) -> dict[str, Any]:
     """Run every artifact this device can load on its reference set and write ``parity.json``
     into ``install_dir`` (:func:`edgewise.edge.reference.device_parity`); refuse with a
@@ -265,6 +266,12 @@ def check_on_device(
         record = device_parity(copied, profile, threads, engine_dir=root / ENGINES)
     for path, result in record["artifacts"].items():
         log.info("device parity %s on %s: %s", path, record["machine"], result["status"])
+    if record["refused"] and installed:  # already there: keep the record, so nothing runs the failures
+        write_device_parity(install_dir, record)
+        raise DeviceParityError(
+            f"{record['bundle']} (installed here before) is refused: {record['refused']}; it was not "
+            "switched to"
+        )
     if record["refused"]:
         raise DeviceParityError(
             f"{record['bundle']} is refused: {record['refused']}; nothing was installed or switched "
@@ -294,7 +301,7 @@ def install_bundle(
     then only if it never was); the same version with a different manifest is refused (versions
     are immutable).
     """
-    from edgewise.edge.reference import DEVICE_PARITY, read_device_parity
+    from edgewise.edge.reference import DEVICE_PARITY, current_record
 
     root = Path(root)
     recover(root)
@@ -306,8 +313,10 @@ def install_bundle(
             existing = dest / MANIFEST_NAME
             if existing.is_file() and sha256_file(existing) == manifest_sha:
                 log.info("%s %s is already installed at %s", name, version, dest)
-                if read_device_parity(dest) is None:  # installed before the device check
-                    check_on_device(root, dest, public_key=public_key, profile=profile, threads=threads)
+                if current_record(dest) is None:  # installed before the check, or checked elsewhere
+                    check_on_device(
+                        root, dest, public_key=public_key, profile=profile, threads=threads, installed=True
+                    )
                 return dest
             raise InstallError(
                 f"{dest} already holds a different {name} {version}; versions are immutable: "

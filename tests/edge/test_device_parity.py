@@ -25,6 +25,7 @@ from edgewise.edge.reference import (
     NOT_CHECKED,
     ReferenceSet,
     check_artifacts,
+    failed_on_device,
     read_reference,
     write_reference,
 )
@@ -221,6 +222,18 @@ def test_an_install_from_before_the_check_is_checked_when_installed_again(ser_bu
     assert json.loads((installed / DEVICE_PARITY).read_text())["verdict"] == "ok"
 
 
+def test_a_record_made_on_another_machine_is_checked_again_here(ser_bundle, tmp_path):
+    """A root prepared on an x86 machine and copied to an ARM device: the copied record says
+    nothing about this device's kernels, so installing the version again checks it here."""
+    root = tmp_path / "root"
+    installed = install_bundle(root, ser_bundle)
+    record = json.loads((installed / DEVICE_PARITY).read_text())
+    record["machine"] = "riscv64"
+    (installed / DEVICE_PARITY).write_text(json.dumps(record))
+    assert install_bundle(root, ser_bundle) == installed
+    assert json.loads((installed / DEVICE_PARITY).read_text())["machine"] == platform.machine()
+
+
 def test_a_reference_set_reports_wrong_shapes_and_non_finite_logits():
     inputs = [np.zeros((1, 5, 4), np.float32)]
     ref = ReferenceSet(inputs, np.zeros((1, 3), np.float32), 0.1, "r.npz")
@@ -284,3 +297,16 @@ def test_an_mqtt_deploy_is_checked_on_the_device_too(
     assert running["pipeline"]["artifact"] == "models/ser.int8-dynamic.tflite"  # fp32 ONNX failed here
     assert running["parity"]["artifacts"]["models/ser.fp32.onnx"]["status"] == "failed"
     assert d.stop() == 0
+
+
+def test_an_artifact_that_cannot_be_loaded_at_install_is_skipped_not_failed(ser_bundle, tmp_path):
+    """A load error is not a wrong answer (a busy GPU, a provider that did not start): the record
+    says skipped and why, and the runtime does not hold it against the artifact later."""
+    from tests.edge.deploy.test_rollback_daemon import BROKEN, with_unloadable_model
+
+    bundle = with_unloadable_model(ser_bundle, tmp_path / "bundles")
+    installed = install_bundle(tmp_path / "root", bundle)
+    result = json.loads((installed / DEVICE_PARITY).read_text())["artifacts"][BROKEN]
+    assert result["status"] == "skipped" and "could not load it here now" in result["reason"]
+    with load_bundle(installed) as opened:
+        assert BROKEN not in failed_on_device(opened)

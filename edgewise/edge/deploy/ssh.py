@@ -243,7 +243,7 @@ class SSHSession:
         unpack = f"{f'rm -rf {dest} && ' if replace else ''}mkdir -p {dest} && tar -xof - -C {dest}"
         with tempfile.TemporaryFile() as tar_err:
             tar = subprocess.Popen(
-                ["tar", "-C", str(local), "-cf", "-", "--", *names],
+                ["tar", "-h", "-C", str(local), "-cf", "-", "--", *names],  # -h: links as their files
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=tar_err,
             )  # fmt: skip
             try:
