@@ -69,7 +69,8 @@ class ReferenceSetError(BackendError):
     """A reference set that cannot be read or trusted (missing, altered, malformed)."""
 
 
-def _reason(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the TensorRT builder and the checks quote it)."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
@@ -94,7 +95,7 @@ def read_reference(path: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
             logits = np.asarray(data[REFERENCE_LOGITS], dtype=np.float32)
             inputs = [np.asarray(data[f"input_{i}"], dtype=np.float32) for i in range(len(logits))]
     except Exception as exc:  # zipfile, KeyError, ValueError: a broken or foreign file
-        raise ReferenceSetError(f"{path}: not a reference set ({_reason(exc)})") from None
+        raise ReferenceSetError(f"{path}: not a reference set ({error_line(exc)})") from None
     if logits.ndim != 2 or any(x.ndim != 3 or x.shape[0] != 1 for x in inputs):
         raise ReferenceSetError(f"{path}: expected (1, time, n_mels) inputs and (n, classes) logits")
     return inputs, logits
@@ -328,7 +329,7 @@ def _run_reference(
         return {
             "status": "failed",
             "passed": False,
-            "reason": f"running the reference set failed: {_reason(exc)}",
+            "reason": f"running the reference set failed: {error_line(exc)}",
         }
     finally:
         close = getattr(backend, "close", None)

@@ -52,6 +52,7 @@ from edgewise.edge.reference import (  # noqa: F401  (read_reference, write_refe
     REFERENCE_LOGITS,
     ReferenceSet,
     ReferenceSetError,
+    error_line,
     read_reference,
     write_reference,
 )
@@ -172,11 +173,6 @@ def cache_key(trt_version: str, gpu: str, onnx_sha256: str, spec: BuildSpec) -> 
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
 def build_engine(onnx_path: str | Path, spec: BuildSpec, trt: Any | None = None) -> bytes:
     """Parse the ONNX and build a serialized engine with the spec's precision and profile.
 
@@ -209,7 +205,7 @@ def build_engine(onnx_path: str | Path, spec: BuildSpec, trt: Any | None = None)
     except TensorRTError:
         raise
     except Exception as exc:  # TensorRT raises RuntimeError, TypeError, its own types
-        raise TensorRTError(f"{onnx_path}: TensorRT failed while {stage}: {_reason(exc)}") from exc
+        raise TensorRTError(f"{onnx_path}: TensorRT failed while {stage}: {error_line(exc)}") from exc
     if plan is None:
         raise TensorRTError(
             f"{onnx_path}: TensorRT failed to build an engine ({spec.precision}, profile "
@@ -356,7 +352,7 @@ class TensorRTBackend:
         except Exception as exc:  # anything TensorRT or CUDA raise while loading
             self.close()
             raise TensorRTError(
-                f"{self.plan_path}: TensorRT could not load this engine: {_reason(exc)}"
+                f"{self.plan_path}: TensorRT could not load this engine: {error_line(exc)}"
             ) from exc
 
     def _open(self, trt: Any) -> None:
@@ -507,7 +503,7 @@ def open_engine(
         cache.discard(plan)
         if isinstance(exc, TensorRTError):
             raise
-        raise TensorRTError(f"{plan.name}: running the reference set failed: {_reason(exc)}") from exc
+        raise TensorRTError(f"{plan.name}: running the reference set failed: {error_line(exc)}") from exc
     log.info(
         "tensorrt: engine %s matches the bundle's reference (max |diff| %.3g, allowed %.3g)",
         plan.name,
@@ -559,7 +555,7 @@ def open_tensorrt(
     except EdgewiseError as exc:
         raise TensorRTError(f"{art.path}: {exc}") from None
     except Exception as exc:  # a TensorRT or CUDA exception outside the wrapped calls
-        raise TensorRTError(f"{art.path}: TensorRT failed: {_reason(exc)}") from exc
+        raise TensorRTError(f"{art.path}: TensorRT failed: {error_line(exc)}") from exc
 
 
 def tensorrt_available() -> bool:
