@@ -167,7 +167,6 @@ def daemon_figures(board, fleet_dir: Path, broker_dir: Path, tls: tuple, tls_por
     import yaml
 
     from edgewise.devtools.mosquitto import MosquittoBroker
-    from edgewise.edge.deploy.broker_acl import PIN_CLIENT_ID
     from edgewise.edge.deploy.local import daemon_pid, read_health
 
     wav = fleet_dir / "speech.wav"
@@ -178,13 +177,7 @@ def daemon_figures(board, fleet_dir: Path, broker_dir: Path, tls: tuple, tls_por
     settings["audio"] = {"source": "stdin"}  # no microphone: commands only
     config.write_text(yaml.safe_dump(settings))
     operator_pw = json.loads((fleet_dir / "operator.json").read_text())["password"]
-    with MosquittoBroker(
-        password_file=broker_dir / "passwords",
-        acl_file=broker_dir / "acl",
-        tls=tls,
-        tls_port=tls_port,
-        extra_config=[PIN_CLIENT_ID],
-    ) as broker:
+    with MosquittoBroker.for_fleet(broker_dir, tls=tls, tls_port=tls_port) as broker:
         operator = Operator(broker, operator_pw, tls[0])
         argv = board.target().ssh_argv(f"exec {ROOT}/venv/bin/edgewise daemon --config {ROOT}/daemon.yaml")
         t0 = time.perf_counter()

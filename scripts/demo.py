@@ -225,15 +225,9 @@ class Fleet:
 
     def broker(self):
         from edgewise.devtools.mosquitto import MosquittoBroker
-        from edgewise.edge.deploy.broker_acl import PIN_CLIENT_ID
 
-        return MosquittoBroker(
-            workdir=DEMO / "broker",
-            password_file=self.broker_dir / "passwords",
-            acl_file=self.broker_dir / "acl",
-            tls=(self.cert, self.cert_key),
-            tls_port=self.tls_port,
-            extra_config=[PIN_CLIENT_ID],
+        return MosquittoBroker.for_fleet(
+            self.broker_dir, workdir=DEMO / "broker", tls=(self.cert, self.cert_key), tls_port=self.tls_port
         )
 
 

@@ -171,6 +171,17 @@ class MosquittoBroker:
             ]
         return "\n".join([*lines, ""])
 
+    @classmethod
+    def for_fleet(cls, folder: str | os.PathLike, **kwargs) -> MosquittoBroker:
+        """A broker for a fleet's broker folder (``edge-deploy broker-acl``, ``--bootstrap``): its
+        password file and ACL, each connection pinned to its login, no anonymous access; ``kwargs``
+        as for the constructor (``tls=``, ``tls_port=``, ``workdir=``...)."""
+        from edgewise.edge.deploy.broker_acl import ACL, PASSWORDS, PIN_CLIENT_ID
+
+        folder = Path(folder)
+        extra = [PIN_CLIENT_ID, *kwargs.pop("extra_config", ())]
+        return cls(password_file=folder / PASSWORDS, acl_file=folder / ACL, extra_config=extra, **kwargs)
+
     # ----------------------------------------------------------------------------------------------
 
     @property

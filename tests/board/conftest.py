@@ -141,14 +141,8 @@ def fleet_broker(fleet, bootstrapped):
     """Mosquitto on the host with the fleet's logins and ACL (the device's added by bootstrap), a
     TLS listener the board's daemon connects to, and no anonymous access."""
     from edgewise.devtools.mosquitto import MosquittoBroker
-    from edgewise.edge.deploy.broker_acl import PIN_CLIENT_ID
 
-    folder = fleet["broker_dir"]
-    with MosquittoBroker(
-        password_file=folder / "passwords",
-        acl_file=folder / "acl",
-        tls=fleet["tls"],
-        tls_port=fleet["tls_port"],
-        extra_config=[PIN_CLIENT_ID],
+    with MosquittoBroker.for_fleet(
+        fleet["broker_dir"], tls=fleet["tls"], tls_port=fleet["tls_port"]
     ) as broker:
         yield broker

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,7 @@ from tests.edge.security.conftest import (  # noqa: F401  (fixtures: a real brok
     servers,
     signed_copy,
     signed_v1,
+    start_daemon,
 )
 
 from .deploy.conftest import run_cli
@@ -269,15 +269,9 @@ def test_an_mqtt_deploy_is_checked_on_the_device_too(
     operator = mqtt_clients(broker)
     assert operator.connected()
     operator.subscribe(f"{BASE}/cmd/ack")
-    d = daemons(
-        secure_root,
-        broker,
-        {"source": "stdin", "stdin_format": "raw"},
-        public_key=str(fleet["pub"]),
-        download={"ca": str(servers["ca"])},
+    d = start_daemon(
+        daemons, secure_root, broker, public_key=str(fleet["pub"]), download={"ca": str(servers["ca"])}
     )
-    d.start(stdin=subprocess.PIPE)
-    d.wait_health(lambda h: h["ok"])
 
     def deploy(url):
         return ack_for(operator, send_command(operator, "deploy", {"url": url}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import json
 import ssl
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -213,6 +214,15 @@ def mqtt_clients():
     yield make
     for client in made:
         client.close()
+
+
+def start_daemon(make_daemon, root, mqtt_broker, **settings):
+    """A real daemon (``make_daemon``: the ``daemons`` fixture) on ``root`` with no audio (stdin
+    left open), healthy before it is returned."""
+    d = make_daemon(root, mqtt_broker, {"source": "stdin", "stdin_format": "raw"}, **settings)
+    d.start(stdin=subprocess.PIPE)
+    d.wait_health(lambda h: h["ok"])
+    return d
 
 
 def send_command(

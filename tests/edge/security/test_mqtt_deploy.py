@@ -6,23 +6,14 @@ Every refusal leaves the running model as it was: the daemon's health report, ``
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from edgewise.bundle import sha256_file
 from edgewise.edge.install import status
-from tests.edge.security.conftest import BASE, ack_for, archive, send_command, signed_copy
+from tests.edge.security.conftest import BASE, ack_for, archive, send_command, signed_copy, start_daemon
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 V1 = "ser-tiny/1.0.0"
-
-
-def start_daemon(daemons, root, broker, **settings):
-    d = daemons(root, broker, {"source": "stdin", "stdin_format": "raw"}, **settings)
-    d.start(stdin=subprocess.PIPE)
-    d.wait_health(lambda h: h["ok"])
-    return d
 
 
 def still_running_v1(d, root, operator) -> None:
