@@ -76,19 +76,13 @@ def board_unavailable() -> str | None:
 def start_rootfs_build() -> subprocess.Popen | None:
     """The board's arm64 userland, built in the background (once per machine) while the corpus and
     the models are made; None when it is cached already."""
-    from edgewise.board.rootfs import RootfsSpec, cached_rootfs
+    from edgewise.board.rootfs import build_in_background
 
-    if cached_rootfs(RootfsSpec()) is not None:
-        return None
     DEMO.mkdir(parents=True, exist_ok=True)
-    print(f"(building the emulated board's arm64 rootfs in the background: {DEMO / 'board-rootfs.log'})")
-    with open(DEMO / "board-rootfs.log", "w") as log:
-        return subprocess.Popen(  # niced: training is on the critical path, the rootfs is not
-            ["nice", "-n", "15", str(BIN / "python"), "-m", "edgewise.board.rootfs"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    build = build_in_background(DEMO / "board-rootfs.log")  # niced: training is the critical path
+    if build is not None:
+        print(f"(building the emulated board's arm64 rootfs in the background: {DEMO / 'board-rootfs.log'})")
+    return build
 
 
 def main() -> int:
@@ -101,9 +95,9 @@ def main() -> int:
     try:
         return demo(start, runs, bundles, device, why_not, rootfs_build)
     finally:
-        if rootfs_build is not None and rootfs_build.poll() is None:
-            os.killpg(rootfs_build.pid, signal.SIGTERM)  # an interrupted build is redone next time
-            rootfs_build.wait(30)
+        from edgewise.board.rootfs import stop_background_build
+
+        stop_background_build(rootfs_build)  # an interrupted build is redone next time
 
 
 def demo(start, runs: Path, bundles: Path, device: Path, why_not: str | None, rootfs_build) -> int:

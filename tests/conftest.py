@@ -128,31 +128,20 @@ _rootfs_build = None
 def pytest_sessionstart(session):
     global _rootfs_build
     import shutil
-    import subprocess
-    import sys
 
     args = [str(a).rstrip("/") for a in session.config.args]
     wanted = not args or any(a in ("tests", ".") or "board" in a for a in args)  # the board tests run
     if not wanted or os.geteuid() != 0 or shutil.which("debootstrap") is None:
         return  # the board fixtures say why (a skip, or a failure under CI)
-    from edgewise.board.rootfs import RootfsSpec, cached_rootfs
+    from edgewise.board.rootfs import build_in_background
 
-    if cached_rootfs(RootfsSpec()) is None:
-        log = open(session.config.rootpath / ".pytest-rootfs-build.log", "w")  # noqa: SIM115
-        _rootfs_build = subprocess.Popen(
-            ["nice", "-n", "15", sys.executable, "-m", "edgewise.board.rootfs"],  # the tests go first
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its debootstrap is stopped with it
-        )
+    _rootfs_build = build_in_background(session.config.rootpath / ".pytest-rootfs-build.log")
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _rootfs_build is not None and _rootfs_build.poll() is None:
-        import signal
+    from edgewise.board.rootfs import stop_background_build
 
-        os.killpg(_rootfs_build.pid, signal.SIGTERM)  # an interrupted build is cleaned by the next one
-        _rootfs_build.wait(timeout=30)
+    stop_background_build(_rootfs_build)
 
 
 def pytest_collection_modifyitems(session, config, items):

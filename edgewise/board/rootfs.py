@@ -120,6 +120,32 @@ def _build(spec: RootfsSpec, parent: Path, say) -> Path:
     return final
 
 
+def build_in_background(log_path: str | os.PathLike) -> subprocess.Popen | None:
+    """Start building the default rootfs in a child process (``python -m edgewise.board.rootfs``,
+    niced: whatever runs beside it, training or tests, goes first; its own session, so stopping it
+    stops debootstrap too), its output in ``log_path``; None when the rootfs is cached."""
+    import sys
+
+    if cached_rootfs(RootfsSpec()) is not None:
+        return None
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            ["nice", "-n", "15", sys.executable, "-m", "edgewise.board.rootfs"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_background_build(proc: subprocess.Popen | None) -> None:
+    """Stop a :func:`build_in_background` that has not finished (the next build cleans up after it)."""
+    import signal
+
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def main() -> int:
     """``python -m edgewise.board.rootfs``: build the default rootfs into the cache (used to start
     the build early, e.g. in the background of a test run)."""
