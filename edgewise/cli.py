@@ -32,6 +32,13 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
     ),
     (
         "data",
+        "tts",
+        "edgewise.cloud.data.commands",
+        "tts",
+        "make a TTS corpus: a teacher voice speaks generated text (sequence-level distillation)",
+    ),
+    (
+        "data",
         "inspect",
         "edgewise.cloud.data.commands",
         "inspect",
@@ -43,6 +50,20 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "edgewise.cloud.train.commands",
         "train_ser",
         "train a speech-emotion model (HRF, distillation, DDP under torchrun)",
+    ),
+    (
+        "train",
+        "tts",
+        "edgewise.cloud.train.tts_commands",
+        "train_tts",
+        "train the prosody-aware flow-matching TTS acoustic model (HRF)",
+    ),
+    (
+        "train",
+        "vocoder",
+        "edgewise.cloud.train.tts_commands",
+        "train_vocoder",
+        "train the Vocos-style iSTFT vocoder on a TTS corpus (HRF)",
     ),
     ("eval", "ser", "edgewise.cloud.train.commands", "eval_ser", "evaluate a trained run on a corpus split"),
     (
@@ -93,6 +114,13 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
     ),
     ("board", "list", "edgewise.board.commands", "board_list", "list the boards and their state"),
     ("board", "destroy", "edgewise.board.commands", "board_destroy", "stop a board and delete it"),
+    (
+        "tts",
+        None,
+        "edgewise.edge.tts_command",
+        "tts",
+        "speak text with a tts bundle (torch-free): write a wav, play it, print the timings",
+    ),
     (
         "daemon",
         None,

@@ -12,7 +12,8 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
+def process_pool(workers: int, **kwargs) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes; ``kwargs`` go to ProcessPoolExecutor (``initializer``, ``initargs``)."""
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, **kwargs)

@@ -56,6 +56,11 @@ class DeviceProfile(StrictModel):
     qemu_cpu: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]*$")
     service_user: str = "edgewise"
     notes: str = ""
+    # per bundle task (e.g. tts): its own order of preference; tasks not named use ``runtimes``
+    task_runtimes: dict[str, list[RuntimeChoice]] = Field(default_factory=dict)
+
+    def runtimes_for(self, task: str) -> list[RuntimeChoice]:
+        return self.task_runtimes.get(task) or self.runtimes
 
 
 def _profile_dir() -> Path:

@@ -55,7 +55,15 @@ class OnnxBackend:
 
     runtime = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] = CPU_PROVIDERS) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int = 1,
+        providers: Sequence[str] = CPU_PROVIDERS,
+        single_io: bool = True,
+    ) -> None:
+        """``single_io``: the graph must have one input and one output (``__call__``); graphs with
+        several (the TTS family's) are run with :meth:`run`."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -81,7 +89,9 @@ class OnnxBackend:
         except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
             raise BackendError(f"{self.path}: not a loadable ONNX model ({_first_line(exc)})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
+        self.input_names = [i.name for i in inputs]
+        self.output_names = [o.name for o in outputs]
+        if single_io and (len(inputs) != 1 or len(outputs) != 1):
             raise BackendError(
                 f"{self.path}: expected one input and one output, got {[i.name for i in inputs]} -> "
                 f"{[o.name for o in outputs]}"
@@ -92,6 +102,10 @@ class OnnxBackend:
     def __call__(self, features: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(features, dtype=np.float32)
         return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """All outputs, in the graph's order, for named inputs."""
+        return self.session.run(self.output_names, {k: np.ascontiguousarray(v) for k, v in inputs.items()})
 
     def describe(self) -> str:
         return f"onnxruntime {self.providers[0]}"

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from edgewise.audio import check_finite
+from edgewise.audio import check_finite, write_wav
 from edgewise.bundle import load_bundle, public_key_id, sha256_file
 from edgewise.config import StrictModel, load_config
 from edgewise.devices import load_profile
@@ -78,6 +78,8 @@ PID_FILE = "daemon.pid"
 # little; anything far beyond that is a decompression bomb).
 UNPACKED_PER_DOWNLOADED = 4
 HEALTH_FILE = "health.json"
+SPEECH_DIR = "speech"  # ROOT/speech/<command id>.wav: what the tts command said
+SPEECH_KEEP = 20
 
 
 class DownloadSettings(StrictModel):
@@ -286,7 +288,12 @@ class Daemon:
         return report
 
     def _self_test(self, pipeline: Any) -> None:
-        """One inference on a second of quiet noise: the model loads, runs and gives finite output."""
+        """One inference on a second of quiet noise (a short sentence for a voice): the model
+        loads, runs and gives finite output."""
+        if pipeline.input_kind == "text":
+            utterance = pipeline.synthesize("Ready.")
+            if utterance.audio.size == 0 or not np.isfinite(utterance.audio).all():
+                raise EdgewiseError("self-test: the voice gave no finite audio for 'Ready.'")
         if pipeline.input_kind == "audio":
             audio = np.random.default_rng(0).normal(0, 0.01, 16000).astype(np.float32)
             result = pipeline.process(audio)
@@ -380,6 +387,13 @@ class Daemon:
                 raise EdgewiseError("no model is loaded")
             log.warning("no model loaded: utterance of %.2f s skipped", audio.size / 16000)
             return None
+        if pipeline.input_kind != "audio":
+            self.stats.add_error()
+            message = f"the running model ({pipeline.task}) takes {pipeline.input_kind}, not audio"
+            if raise_errors:
+                raise EdgewiseError(f"{message}: send it the {pipeline.task} command")
+            log.warning("%s: utterance of %.2f s skipped", message, audio.size / 16000)
+            return None
         where = source.get("name") or source.get("kind", "audio")
         if "start_s" in source:
             where = f"{where} at {source['start_s']:.2f}-{source['end_s']:.2f} s"
@@ -447,6 +461,9 @@ class Daemon:
         unusable file is its own error and the next file follows (:meth:`_run_files`).
         """
         cfg = self.cfg.audio
+        if cfg.source == "none":
+            log.info("no audio input (audio.source: none)")
+            return
         reported = False
         while not self._stop.is_set():
             try:
@@ -560,6 +577,8 @@ class Daemon:
             return self._deploy(args)
         if action == "infer":
             return self._infer_command(args)
+        if action == "tts":
+            return self._tts_command(command.id, args)
         raise ConfigError(f"unknown action {action!r}")
 
     @staticmethod
@@ -682,6 +701,48 @@ class Daemon:
             args, max_seconds=self.cfg.max_infer_seconds, min_samples=min_samples_of(pipeline)
         )
         return self._infer(audio, {"kind": "command", "sample_rate": 16000}, raise_errors=True)
+
+
+    def _tts_command(self, command_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"text": ..., "play": false, "seed": 0, "steps": N}``: speak ``text`` with the running
+        voice; the audio goes to ``ROOT/speech/<id>.wav`` (the last ``SPEECH_KEEP`` are kept) and,
+        with ``play``, to the sound card. An ``event`` (task ``tts``) carries the timings."""
+        from edgewise.edge.speech import check_tts_args, keep_recent, play_audio
+
+        pipeline, key = self._snapshot()
+        if pipeline is None:
+            raise EdgewiseError("no model is loaded")
+        if pipeline.input_kind != "text":
+            raise EdgewiseError(f"the running model ({pipeline.task}) does not speak: deploy a tts bundle")
+        text, options, play = check_tts_args(args)
+        try:
+            utterance = pipeline.synthesize(text, **options)
+        except EdgewiseError:
+            self.stats.add_error()
+            raise
+        folder = self.root / SPEECH_DIR
+        path = write_wav(folder / f"{_safe_name(command_id)}.wav", utterance.audio, utterance.sample_rate)
+        keep_recent(folder, SPEECH_KEEP)
+        result = {**utterance.to_dict(), "path": str(path)}
+        if play:
+            result["played"] = play_audio(utterance.audio, utterance.sample_rate)
+        latency = utterance.timings.get("first_audio", utterance.timings.get("total", 0.0)) * 1000
+        self.stats.add(latency, None)
+        name, version = key.split("/", 1)
+        self.client.publish_event(
+            task=pipeline.task,
+            model={"name": name, "version": version},
+            latency_ms=latency,
+            source={"kind": "command", "name": command_id},
+            result={k: v for k, v in result.items() if k != "text"} | {"text": text[:500]},
+        )
+        return result
+
+
+def _safe_name(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:64].strip(".") or "speech"
 
 
 def daemon_run(config_path: str | Path) -> int:

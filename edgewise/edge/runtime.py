@@ -44,12 +44,17 @@ def matching_artifacts(bundle: Bundle, role: str, choice: RuntimeChoice) -> list
 
 
 def open_backend(
-    bundle: Bundle, art: ArtifactEntry, choice: RuntimeChoice, threads: int, engine_dir: Path | None = None
+    bundle: Bundle,
+    art: ArtifactEntry,
+    choice: RuntimeChoice,
+    threads: int,
+    engine_dir: Path | None = None,
+    single_io: bool = True,
 ) -> Any:
     """The backend for one artifact; raises MissingDependencyError/BackendError when it cannot run."""
     path = bundle.artifact_path(art)
     if art.format == "onnx":
-        return OnnxBackend(path, threads, providers=choice.providers)
+        return OnnxBackend(path, threads, providers=choice.providers, single_io=single_io)
     if art.format == "tflite":
         window = WindowSpec.from_dict(art.extra.get("window") or {}, where=f"{art.path} extra.window")
         return LiteRTBackend(path, threads, window, precision=art.precision, quant=art.quant)
@@ -80,6 +85,7 @@ class ModelRuntime:
         public_key: str | Path | None = None,
         threads: int | None = None,
         engine_dir: Path | None = None,
+        single_io: bool = True,
     ) -> ModelRuntime:
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, public_key=public_key)
@@ -87,7 +93,7 @@ class ModelRuntime:
         threads = threads or profile.threads
         skipped: list[str] = []
         failed_here = failed_on_device(bundle)  # INSTALL/parity.json: the check at install
-        for choice in profile.runtimes:
+        for choice in profile.runtimes_for(bundle.manifest.task):
             candidates = matching_artifacts(bundle, role, choice)
             if not candidates:
                 skipped.append(f"{choice.describe()}: not in the bundle")
@@ -104,7 +110,7 @@ class ModelRuntime:
                     )
                     continue
                 try:
-                    backend = open_backend(bundle, art, choice, threads, engine_dir)
+                    backend = open_backend(bundle, art, choice, threads, engine_dir, single_io)
                 except (MissingDependencyError, BackendError) as exc:
                     skipped.append(f"{choice.describe()} ({art.path}): {exc}")
                     if isinstance(exc, BackendError):  # present but refused: worth a warning now

@@ -44,7 +44,9 @@ def export_add_arguments(p: argparse.ArgumentParser) -> None:
         + "\n\nEvery artifact is run in its runtime on the validation split and compared with the "
         "PyTorch model;\nexport fails (exit 2, no bundle) when one exceeds its tolerance."
     )
-    p.add_argument("run", type=Path, help="a finished training run (edgewise train ser)")
+    p.add_argument(
+        "run", type=Path, help="a finished training run (edgewise train ser, or edgewise train tts with --vocoder)"
+    )
     p.add_argument(
         "--out", required=True, type=Path, help="folder to write NAME-VERSION/ and NAME-VERSION.tar.gz in"
     )
@@ -112,9 +114,57 @@ def export_add_arguments(p: argparse.ArgumentParser) -> None:
         "--force", action="store_true", help="replace an existing bundle of the same name and version"
     )
     p.add_argument("--cache-dir", type=Path, help="feature cache (default: CORPUS/.edgewise-cache)")
+    tts = p.add_argument_group("tts runs")
+    tts.add_argument("--vocoder", type=Path, help="the vocoder run (edgewise train vocoder) to ship with a TTS run")
+    tts.add_argument(
+        "--wer-sentences",
+        type=int,
+        default=100,
+        help="validation sentences the end-to-end WER gate speaks and recognizes (default: 100)",
+    )
 
 
 def export_run(args: argparse.Namespace) -> int:
+    """Dispatch on the run's task (the task registry names each task's exporter)."""
+    from edgewise.tasks import task_of_run, task_spec
+
+    return int(task_spec(task_of_run(args.run)).load("exporter")(args))
+
+
+def export_tts(args: argparse.Namespace) -> int:
+    import json
+
+    from edgewise.export.tts import PRECISIONS, TTSExportOptions
+    from edgewise.export.tts import export_tts as run_export
+
+    if args.vocoder is None:
+        raise ConfigError(f"{args.run} is a TTS run: give its vocoder with --vocoder VOCODER_RUN")
+    unsupported = sorted(set(args.formats or []) - {"onnx"})
+    if unsupported:
+        raise ConfigError(f"TTS export writes onnx only for now; --format {', '.join(unsupported)} is not supported")
+    if args.wer_sentences < 1:
+        raise ConfigError(f"--wer-sentences must be at least 1, got {args.wer_sentences}")
+    opts = TTSExportOptions(
+        out=args.out,
+        vocoder=args.vocoder,
+        precisions=args.precisions or list(PRECISIONS),
+        name=args.name,
+        version=args.version,
+        data=args.data,
+        sign_key=args.sign_key,
+        gate=not args.no_gate,
+        wer_sentences=args.wer_sentences,
+        threads=max(1, args.threads),
+        overwrite=args.force,
+    )
+    report = run_export(args.run, opts)
+    print(json.dumps({k: v for k, v in report.items() if k != "bundle"}, indent=2))
+    signed = " (signed)" if args.sign_key else ""
+    print(f"bundle: {report['bundle']}{signed}")
+    return 0
+
+
+def export_ser(args: argparse.Namespace) -> int:
     from edgewise.export.pipeline import ExportOptions
     from edgewise.export.pipeline import export_run as run_export
 

@@ -170,37 +170,69 @@ def minify(path: str | Path) -> Path:
     return path
 
 
-def export_fp32(model: Any, path: str | Path, n_mels: int, *, opset: int = OPSET) -> Path:
-    """Export ``model`` ((batch, time, n_mels) -> (batch, classes)) to a portable fp32 ONNX file."""
+def export_graph(
+    model: Any,
+    args: tuple,
+    path: str | Path,
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_shapes: Any,
+    opset: int = OPSET,
+) -> Path:
+    """Export any module with the dynamo exporter to a portable, metadata-free, minified fp32 file."""
     import onnx
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", max=MAX_BATCH)
-    time = torch.export.Dim("time", min=2, max=MAX_FRAMES)
-    example = torch.randn(*EXAMPLE_SHAPE, n_mels, generator=torch.Generator().manual_seed(0))
     model = model.eval()
     with _quiet_exporters(), torch.no_grad():
         torch.onnx.export(
             model,
-            (example,),
+            args,
             str(path),
             dynamo=True,
-            dynamic_shapes=({0: batch, 1: time},),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic_shapes,
+            input_names=list(input_names),
+            output_names=list(output_names),
             opset_version=opset,
             external_data=False,
             verbose=False,
         )
     proto = strip_metadata(onnx.load(str(path)))
     onnx.checker.check_model(proto)
-    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    if dims != ["batch", "time", n_mels]:
-        raise ExportError(f"onnx: exported input shape is {dims}, expected ['batch', 'time', {n_mels}]")
     onnx.save(proto, str(path))
     return minify(path)
+
+
+def input_dims(path: str | Path, index: int = 0) -> list[Any]:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return [d.dim_param or d.dim_value for d in proto.graph.input[index].type.tensor_type.shape.dim]
+
+
+def export_fp32(model: Any, path: str | Path, n_mels: int, *, opset: int = OPSET) -> Path:
+    """Export ``model`` ((batch, time, n_mels) -> (batch, classes)) to a portable fp32 ONNX file."""
+    import torch
+
+    batch = torch.export.Dim("batch", max=MAX_BATCH)
+    time = torch.export.Dim("time", min=2, max=MAX_FRAMES)
+    example = torch.randn(*EXAMPLE_SHAPE, n_mels, generator=torch.Generator().manual_seed(0))
+    path = export_graph(
+        model,
+        (example,),
+        path,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: batch, 1: time},),
+        opset=opset,
+    )
+    dims = input_dims(path)
+    if dims != ["batch", "time", n_mels]:
+        raise ExportError(f"onnx: exported input shape is {dims}, expected ['batch', 'time', {n_mels}]")
+    return path
 
 
 def convert_fp16(src: str | Path, dest: str | Path) -> Path:

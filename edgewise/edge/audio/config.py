@@ -17,7 +17,8 @@ from edgewise.config import StrictModel
 class AudioInputConfig(StrictModel):
     """Source, device and VAD/segmenter settings. Times are in seconds, rates in Hz."""
 
-    source: Literal["mic", "stdin", "file"] = "mic"
+    # none: no audio input (a device that only speaks: a TTS bundle answering ``tts`` commands)
+    source: Literal["mic", "stdin", "file", "none"] = "mic"
     files: list[Path] = Field(default_factory=list, validate_default=True)  # source 'file'
     device: int | str | None = None  # mic: index or (part of) a name; None = the system default
     # mic: None = 16 kHz if the device allows, else its default; stdin raw: None = 16 kHz

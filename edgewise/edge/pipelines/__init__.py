@@ -3,7 +3,7 @@
 A pipeline is built from a bundle and a device profile (``from_bundle``), keeps its model resident,
 and turns one input into one result dict (``process``). The daemon only knows this interface, so
 the TTS pipeline (text in, audio out) and the recommender pipeline (history in, items out) plug in
-as further entries of :data:`PIPELINES` without changes to the daemon. ``process`` must be safe to
+as rows of the task registry (:data:`edgewise.tasks.TASKS`) without changes to the daemon. ``process`` must be safe to
 call from several threads at once: the daemon calls it from its audio thread and its command thread.
 """
 
@@ -16,7 +16,7 @@ from edgewise.errors import ConfigError
 
 class Pipeline(Protocol):
     task: str
-    input_kind: str  # what process() takes: "audio" (float32 mono at 16 kHz), later "text", "history"
+    input_kind: str  # what process() takes: "audio" (float32 mono at 16 kHz), "text", later "history"
 
     def process(self, item: Any) -> dict[str, Any]: ...
 
@@ -25,18 +25,10 @@ class Pipeline(Protocol):
     def close(self) -> None: ...
 
 
-def _ser():
-    from edgewise.edge.pipelines.ser import SERPipeline
-
-    return SERPipeline
-
-
-PIPELINES = {"ser": _ser}
-
-
 def pipeline_for_task(task: str):
-    if task not in PIPELINES:
-        raise ConfigError(
-            f"no edge pipeline for bundle task {task!r}; this edgewise runs: {', '.join(PIPELINES)}"
-        )
-    return PIPELINES[task]()
+    """The pipeline class of a bundle task (from :data:`edgewise.tasks.TASKS`)."""
+    from edgewise.tasks import TASKS
+
+    if task not in TASKS:
+        raise ConfigError(f"no edge pipeline for bundle task {task!r}; this edgewise runs: {', '.join(TASKS)}")
+    return TASKS[task].load("pipeline")

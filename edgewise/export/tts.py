@@ -1,0 +1,391 @@
+"""``edgewise export tts``: an acoustic run and a vocoder run in, a verified ``tts`` bundle out.
+
+    read both runs -> three graphs (ONNX fp32 with dynamic lengths; int8 = dynamic quantization)
+      tts_encoder   ids, boundary, last_word -> mu (per-id normalised mel mean), logd (log(1 + frames))
+      tts_flow      x, mu, t -> v             (one Euler step; the ODE loop runs in the runtime)
+      vocoder       mel -> log_mag, phase     (the inverse FFT runs in numpy on the device)
+    -> per-graph parity against PyTorch on validation sentences (max |diff| of every output)
+    -> end to end, per precision: the device pipeline (:class:`edgewise.edge.pipelines.tts.TTSPipeline`)
+       against PyTorch with the same noise: mel error, waveform log-mel error, and the word error
+       rate of the offline recognizer (pocketsphinx), which may not be worse than PyTorch's by more
+       than ``max_wer_increase`` (1 point)
+    -> gate: every artifact and precision within tolerance, or nothing is written (unless --no-gate)
+    -> BundleWriter: task "tts", preprocessing.tts (mel, stats, phoneme table, phonemizer, steps), signature
+
+TFLite is not produced for this family yet: the decoder's windowed attention pads to a multiple of
+its window from the input length, which litert-torch cannot convert with a dynamic length, and
+fixed-length graphs would need padding-aware masks in every block (recorded in the bundle notes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgewise.bundle import BundleWriter, sha256_file
+from edgewise.export.errors import ExportError, ParityError
+from edgewise.export.pipeline import _check_sign_key, _versions, step
+
+log = logging.getLogger(__name__)
+
+ROLES = ("tts_encoder", "tts_flow", "vocoder")
+PRECISIONS = ("fp32", "int8")
+# max |diff| of each graph's outputs against PyTorch, per precision (outputs are normalised mel
+# units, log(1 + frames), and log-magnitude); int8 is bounded end to end by the WER gate instead
+GRAPH_ATOL = {"fp32": 1e-3, "int8": None}
+E2E_MEL_ATOL = {"fp32": 0.05, "int8": None}  # mean |diff| of the normalised mel, same noise and durations
+MAX_WER_INCREASE = 0.01
+
+
+@dataclass
+class TTSExportOptions:
+    out: Path
+    vocoder: Path
+    precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
+    name: str | None = None
+    version: str = "1.0.0"
+    data: Path | None = None
+    sign_key: Path | None = None
+    gate: bool = True
+    wer_sentences: int = 100
+    max_wer_increase: float = MAX_WER_INCREASE
+    threads: int = 2
+    overwrite: bool = False
+
+
+# -- graphs -----------------------------------------------------------------------------------
+
+
+def graphs(acoustic: Any, vocoder: Any) -> dict[str, Any]:
+    import torch
+    from torch import nn
+
+    class Encoder(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, boundary, last_word):
+            return self.m.encode(ids, torch.ones_like(boundary), boundary, last_word)
+
+    class FlowStep(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x, mu, t):
+            return self.m.decoder(x, mu, t, torch.ones_like(x[..., 0]))
+
+    return {"tts_encoder": Encoder(acoustic).eval(), "tts_flow": FlowStep(acoustic).eval(), "vocoder": vocoder.eval()}
+
+
+def graph_io(role: str, n_mels: int, n_bins: int) -> tuple[list[dict], list[dict]]:
+    f32 = "float32"
+    if role == "tts_encoder":
+        return (
+            [{"name": "ids", "shape": [1, "ids"], "dtype": "int64"},
+             {"name": "boundary", "shape": [1, "ids"], "dtype": f32},
+             {"name": "last_word", "shape": [1, "ids"], "dtype": f32}],
+            [{"name": "mu", "shape": [1, "ids", n_mels], "dtype": f32},
+             {"name": "logd", "shape": [1, "ids"], "dtype": f32}],
+        )  # fmt: skip
+    if role == "tts_flow":
+        return (
+            [{"name": "x", "shape": [1, "frames", n_mels], "dtype": f32},
+             {"name": "mu", "shape": [1, "frames", n_mels], "dtype": f32},
+             {"name": "t", "shape": [1], "dtype": f32}],
+            [{"name": "v", "shape": [1, "frames", n_mels], "dtype": f32}],
+        )  # fmt: skip
+    return (
+        [{"name": "mel", "shape": [1, "frames", n_mels], "dtype": f32}],
+        [{"name": "log_mag", "shape": [1, "frames", n_bins], "dtype": f32},
+         {"name": "phase", "shape": [1, "frames", n_bins], "dtype": f32}],
+    )  # fmt: skip
+
+
+def export_graphs(modules: dict[str, Any], n_mels: int, workdir: Path) -> dict[str, Path]:
+    import torch
+
+    from edgewise.export.onnx_export import export_graph
+
+    n = torch.export.Dim("ids", min=4, max=4096)
+    # AUTO: the decoder pads to a multiple of its attention window, a constraint a named Dim's
+    # bounds cannot express (torch.export reports an inconsistent range); AUTO infers it
+    t = torch.export.Dim.AUTO
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 100, (1, 40), generator=g)
+    boundary = (torch.rand(1, 40, generator=g) > 0.8).float()
+    examples = {
+        "tts_encoder": ((ids, boundary, torch.zeros(1, 40)), ({1: n}, {1: n}, {1: n})),
+        "tts_flow": ((torch.randn(1, 70, n_mels, generator=g), torch.randn(1, 70, n_mels, generator=g),
+                      torch.full((1,), 0.5)), ({1: t}, {1: t}, None)),
+        "vocoder": ((torch.randn(1, 70, n_mels, generator=g),), ({1: t},)),
+    }  # fmt: skip
+    out = {}
+    for role, module in modules.items():
+        inputs, outputs = graph_io(role, n_mels, 1)
+        args, dyn = examples[role]
+        with step(f"export {role} onnx fp32"):
+            out[role] = export_graph(
+                module, args, workdir / f"{role}.fp32.onnx",
+                input_names=[i["name"] for i in inputs], output_names=[o["name"] for o in outputs],
+                dynamic_shapes=dyn,
+            )  # fmt: skip
+    return out
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Sentence:
+    text: str
+    ids: np.ndarray
+    boundary: np.ndarray
+    last: np.ndarray
+
+
+def validation_sentences(corpus: Any, table: Any, n: int) -> list[Sentence]:
+    from edgewise.phonemes import boundary_mask, last_word_mask
+
+    rows = corpus.split("val")[:n]
+    out = []
+    for row in rows:
+        ids = np.asarray(row.ids, dtype=np.int64)
+        out.append(Sentence(row.normalized or row.text, ids, boundary_mask(ids, table), last_word_mask(ids, table)))
+    return out
+
+
+def graph_parity(modules, files: dict[str, Path], sentences: list[Sentence], threads: int) -> dict[str, float]:
+    """max |diff| of every output of each graph file against its PyTorch module, on validation inputs."""
+    import torch
+
+    from edgewise.edge.backends import OnnxBackend
+
+    result = {}
+    g = torch.Generator().manual_seed(1)
+    for role, path in files.items():
+        backend = OnnxBackend(path, threads, single_io=False)
+        worst = 0.0
+        for s in sentences[:6]:
+            if role == "tts_encoder":
+                args = (torch.from_numpy(s.ids[None]), torch.from_numpy(s.boundary[None]), torch.from_numpy(s.last[None]))
+            else:
+                frames = 4 * len(s.ids) // 3 + 5
+                mel = torch.randn(1, frames, 80, generator=g)
+                args = (mel, torch.randn(1, frames, 80, generator=g), torch.rand(1, generator=g)) if role == "tts_flow" else (mel,)
+            with torch.no_grad():
+                expected = modules[role](*args)
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            got = backend.run({name: a.numpy() for name, a in zip(backend.input_names, args)})
+            for e, o in zip(expected, got):
+                diff = np.abs(e.numpy() - o)
+                if role == "vocoder" and e is expected[1]:  # phase: compare on the circle
+                    diff = np.abs(np.angle(np.exp(1j * (e.numpy() - o))))
+                worst = max(worst, float(diff.max()))
+        result[role] = worst
+    return result
+
+
+def recognizer():
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        raise ExportError("the WER gate needs pocketsphinx: pip install 'edgewise[tts-eval]'") from None
+    return Decoder(samprate=16000, loglevel="FATAL")
+
+
+def transcribe(decoder: Any, audio: np.ndarray, sample_rate: int) -> str:
+    from edgewise.audio import resample
+
+    pcm = np.clip(resample(audio.astype(np.float32), sample_rate, 16000), -1, 1)
+    decoder.start_utt()
+    decoder.process_raw((pcm * 32767).astype(np.int16).tobytes(), full_utt=True)
+    decoder.end_utt()
+    hyp = decoder.hyp()
+    return hyp.hypstr if hyp is not None else ""
+
+
+def torch_audio(acoustic, vocoder, s: Sentence, noise: np.ndarray, mean, std, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's whole pipeline for one sentence with the given noise: (normalised mel, audio)."""
+    import torch
+
+    from edgewise.cloud.models.tts.acoustic import synthesise
+
+    mel, _ = synthesise(
+        acoustic, torch.from_numpy(s.ids[None]), torch.from_numpy(s.boundary[None]), torch.from_numpy(s.last[None]),
+        steps=steps, temperature=1.0, noise=torch.from_numpy(noise),
+    )  # fmt: skip
+    raw = mel.numpy() * std + mean
+    with torch.inference_mode():
+        log_mag, phase = vocoder(torch.from_numpy(raw[None]))
+    from edgewise.tts_dsp import istft
+
+    return mel.numpy(), istft(log_mag[0].numpy(), phase[0].numpy())
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, Any]:
+    import torch
+
+    from edgewise.cloud.data.tts_corpus import load_tts_corpus
+    from edgewise.cloud.train.tts_trainer import load_acoustic_run, load_vocoder_run
+    from edgewise.edge.backends import OnnxBackend
+    from edgewise.edge.pipelines.tts import TTSPipeline, TTSSettings, open_phonemizer
+    from edgewise.export.onnx_export import quantize_int8_dynamic
+    from edgewise.phonemes import PhonemeIds
+    from edgewise.textnorm import word_error_rate
+    from edgewise.tts_dsp import MelSpec, tts_log_mel
+
+    bad = sorted(set(opts.precisions) - set(PRECISIONS))
+    if bad:
+        raise ExportError(f"tts export: precision(s) {bad} not supported; choose from {', '.join(PRECISIONS)}")
+    if opts.sign_key is not None:
+        _check_sign_key(opts.sign_key)
+    torch.set_num_threads(max(1, opts.threads))
+    with step("read runs"):
+        acoustic, info = load_acoustic_run(acoustic_run)
+        vocoder, vinfo = load_vocoder_run(opts.vocoder)
+        corpus = load_tts_corpus(opts.data or info["provenance"]["corpus"])
+    mean, std = np.asarray(info["mel_mean"], np.float32), np.asarray(info["mel_std"], np.float32)
+    mel_spec = MelSpec(**info["mel"])
+    if MelSpec(**vinfo["mel"]) != mel_spec:
+        raise ExportError(f"the vocoder's mel ({vinfo['mel']}) differs from the acoustic model's ({info['mel']})")
+    table = PhonemeIds(info["phoneme_id_map"])
+    cfg = acoustic.config
+    preprocessing = {
+        "tts": {
+            "mel": mel_spec.to_dict(),
+            "mel_mean": [round(float(x), 6) for x in mean],
+            "mel_std": [round(float(x), 6) for x in std],
+            "phoneme_id_map": info["phoneme_id_map"],
+            "phonemizer": info["phonemizer"],
+            "steps": cfg.flow.steps,
+            "temperature": cfg.flow.temperature,
+            "decoder_window": cfg.decoder.window,
+            "vocoder_context": vinfo["receptive_field"],
+        }
+    }
+    settings = TTSSettings.from_manifest(preprocessing, "preprocessing")
+    sentences = validation_sentences(corpus, table, opts.wer_sentences)
+    name = opts.name or str(info.get("name") or "tts")
+    writer = BundleWriter(
+        opts.out, name=name, version=opts.version, task="tts", preprocessing=preprocessing,
+        provenance={
+            "acoustic_run": str(Path(acoustic_run).resolve()), "vocoder_run": str(Path(opts.vocoder).resolve()),
+            "acoustic_sha256": sha256_file(Path(acoustic_run) / "model.safetensors"),
+            "vocoder_sha256": sha256_file(Path(opts.vocoder) / "model.safetensors"),
+            "corpus": str(corpus.root), "teacher": info.get("teacher"),
+            "training": {"acoustic": info.get("provenance"), "vocoder": vinfo.get("provenance")},
+            "trained_with": {"acoustic": info.get("trained_with"), "vocoder": vinfo.get("trained_with")},
+            "parity_gate": "enforced" if opts.gate else "off (--no-gate)", "versions": _versions(),
+        },
+        overwrite=opts.overwrite,
+    )  # fmt: skip
+    modules = graphs(acoustic, vocoder)
+    report: dict[str, Any] = {"graphs": {}, "end_to_end": {}}
+    failures: list[str] = []
+    with writer, tempfile.TemporaryDirectory(prefix="edgewise-tts-export-") as tmp:
+        files = {"fp32": export_graphs(modules, cfg.n_mels, Path(tmp))}
+        if "int8" in opts.precisions:
+            files["int8"], quant = {}, {}
+            for role, src in files["fp32"].items():
+                with step(f"quantize {role} onnx int8 (dynamic)"):
+                    files["int8"][role] = Path(tmp) / f"{role}.int8-dynamic.onnx"
+                    quant[role] = quantize_int8_dynamic(src, files["int8"][role])
+        with step("reference (PyTorch on the validation sentences)"):
+            rng = np.random.default_rng(0)
+            noises = [rng.standard_normal((_frames(acoustic, s) + 256, cfg.n_mels)).astype(np.float32) for s in sentences]
+            asr = recognizer()
+            ref = [torch_audio(acoustic, vocoder, s, n * cfg.flow.temperature, mean, std, cfg.flow.steps) for s, n in zip(sentences, noises)]
+            texts = [s.text for s in sentences]
+            wer_torch = word_error_rate(texts, [transcribe(asr, a, mel_spec.sample_rate) for _, a in ref])
+        report["wer_pytorch"] = round(wer_torch, 4)
+        log.info("reference: %d validation sentences, PyTorch WER %.3f", len(sentences), wer_torch)
+        phonemizer = open_phonemizer(settings.phonemizer, settings.voice)
+        for precision in opts.precisions:
+            with step(f"parity {precision} (each graph)"):
+                diffs = graph_parity(modules, files[precision], sentences, opts.threads)
+            report["graphs"][precision] = {r: round(d, 6) for r, d in diffs.items()}
+            atol = GRAPH_ATOL[precision]
+            for role, d in diffs.items():
+                if atol is not None and d > atol:
+                    failures.append(f"{role} {precision}: max |diff| {d:.3g} > {atol:g}")
+            with step(f"parity {precision} (end to end, {len(sentences)} sentences)"):
+                backends = {r: OnnxBackend(p, opts.threads, single_io=False) for r, p in files[precision].items()}
+                pipe = TTSPipeline(backends, settings, phonemizer)
+                mel_err, wav_err, hyps = [], [], []
+                for s, noise, (ref_mel, ref_audio) in zip(sentences, noises, ref):
+                    mu, _ = pipe.encode(_symbols_of(s, table))
+                    x = pipe.decode(noise[: mu.shape[0]] * cfg.flow.temperature, mu, cfg.flow.steps)
+                    if x.shape == ref_mel.shape:
+                        mel_err.append(float(np.abs(x - ref_mel).mean()))
+                    audio = np.concatenate(list(pipe._speak(mu, noise[: mu.shape[0]] * cfg.flow.temperature, cfg.flow.steps, {}, True)))
+                    hyps.append(transcribe(asr, audio, mel_spec.sample_rate))
+                    n = min(len(audio), len(ref_audio))
+                    if n >= mel_spec.hop * 4:
+                        wav_err.append(float(np.abs(tts_log_mel(audio[:n], mel_spec) - tts_log_mel(ref_audio[:n], mel_spec)).mean()))
+                wer = word_error_rate(texts, hyps)
+            e2e = {
+                "sentences": len(sentences),
+                "same_durations": len(mel_err),
+                "mel_mean_abs_diff": round(float(np.mean(mel_err)), 5) if mel_err else None,
+                "waveform_log_mel_mean_abs_diff": round(float(np.mean(wav_err)), 5) if wav_err else None,
+                "wer": round(wer, 4),
+                "wer_increase": round(wer - wer_torch, 4),
+            }
+            report["end_to_end"][precision] = e2e
+            if wer - wer_torch > opts.max_wer_increase:
+                failures.append(f"{precision}: WER {wer:.3f} vs PyTorch {wer_torch:.3f} (more than {opts.max_wer_increase:.2f} worse)")
+            mel_atol = E2E_MEL_ATOL[precision]
+            if mel_atol is not None and e2e["mel_mean_abs_diff"] is not None and e2e["mel_mean_abs_diff"] > mel_atol:
+                failures.append(f"{precision}: mel mean |diff| {e2e['mel_mean_abs_diff']} > {mel_atol}")
+            log.info("%s end to end: %s", precision, e2e)
+        text = json.dumps(report, indent=2)
+        if failures and opts.gate:
+            raise ParityError(f"{text}\nexport refused: {'; '.join(failures)}; no bundle was written (--no-gate writes it)")
+        n_bins = mel_spec.n_fft // 2 + 1
+        params = {"tts_encoder": None, "tts_flow": None, "vocoder": vinfo.get("parameters")}
+        for role in ROLES:
+            inputs, outputs = graph_io(role, cfg.n_mels, n_bins)
+            writer.add_model(role, inputs=inputs, outputs=outputs, extra={"parameters": params[role]} if params[role] else None)
+            for precision in opts.precisions:
+                passed = not any(f.startswith((f"{role} {precision}", f"{precision}:")) for f in failures)
+                writer.add_artifact(
+                    role, files[precision][role], f"models/{role}.{'fp32' if precision == 'fp32' else 'int8-dynamic'}.onnx",
+                    format="onnx", precision=precision, runtime="onnxruntime",
+                    parity={"checked": True, "passed": passed, "max_abs_diff": report["graphs"][precision][role],
+                            "end_to_end": report["end_to_end"][precision]},
+                    extra={"quant": "dynamic"} if precision == "int8" else None,
+                )  # fmt: skip
+        with step("write bundle"):
+            bundle = writer.finish(sign_key=opts.sign_key)
+    report["bundle"] = str(bundle)
+    report["failures"] = failures
+    return report
+
+
+def _frames(acoustic: Any, s: Sentence) -> int:
+    """Frames PyTorch's duration predictor gives the sentence (to size its noise)."""
+    import torch
+
+    from edgewise.cloud.models.tts.acoustic import durations_from_log
+
+    with torch.inference_mode():
+        mask = torch.ones(1, len(s.ids))
+        _, logd = acoustic.encode(torch.from_numpy(s.ids[None]), mask, torch.from_numpy(s.boundary[None]), torch.from_numpy(s.last[None]))
+    return int(durations_from_log(logd, mask).sum())
+
+
+def _symbols_of(s: Sentence, table: Any) -> list[str]:
+    """The symbol list whose ids are ``s.ids`` (so the pipeline encodes exactly the reference's ids)."""
+    inverse = {v[0]: k for k, v in table.id_map.items()}
+    return [inverse[i] for i in s.ids[2:-1:2]]
