@@ -46,7 +46,9 @@ class Phonemizer:
 
     def __init__(self, backend: str = "piper", voice: str = "en-us") -> None:
         if backend not in BACKENDS:
-            raise ConfigError(f"phonemizer: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+            raise ConfigError(
+                f"phonemizer: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
+            )
         self.backend, self.voice = backend, voice
         self._lock = threading.Lock()
         if backend == "piper":
@@ -80,7 +82,10 @@ class Phonemizer:
 
     def _espeak_clauses(self, text: str) -> list[Clause]:
         parts = re.split(r"([,.?!:;]+)", text)
-        pieces = [(parts[i].strip(), (parts[i + 1][-1] if i + 1 < len(parts) else "")) for i in range(0, len(parts), 2)]
+        pieces = [
+            (parts[i].strip(), (parts[i + 1][-1] if i + 1 < len(parts) else ""))
+            for i in range(0, len(parts), 2)
+        ]
         pieces = [(t, term) for t, term in pieces if t]
         if not pieces:
             return []
@@ -114,7 +119,7 @@ class Phonemizer:
         current: list[str] = []
         for clause in self.clauses(text):
             chunk = clause.phonemes + clause.terminator
-            if clause.terminator in ",:;":
+            if clause.terminator and clause.terminator in ",:;":  # ("" is in every string)
                 chunk += " "
             current.extend(unicodedata.normalize("NFD", chunk))
             if clause.end_of_sentence:
@@ -167,7 +172,9 @@ def default_id_map() -> dict[str, list[int]]:
     try:
         from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
     except ImportError:
-        raise ConfigError("reading a recorded corpus needs piper-tts for its symbol table: pip install 'edgewise[tts]'") from None
+        raise ConfigError(
+            "reading a recorded corpus needs piper-tts for its symbol table: pip install 'edgewise[tts]'"
+        ) from None
     return {k: list(v) for k, v in DEFAULT_PHONEME_ID_MAP.items()}
 
 
@@ -178,17 +185,23 @@ def boundary_positions(ids: np.ndarray, table: PhonemeIds) -> np.ndarray:
 
 
 def last_word_mask(ids: np.ndarray, table: PhonemeIds) -> np.ndarray:
-    """1.0 over the ids of the sentence's last word (after the last space, before the terminator)."""
+    """1.0 over the ids of the sentence's last word: from after the boundary before its last
+    symbol up to the boundary (terminator or space) after it; trailing boundaries (a clause's
+    ", ") do not count as a word."""
+    ids = np.asarray(ids)
     mask = np.zeros(len(ids), dtype=np.float32)
     bounds = boundary_positions(ids, table)
-    if bounds.size == 0:
+    special = {table.pad, *table.id_map[BOS], *table.id_map[EOS]}
+    content = np.flatnonzero(~np.isin(ids, list(special)))
+    content = content[~np.isin(content, bounds)]
+    if content.size == 0:
         return mask
-    end = bounds[-1] if ids[bounds[-1]] != table.space else len(ids) - 1
-    earlier = bounds[bounds < end]
-    start = earlier[-1] + 1 if earlier.size else 1
+    last = content[-1]
+    after, before = bounds[bounds > last], bounds[bounds < last]
+    end = after[0] if after.size else len(ids) - 1
+    start = before[-1] + 1 if before.size else 1
     mask[start:end] = 1.0
     return mask
-
 
 
 def boundary_mask(ids: np.ndarray, table: PhonemeIds) -> np.ndarray:

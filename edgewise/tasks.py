@@ -8,7 +8,8 @@ references (so importing this module imports neither torch nor any runtime):
 - ``exporter``: the function ``edgewise export`` calls for a run of this task;
 - ``input_kind``: what the pipeline takes ("audio", "text"), which is also what the daemon's
   command for it carries;
-- ``daemon_command``: the ``cmd`` the daemon answers with this pipeline (None: none beyond ``infer``).
+- ``daemon_command``: the ``cmd`` the daemon answers with this pipeline (None: none beyond ``infer``);
+- ``bench``: how ``edgewise bench`` measures a bundle of the task.
 
 A new family adds one row and its modules, not branches through the code.
 """
@@ -31,6 +32,7 @@ class TaskSpec:
     exporter: str
     input_kind: str
     daemon_command: str | None = None
+    bench: str = "edgewise.bench.runner:run_bench"
 
     def load(self, attribute: str) -> Any:
         module, _, name = getattr(self, attribute).partition(":")
@@ -55,6 +57,7 @@ TASKS: dict[str, TaskSpec] = {
         exporter="edgewise.export.commands:export_tts",
         input_kind="text",
         daemon_command="tts",
+        bench="edgewise.bench.tts:bench_bundle",
     ),
 }
 

@@ -16,7 +16,28 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 _TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"))
 _ORDINAL_IRREGULAR = {
@@ -28,9 +49,20 @@ _ORDINAL_IRREGULAR = {
     "nine": "ninth",
     "twelve": "twelfth",
 }
-MONTHS = (
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
-)
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 ABBREVIATIONS = {
     "mr.": "mister",
     "mrs.": "missus",
@@ -45,7 +77,6 @@ ABBREVIATIONS = {
     "e.g.": "for example",
     "i.e.": "that is",
     "approx.": "approximately",
-    "no.": "number",
     "km": "kilometers",
     "kg": "kilograms",
     "cm": "centimeters",
@@ -121,15 +152,15 @@ def _currency(m: re.Match) -> str:
     if scale:  # "$2.5 million"
         return f"{_decimal(m['whole'], m['frac'])} {scale.lower()} {many}"
     words = f"{number_words(whole)} {one if whole == 1 else many}"
-    if m["frac"]:
-        cents = int((m["frac"] + "0")[:2])
-        if cents:
-            words += f" and {number_words(cents)} {sub_one if cents == 1 else sub_many}"
+    cents = int((m["frac"] + "0")[:2]) if m["frac"] else 0
+    if cents:
+        sub = f"{number_words(cents)} {sub_one if cents == 1 else sub_many}"
+        words = sub if whole == 0 else f"{words} and {sub}"  # "$0.99": "ninety nine cents"
     return words
 
 
 def _time(m: re.Match) -> str:
-    hour, minute = int(m["h"]), int(m["m"])
+    hour, minute = int(m["h"]), int(m["m"] or 0)
     words = number_words(hour)
     if minute:
         words += (" oh " if minute < 10 else " ") + number_words(minute)
@@ -137,7 +168,16 @@ def _time(m: re.Match) -> str:
         words += " o'clock"
     if m["ampm"]:
         words += " " + " ".join(m["ampm"].replace(".", "").lower())
+        if m["ampm"].endswith(".") and re.match(r"\s*$|\s+[A-Z]", m.string[m.end() :]):
+            words += "."  # "at 3 p.m." ends the sentence too
     return words
+
+
+def _decade(m: re.Match) -> str:
+    """A decade as said: 1990s -> "nineteen nineties", 1900s -> "nineteen hundreds"."""
+    words = year_words(int(m[1])).split()
+    words[-1] = words[-1][:-1] + "ies" if words[-1].endswith("y") else words[-1] + "s"
+    return " ".join(words)
 
 
 def _date(m: re.Match) -> str:
@@ -151,8 +191,11 @@ def _number(m: re.Match) -> str:
     return _decimal(m["whole"], m["frac"])
 
 
+_UNITS = ("km", "kg", "cm", "mm", "ml", "mph")
+
 _RULES: tuple[tuple[re.Pattern, object], ...] = (
     (re.compile(r"</?[A-Za-z][^<>]{0,200}>"), " "),  # SSML-like tags: keep the text between them
+    (re.compile(r"\bno\.\s?(?=\d)", re.I), "number "),  # "No. 5" (but "I said no." stays)
     (re.compile(r"&(amp|lt|gt|quot|apos);"), lambda m: {"amp": " and ", "lt": "<", "gt": ">"}.get(m[1], "'")),
     (
         re.compile(
@@ -161,12 +204,17 @@ _RULES: tuple[tuple[re.Pattern, object], ...] = (
         ),
         _currency,
     ),
-    (re.compile(r"\b(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)\s?(?P<ampm>[ap]\.?m\.?)?", re.I), _time),
+    (re.compile(r"\b(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?:\s?(?P<ampm>[ap]\.?m\.?)(?!\w))?", re.I), _time),
+    (re.compile(r"\b(?P<h>1[0-2]|[1-9])(?P<m>)\s?(?P<ampm>[ap]\.?m\.?)(?!\w)", re.I), _time),  # "3pm"
     (
         re.compile(r"\b(?P<month>" + "|".join(MONTHS) + r")\s(?P<day>[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?\b"),
         _date,
     ),
     (re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.I), lambda m: ordinal_words(int(m[1]))),
+    (re.compile(r"\b(1[1-9]\d0|20[0-9]0)'?s\b"), _decade),
+    (re.compile(r"(\d)\s?–\s?(?=\d)"), r"\1 to "),  # ranges with an en dash: "10–20"
+    (re.compile(r"[–—]"), ", "),
+    (re.compile(r"\b(\d[\d,]*(?:\.\d+)?)(" + "|".join(_UNITS) + r")\b"), r"\1 \2"),  # "5km" -> "5 km"
     (re.compile(r"(\d[\d,]*(?:\.\d+)?)\s?%"), lambda m: f"{m[1]} percent"),
     (re.compile(r"(?<![\w.])-(?=\d)"), "minus "),
     (re.compile(r"\b(?P<whole>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d+))?\b"), _number),
@@ -175,12 +223,19 @@ _RULES: tuple[tuple[re.Pattern, object], ...] = (
     (re.compile(r"\s=\s"), " equals "),
 )
 _ABBREV = re.compile(
-    r"(?<![\w.])(" + "|".join(re.escape(a) for a in sorted(ABBREVIATIONS, key=len, reverse=True)) + r")(?![\w])",
+    r"(?<![\w.])("
+    + "|".join(re.escape(a) for a in sorted(ABBREVIATIONS, key=len, reverse=True))
+    + r")(?![\w])",
     re.I,
 )
 # What the English voice can say: Latin letters (accents are folded), digits and punctuation.
 _KEEP_CATEGORIES = ("L", "N", "P", "Z")
-_PUNCT_MAP = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "–": ",", "—": ",", "…": "..."})
+_PUNCT_MAP = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "…": "..."})
+# Latin letters NFKD does not take apart.
+_LATIN_FOLD = {"ß": "ss", "æ": "ae", "Æ": "Ae", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "Oe", "ł": "l", "Ł": "L",
+               "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th", "ı": "i"}  # fmt: skip
+# Abbreviations that never end a sentence before a capital ("Dr. Smith", "e.g. Paris").
+_NEVER_FINAL = {"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "e.g.", "i.e.", "vs."}
 
 
 @dataclass
@@ -201,12 +256,26 @@ def _fold_latin(text: str) -> tuple[str, list[str]]:
         cat = unicodedata.category(ch)
         if ch.isascii() or ch in "°€£":
             out.append(ch)
+        elif ch in _LATIN_FOLD:
+            out.append(_LATIN_FOLD[ch])
         elif cat[0] in _KEEP_CATEGORIES and cat[0] != "L" and cat[0] != "N":
             out.append(" " if cat[0] == "Z" else ch)
         else:
-            dropped.append(ch)
+            if cat not in ("Cf", "Mn"):  # joiners and variation selectors go unreported (invisible)
+                dropped.append(ch)
             out.append(" ")
     return "".join(out), dropped
+
+
+def _abbreviation(m: re.Match) -> str:
+    key, rest = m[1].lower(), m.string[m.end() :]
+    words = ABBREVIATIONS[key]
+    before_capital = re.match(r"\s+[A-Z]", rest) is not None
+    if key == "st.":
+        words = "saint" if before_capital else "street"  # "St. Louis", "Main St."
+    if key.endswith(".") and (not rest.strip() or (before_capital and key not in _NEVER_FINAL)):
+        words += "."  # "etc. Then", "King Jr." at the end: the sentence still ends here
+    return words
 
 
 def normalize(text: str) -> Normalized:
@@ -215,7 +284,7 @@ def normalize(text: str) -> Normalized:
     text, dropped = _fold_latin(text)
     for pattern, repl in _RULES:
         text = pattern.sub(repl, text)
-    text = _ABBREV.sub(lambda m: ABBREVIATIONS[m[1].lower()], text)
+    text = _ABBREV.sub(_abbreviation, text)
     text = re.sub(r"[\x00-\x1f\x7f]", " ", text)
     text = re.sub(r"\s+", " ", text).strip()
     text = re.sub(r"\s+([,.;:!?])", r"\1", text)
@@ -234,6 +303,8 @@ def split_sentences(text: str) -> list[str]:
 def split_clauses(sentence: str, max_words: int) -> list[str]:
     """A sentence cut at commas/semicolons/colons into pieces of at most ``max_words`` words where it can;
     a clause with no punctuation that is still longer is cut every ``max_words`` words."""
+    if max_words < 1:
+        raise ValueError(f"split_clauses: max_words must be at least 1, got {max_words}")
     pieces: list[str] = []
     for clause in _CLAUSE_END.split(sentence):
         words = clause.split()

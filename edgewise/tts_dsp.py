@@ -37,10 +37,17 @@ class MelSpec:
         return dict(self.__dict__)
 
 
+NORM_FLOOR = 1e-3  # least summed squared window an output sample is divided by (as Vocoder.waveform)
+
+
 def tts_log_mel(audio: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
     """(frames, n_mels) float32 log-magnitude mel; frames = len(audio) // hop."""
     audio = np.asarray(audio, dtype=np.float32)
-    padded = np.pad(audio, (spec.pad, spec.pad + spec.n_fft), mode="reflect" if audio.size > spec.pad + spec.n_fft else "constant")
+    padded = np.pad(
+        audio,
+        (spec.pad, spec.pad + spec.n_fft),
+        mode="reflect" if audio.size > spec.pad + spec.n_fft else "constant",
+    )
     n_frames = audio.shape[0] // spec.hop
     frames = np.lib.stride_tricks.sliding_window_view(padded, spec.n_fft)[:: spec.hop][:n_frames]
     mag = np.abs(np.fft.rfft(frames * _window(spec.n_fft, spec.n_fft), axis=-1))
@@ -48,59 +55,69 @@ def tts_log_mel(audio: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
     return np.log(np.maximum(mel, spec.log_floor)).astype(np.float32)
 
 
-def _window_sum_square(n_frames: int, spec: MelSpec) -> np.ndarray:
-    win_sq = _window(spec.n_fft, spec.n_fft) ** 2
-    out = np.zeros(spec.n_fft + spec.hop * (n_frames - 1))
-    for i in range(n_frames):
-        out[i * spec.hop : i * spec.hop + spec.n_fft] += win_sq
-    return out
-
-
 def istft(log_mag: np.ndarray, phase: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
-    """Waveform (frames * hop samples) from per-frame log-magnitude and phase, each (frames, n_fft//2+1)."""
+    """Waveform (frames * hop samples) from per-frame log-magnitude and phase, each (frames, n_fft//2+1).
+
+    Overlap-add divided by the summed squared windows at each sample (as ``torch.istft`` and
+    :meth:`Vocoder.waveform` do), so an exact STFT with the same padding comes back exactly, the
+    first and last frames included."""
     stream = StreamingISTFT(spec)
     return np.concatenate([stream.push(log_mag, phase), stream.flush()])
 
 
 class StreamingISTFT:
-    """Overlap-add across chunks: ``push`` returns the samples that no later frame changes."""
+    """Overlap-add across chunks: ``push`` returns the samples that no later frame changes.
+
+    The signal and the squared windows are overlap-added side by side; a sample is divided by its
+    own window sum once every frame that covers it has arrived, so pushing a spectrogram in any
+    chunks gives exactly :func:`istft` of the whole."""
 
     def __init__(self, spec: MelSpec = MelSpec()) -> None:
         self.spec = spec
         self.window = _window(spec.n_fft, spec.n_fft).astype(np.float32)
-        # Steady-state normalisation: sum of squared windows at hop spacing (constant inside a signal).
-        wss = _window_sum_square(spec.n_fft // spec.hop + 2, spec)
-        self.norm = np.float32(wss[spec.n_fft : spec.n_fft + spec.hop].mean())
+        self.window_sq = self.window**2
         self.buffer = np.zeros(spec.n_fft, dtype=np.float32)
+        self.norm_buffer = np.zeros(spec.n_fft, dtype=np.float32)
         self.skip = spec.pad  # "same" padding: the first pad samples are not part of the signal
         self.frames = 0
         self.emitted = 0
 
-    def push(self, log_mag: np.ndarray, phase: np.ndarray) -> np.ndarray:
-        spec = self.spec
-        mag = np.exp(np.minimum(log_mag, 8.0)).astype(np.float32)  # exp(8) ~ 3000: clip runaway frames
-        frames = np.fft.irfft(mag * np.exp(1j * phase), n=spec.n_fft, axis=-1).astype(np.float32) * self.window
-        n = frames.shape[0]
-        out = np.zeros(spec.hop * n + spec.n_fft, dtype=np.float32)
-        out[: spec.n_fft] += self.buffer
-        for i in range(n):
-            out[i * spec.hop : i * spec.hop + spec.n_fft] += frames[i]
-        ready, self.buffer = out[: spec.hop * n], out[spec.hop * n :][: spec.n_fft].copy()
-        self.frames += n
-        ready = ready / self.norm
+    def _trim(self, ready: np.ndarray) -> np.ndarray:
         if self.skip:
             cut = min(self.skip, ready.shape[0])
             ready, self.skip = ready[cut:], self.skip - cut
+        return ready
+
+    def push(self, log_mag: np.ndarray, phase: np.ndarray) -> np.ndarray:
+        spec = self.spec
+        mag = np.exp(np.minimum(log_mag, 8.0)).astype(np.float32)  # exp(8) ~ 3000: clip runaway frames
+        frames = (
+            np.fft.irfft(mag * np.exp(1j * phase), n=spec.n_fft, axis=-1).astype(np.float32) * self.window
+        )
+        n = frames.shape[0]
+        out = np.zeros(spec.hop * n + spec.n_fft, dtype=np.float32)
+        norm = np.zeros_like(out)
+        out[: spec.n_fft] += self.buffer
+        norm[: spec.n_fft] += self.norm_buffer
+        for i in range(n):
+            out[i * spec.hop : i * spec.hop + spec.n_fft] += frames[i]
+            norm[i * spec.hop : i * spec.hop + spec.n_fft] += self.window_sq
+        ready = out[: spec.hop * n] / np.maximum(norm[: spec.hop * n], NORM_FLOOR)
+        self.buffer = out[spec.hop * n :][: spec.n_fft].copy()
+        self.norm_buffer = norm[spec.hop * n :][: spec.n_fft].copy()
+        self.frames += n
+        ready = self._trim(ready)
         self.emitted += ready.shape[0]
         return ready
 
     def flush(self) -> np.ndarray:
         """The rest of the signal: up to frames * hop samples in all."""
         total = self.frames * self.spec.hop
-        rest = max(0, total - self.emitted)
-        tail = self.buffer[:rest] / self.norm
+        tail = self._trim(self.buffer / np.maximum(self.norm_buffer, NORM_FLOOR))
+        tail = tail[: max(0, total - self.emitted)]
         self.emitted += tail.shape[0]
         self.buffer = np.zeros_like(self.buffer)
+        self.norm_buffer = np.zeros_like(self.norm_buffer)
         return tail
 
 

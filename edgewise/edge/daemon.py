@@ -702,7 +702,6 @@ class Daemon:
         )
         return self._infer(audio, {"kind": "command", "sample_rate": 16000}, raise_errors=True)
 
-
     def _tts_command(self, command_id: str, args: dict[str, Any]) -> dict[str, Any]:
         """``{"text": ..., "play": false, "seed": 0, "steps": N}``: speak ``text`` with the running
         voice; the audio goes to ``ROOT/speech/<id>.wav`` (the last ``SPEECH_KEEP`` are kept) and,

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from edgewise.edge.pipelines.tts import MAX_STEPS, MAX_TEXT_CHARS
 from edgewise.errors import ConfigError
 
 log = logging.getLogger(__name__)
-MAX_TEXT_CHARS = 20_000
 TTS_ARGS = {"text", "play", "seed", "steps", "length_scale"}
 
 
@@ -27,7 +27,9 @@ def check_tts_args(args: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
     unknown = sorted(set(args) - TTS_ARGS)
     if unknown:
         raise ConfigError(f"tts: unknown argument(s) {unknown}; expected {sorted(TTS_ARGS)}")
-    text = args.get("text")
+    if "text" not in args:
+        raise ConfigError("tts: args.text is required: the text to say")
+    text = args["text"]
     if not isinstance(text, str):
         raise ConfigError(f"tts: args.text must be a string, got {type(text).__name__}")
     if len(text) > MAX_TEXT_CHARS:
@@ -36,10 +38,18 @@ def check_tts_args(args: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
     if not isinstance(play, bool):
         raise ConfigError(f"tts: args.play must be true or false, got {play!r}")
     options: dict[str, Any] = {}
-    for name, kind, low, high in (("seed", int, 0, 2**32 - 1), ("steps", int, 1, 64), ("length_scale", float, 0.25, 4.0)):
+    for name, kind, low, high in (
+        ("seed", int, 0, 2**32 - 1),
+        ("steps", int, 1, MAX_STEPS),
+        ("length_scale", float, 0.25, 4.0),
+    ):
         if name in args:
             value = args[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (kind is int and not isinstance(value, int))
+            ):
                 raise ConfigError(f"tts: args.{name} must be a {kind.__name__}, got {value!r}")
             if not low <= value <= high:
                 raise ConfigError(f"tts: args.{name} must be between {low} and {high}, got {value}")

@@ -45,7 +45,9 @@ def export_add_arguments(p: argparse.ArgumentParser) -> None:
         "PyTorch model;\nexport fails (exit 2, no bundle) when one exceeds its tolerance."
     )
     p.add_argument(
-        "run", type=Path, help="a finished training run (edgewise train ser, or edgewise train tts with --vocoder)"
+        "run",
+        type=Path,
+        help="a finished training run (edgewise train ser, or edgewise train tts with --vocoder)",
     )
     p.add_argument(
         "--out", required=True, type=Path, help="folder to write NAME-VERSION/ and NAME-VERSION.tar.gz in"
@@ -115,12 +117,21 @@ def export_add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cache-dir", type=Path, help="feature cache (default: CORPUS/.edgewise-cache)")
     tts = p.add_argument_group("tts runs")
-    tts.add_argument("--vocoder", type=Path, help="the vocoder run (edgewise train vocoder) to ship with a TTS run")
+    tts.add_argument(
+        "--vocoder", type=Path, help="the vocoder run (edgewise train vocoder) to ship with a TTS run"
+    )
     tts.add_argument(
         "--wer-sentences",
         type=int,
         default=100,
         help="validation sentences the end-to-end WER gate speaks and recognizes (default: 100)",
+    )
+    tts.add_argument(
+        "--max-wer-increase",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="how many WER points an artifact set may lose against PyTorch (default: 1)",
     )
 
 
@@ -141,7 +152,9 @@ def export_tts(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.run} is a TTS run: give its vocoder with --vocoder VOCODER_RUN")
     unsupported = sorted(set(args.formats or []) - {"onnx"})
     if unsupported:
-        raise ConfigError(f"TTS export writes onnx only for now; --format {', '.join(unsupported)} is not supported")
+        raise ConfigError(
+            f"TTS export writes onnx only for now; --format {', '.join(unsupported)} is not supported"
+        )
     if args.wer_sentences < 1:
         raise ConfigError(f"--wer-sentences must be at least 1, got {args.wer_sentences}")
     opts = TTSExportOptions(
@@ -154,6 +167,7 @@ def export_tts(args: argparse.Namespace) -> int:
         sign_key=args.sign_key,
         gate=not args.no_gate,
         wer_sentences=args.wer_sentences,
+        max_wer_increase=args.max_wer_increase / 100,
         threads=max(1, args.threads),
         overwrite=args.force,
     )

@@ -4,7 +4,8 @@
       tts_encoder   ids, boundary, last_word -> mu (per-id normalised mel mean), logd (log(1 + frames))
       tts_flow      x, mu, t -> v             (one Euler step; the ODE loop runs in the runtime)
       vocoder       mel -> log_mag, phase     (the inverse FFT runs in numpy on the device)
-    -> per-graph parity against PyTorch on validation sentences (max |diff| of every output)
+    -> per-graph parity against PyTorch on validation sentences (max |diff| of every output); a
+       graph out of tolerance stops the export here (the end-to-end check could not save it)
     -> end to end, per precision: the device pipeline (:class:`edgewise.edge.pipelines.tts.TTSPipeline`)
        against PyTorch with the same noise: mel error, waveform log-mel error, and the word error
        rate of the offline recognizer (pocketsphinx), which may not be worse than PyTorch's by more
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,11 @@ def graphs(acoustic: Any, vocoder: Any) -> dict[str, Any]:
         def forward(self, x, mu, t):
             return self.m.decoder(x, mu, t, torch.ones_like(x[..., 0]))
 
-    return {"tts_encoder": Encoder(acoustic).eval(), "tts_flow": FlowStep(acoustic).eval(), "vocoder": vocoder.eval()}
+    return {
+        "tts_encoder": Encoder(acoustic).eval(),
+        "tts_flow": FlowStep(acoustic).eval(),
+        "vocoder": vocoder.eval(),
+    }
 
 
 def graph_io(role: str, n_mels: int, n_bins: int) -> tuple[list[dict], list[dict]]:
@@ -158,11 +163,15 @@ def validation_sentences(corpus: Any, table: Any, n: int) -> list[Sentence]:
     out = []
     for row in rows:
         ids = np.asarray(row.ids, dtype=np.int64)
-        out.append(Sentence(row.normalized or row.text, ids, boundary_mask(ids, table), last_word_mask(ids, table)))
+        out.append(
+            Sentence(row.normalized or row.text, ids, boundary_mask(ids, table), last_word_mask(ids, table))
+        )
     return out
 
 
-def graph_parity(modules, files: dict[str, Path], sentences: list[Sentence], threads: int) -> dict[str, float]:
+def graph_parity(
+    modules, files: dict[str, Path], sentences: list[Sentence], threads: int, n_mels: int
+) -> dict[str, float]:
     """max |diff| of every output of each graph file against its PyTorch module, on validation inputs."""
     import torch
 
@@ -175,11 +184,19 @@ def graph_parity(modules, files: dict[str, Path], sentences: list[Sentence], thr
         worst = 0.0
         for s in sentences[:6]:
             if role == "tts_encoder":
-                args = (torch.from_numpy(s.ids[None]), torch.from_numpy(s.boundary[None]), torch.from_numpy(s.last[None]))
+                args = (
+                    torch.from_numpy(s.ids[None]),
+                    torch.from_numpy(s.boundary[None]),
+                    torch.from_numpy(s.last[None]),
+                )
             else:
                 frames = 4 * len(s.ids) // 3 + 5
-                mel = torch.randn(1, frames, 80, generator=g)
-                args = (mel, torch.randn(1, frames, 80, generator=g), torch.rand(1, generator=g)) if role == "tts_flow" else (mel,)
+                mel = torch.randn(1, frames, n_mels, generator=g)
+                args = (
+                    (mel, torch.randn(1, frames, n_mels, generator=g), torch.rand(1, generator=g))
+                    if role == "tts_flow"
+                    else (mel,)
+                )
             with torch.no_grad():
                 expected = modules[role](*args)
             expected = expected if isinstance(expected, tuple) else (expected,)
@@ -212,7 +229,9 @@ def transcribe(decoder: Any, audio: np.ndarray, sample_rate: int) -> str:
     return hyp.hypstr if hyp is not None else ""
 
 
-def torch_audio(acoustic, vocoder, s: Sentence, noise: np.ndarray, mean, std, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def torch_audio(
+    acoustic, vocoder, s: Sentence, noise: np.ndarray, mean, std, steps: int
+) -> tuple[np.ndarray, np.ndarray]:
     """PyTorch's whole pipeline for one sentence with the given noise: (normalised mel, audio)."""
     import torch
 
@@ -245,20 +264,25 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
     from edgewise.textnorm import word_error_rate
     from edgewise.tts_dsp import MelSpec, tts_log_mel
 
+    opts = replace(opts, precisions=list(dict.fromkeys(opts.precisions)))  # a precision given twice: once
     bad = sorted(set(opts.precisions) - set(PRECISIONS))
     if bad:
-        raise ExportError(f"tts export: precision(s) {bad} not supported; choose from {', '.join(PRECISIONS)}")
+        raise ExportError(
+            f"tts export: precision(s) {bad} not supported; choose from {', '.join(PRECISIONS)}"
+        )
     if opts.sign_key is not None:
         _check_sign_key(opts.sign_key)
     torch.set_num_threads(max(1, opts.threads))
     with step("read runs"):
         acoustic, info = load_acoustic_run(acoustic_run)
         vocoder, vinfo = load_vocoder_run(opts.vocoder)
-        corpus = load_tts_corpus(opts.data or info["provenance"]["corpus"])
+        corpus = _corpus(load_tts_corpus, opts.data, info)
     mean, std = np.asarray(info["mel_mean"], np.float32), np.asarray(info["mel_std"], np.float32)
     mel_spec = MelSpec(**info["mel"])
     if MelSpec(**vinfo["mel"]) != mel_spec:
-        raise ExportError(f"the vocoder's mel ({vinfo['mel']}) differs from the acoustic model's ({info['mel']})")
+        raise ExportError(
+            f"the vocoder's mel ({vinfo['mel']}) differs from the acoustic model's ({info['mel']})"
+        )
     table = PhonemeIds(info["phoneme_id_map"])
     cfg = acoustic.config
     preprocessing = {
@@ -301,38 +325,62 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 with step(f"quantize {role} onnx int8 (dynamic)"):
                     files["int8"][role] = Path(tmp) / f"{role}.int8-dynamic.onnx"
                     quant[role] = quantize_int8_dynamic(src, files["int8"][role])
+        for precision in opts.precisions:  # each graph first: a failure here ends the export early
+            with step(f"parity {precision} (each graph)"):
+                diffs = graph_parity(modules, files[precision], sentences, opts.threads, cfg.n_mels)
+            report["graphs"][precision] = {r: round(d, 6) for r, d in diffs.items()}
+            atol = GRAPH_ATOL[precision]
+            for role, d in diffs.items():
+                if atol is not None and d > atol:
+                    failures.append(f"{role} {precision}: max |diff| {d:.3g} > {atol:g}")
+        if failures and opts.gate:
+            _refuse(report, failures, "end to end not checked")
         with step("reference (PyTorch on the validation sentences)"):
             rng = np.random.default_rng(0)
-            noises = [rng.standard_normal((_frames(acoustic, s) + 256, cfg.n_mels)).astype(np.float32) for s in sentences]
+            noises = [
+                rng.standard_normal((_frames(acoustic, s) + 256, cfg.n_mels)).astype(np.float32)
+                for s in sentences
+            ]
             asr = recognizer()
-            ref = [torch_audio(acoustic, vocoder, s, n * cfg.flow.temperature, mean, std, cfg.flow.steps) for s, n in zip(sentences, noises)]
+            ref = [
+                torch_audio(acoustic, vocoder, s, n * cfg.flow.temperature, mean, std, cfg.flow.steps)
+                for s, n in zip(sentences, noises)
+            ]
             texts = [s.text for s in sentences]
             wer_torch = word_error_rate(texts, [transcribe(asr, a, mel_spec.sample_rate) for _, a in ref])
         report["wer_pytorch"] = round(wer_torch, 4)
         log.info("reference: %d validation sentences, PyTorch WER %.3f", len(sentences), wer_torch)
         phonemizer = open_phonemizer(settings.phonemizer, settings.voice)
         for precision in opts.precisions:
-            with step(f"parity {precision} (each graph)"):
-                diffs = graph_parity(modules, files[precision], sentences, opts.threads)
-            report["graphs"][precision] = {r: round(d, 6) for r, d in diffs.items()}
-            atol = GRAPH_ATOL[precision]
-            for role, d in diffs.items():
-                if atol is not None and d > atol:
-                    failures.append(f"{role} {precision}: max |diff| {d:.3g} > {atol:g}")
             with step(f"parity {precision} (end to end, {len(sentences)} sentences)"):
-                backends = {r: OnnxBackend(p, opts.threads, single_io=False) for r, p in files[precision].items()}
+                backends = {
+                    r: OnnxBackend(p, opts.threads, single_io=False) for r, p in files[precision].items()
+                }
                 pipe = TTSPipeline(backends, settings, phonemizer)
                 mel_err, wav_err, hyps = [], [], []
                 for s, noise, (ref_mel, ref_audio) in zip(sentences, noises, ref):
                     mu, _ = pipe.encode(_symbols_of(s, table))
+                    noise = _fit(noise, mu.shape[0])
                     x = pipe.decode(noise[: mu.shape[0]] * cfg.flow.temperature, mu, cfg.flow.steps)
                     if x.shape == ref_mel.shape:
                         mel_err.append(float(np.abs(x - ref_mel).mean()))
-                    audio = np.concatenate(list(pipe._speak(mu, noise[: mu.shape[0]] * cfg.flow.temperature, cfg.flow.steps, {}, True)))
+                    audio = np.concatenate(
+                        list(
+                            pipe._speak(
+                                mu, noise[: mu.shape[0]] * cfg.flow.temperature, cfg.flow.steps, {}, True
+                            )
+                        )
+                    )
                     hyps.append(transcribe(asr, audio, mel_spec.sample_rate))
                     n = min(len(audio), len(ref_audio))
                     if n >= mel_spec.hop * 4:
-                        wav_err.append(float(np.abs(tts_log_mel(audio[:n], mel_spec) - tts_log_mel(ref_audio[:n], mel_spec)).mean()))
+                        wav_err.append(
+                            float(
+                                np.abs(
+                                    tts_log_mel(audio[:n], mel_spec) - tts_log_mel(ref_audio[:n], mel_spec)
+                                ).mean()
+                            )
+                        )
                 wer = word_error_rate(texts, hyps)
             e2e = {
                 "sentences": len(sentences),
@@ -344,19 +392,29 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
             }
             report["end_to_end"][precision] = e2e
             if wer - wer_torch > opts.max_wer_increase:
-                failures.append(f"{precision}: WER {wer:.3f} vs PyTorch {wer_torch:.3f} (more than {opts.max_wer_increase:.2f} worse)")
+                failures.append(
+                    f"{precision}: WER {wer:.3f} vs PyTorch {wer_torch:.3f} (more than {opts.max_wer_increase:.2f} worse)"
+                )
             mel_atol = E2E_MEL_ATOL[precision]
-            if mel_atol is not None and e2e["mel_mean_abs_diff"] is not None and e2e["mel_mean_abs_diff"] > mel_atol:
+            if (
+                mel_atol is not None
+                and e2e["mel_mean_abs_diff"] is not None
+                and e2e["mel_mean_abs_diff"] > mel_atol
+            ):
                 failures.append(f"{precision}: mel mean |diff| {e2e['mel_mean_abs_diff']} > {mel_atol}")
             log.info("%s end to end: %s", precision, e2e)
-        text = json.dumps(report, indent=2)
         if failures and opts.gate:
-            raise ParityError(f"{text}\nexport refused: {'; '.join(failures)}; no bundle was written (--no-gate writes it)")
+            _refuse(report, failures)
         n_bins = mel_spec.n_fft // 2 + 1
         params = {"tts_encoder": None, "tts_flow": None, "vocoder": vinfo.get("parameters")}
         for role in ROLES:
             inputs, outputs = graph_io(role, cfg.n_mels, n_bins)
-            writer.add_model(role, inputs=inputs, outputs=outputs, extra={"parameters": params[role]} if params[role] else None)
+            writer.add_model(
+                role,
+                inputs=inputs,
+                outputs=outputs,
+                extra={"parameters": params[role]} if params[role] else None,
+            )
             for precision in opts.precisions:
                 passed = not any(f.startswith((f"{role} {precision}", f"{precision}:")) for f in failures)
                 writer.add_artifact(
@@ -373,6 +431,41 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
     return report
 
 
+def _corpus(load: Any, data: Path | None, info: dict[str, Any]) -> Any:
+    """The corpus given with --data, else the one the acoustic run was trained on."""
+    from edgewise.errors import DataError
+
+    if data is not None:
+        return load(data)
+    recorded = (info.get("provenance") or {}).get("corpus")
+    if not recorded:
+        raise ExportError("the acoustic run does not record its corpus: give it with --data DIR")
+    try:
+        return load(recorded)
+    except DataError as exc:
+        raise DataError(
+            f"{exc} (the corpus the acoustic run was trained on; give it with --data DIR)"
+        ) from None
+
+
+def _refuse(report: dict[str, Any], failures: list[str], note: str | None = None) -> None:
+    """The gate's verdict: the report so far, then one line naming every failure."""
+    text = json.dumps(report, indent=2)
+    extra = f" ({note})" if note else ""
+    raise ParityError(
+        f"{text}\nexport refused: {'; '.join(failures)}{extra}; no bundle was written (--no-gate writes it)"
+    )
+
+
+def _fit(noise: np.ndarray, frames: int) -> np.ndarray:
+    """The reference's noise, extended when the device's durations come out longer than PyTorch's
+    by more than the 256 spare frames (int8 may; the extra frames have no reference to match)."""
+    if noise.shape[0] >= frames:
+        return noise
+    extra = np.random.default_rng(frames).standard_normal((frames - noise.shape[0], noise.shape[1]))
+    return np.concatenate([noise, extra.astype(np.float32)])
+
+
 def _frames(acoustic: Any, s: Sentence) -> int:
     """Frames PyTorch's duration predictor gives the sentence (to size its noise)."""
     import torch
@@ -381,7 +474,12 @@ def _frames(acoustic: Any, s: Sentence) -> int:
 
     with torch.inference_mode():
         mask = torch.ones(1, len(s.ids))
-        _, logd = acoustic.encode(torch.from_numpy(s.ids[None]), mask, torch.from_numpy(s.boundary[None]), torch.from_numpy(s.last[None]))
+        _, logd = acoustic.encode(
+            torch.from_numpy(s.ids[None]),
+            mask,
+            torch.from_numpy(s.boundary[None]),
+            torch.from_numpy(s.last[None]),
+        )
     return int(durations_from_log(logd, mask).sum())
 
 

@@ -125,14 +125,20 @@ def tts_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=_positive_int, default=2400, help="sentences (default: 2400)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the text and the splits (default: 0)")
     p.add_argument("--test", type=_positive_int, default=120, help="held-out test sentences (default: 120)")
-    p.add_argument("--workers", type=_positive_int, help="parallel teacher processes (default: one per CPU core)")
+    p.add_argument(
+        "--workers", type=_positive_int, help="parallel teacher processes (default: one per CPU core)"
+    )
     p.add_argument(
         "--phonemizer",
         choices=["piper", "espeak-ng"],
         default="piper",
         help="espeak-ng through piper-tts (the teacher's own, default) or the system espeak-ng program",
     )
-    p.add_argument("--force", action="store_true", help="replace an existing corpus at --out once the new one is complete")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing corpus at --out once the new one is complete",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

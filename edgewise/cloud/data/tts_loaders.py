@@ -72,9 +72,13 @@ def load_ljspeech(root: Path):
             if not fields or not fields[0].strip():
                 continue
             if len(fields) < 2:
-                raise DataError(f"{meta}:{lineno}: expected id|text[|normalized text], got {'|'.join(fields)!r}")
+                raise DataError(
+                    f"{meta}:{lineno}: expected id|text[|normalized text], got {'|'.join(fields)!r}"
+                )
             uid = fields[0].strip()
             text = (fields[2] if len(fields) > 2 and fields[2].strip() else fields[1]).strip()
+            if not text:
+                raise DataError(f"{meta}:{lineno}: {uid} has an empty transcript")
             rel = f"wavs/{uid}.wav"
             if not (root / rel).is_file():
                 raise DataError(f"{meta}:{lineno}: audio file {rel} is missing")

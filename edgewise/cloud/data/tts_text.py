@@ -9,20 +9,218 @@ from __future__ import annotations
 
 import numpy as np
 
-NAMES = ["Anna", "Ben", "Carla", "David", "Elena", "Frank", "Grace", "Henry", "Irene", "Jack", "Karen", "Leo", "Maria", "Nathan", "Olivia", "Peter", "Quinn", "Rachel", "Sam", "Tina", "Victor", "Wendy", "Yusuf", "Zoe", "Smith", "Brown", "Laura", "Martin"]
-PLACES = ["the station", "the old library", "the market", "the kitchen", "the river", "the garden", "the office", "the airport", "the hospital", "the museum", "the school", "the harbor", "the mountain cabin", "the bakery", "the parking lot", "the north gate", "Boston", "Chicago", "Denver", "Seattle", "London", "Paris", "the city center", "the village"]
-OBJECTS = ["the blue umbrella", "a cup of coffee", "the new printer", "three apples", "the heavy box", "a small dog", "the garden hose", "the red bicycle", "the weather report", "the train ticket", "an old camera", "the spare key", "the shopping list", "a warm blanket", "the radio", "the window", "the front door", "the map", "a letter", "the lamp", "the battery", "the sensor", "the package", "the kettle", "the thermostat", "the heater", "the fridge", "the laptop"]
-ADJECTIVES = ["quiet", "bright", "cold", "warm", "heavy", "strange", "simple", "careful", "early", "late", "broken", "clean", "noisy", "gentle", "tired", "happy", "ready", "busy", "empty", "full", "huge", "tiny"]
-VERBS_PAST = ["found", "moved", "opened", "closed", "cleaned", "checked", "carried", "painted", "fixed", "ordered", "borrowed", "returned", "packed", "dropped", "lifted", "watched", "forgot", "noticed", "bought", "sold"]
-VERBS_BASE = ["find", "move", "open", "close", "clean", "check", "carry", "paint", "fix", "order", "borrow", "return", "pack", "lift", "watch", "bring", "start", "stop", "call", "visit", "turn on", "turn off", "read", "write"]
-TIMES = ["this morning", "last night", "yesterday", "on Monday", "after lunch", "before dinner", "tomorrow", "next week", "at noon", "in the evening", "every Friday", "since Tuesday", "later today", "right now"]
+NAMES = [
+    "Anna",
+    "Ben",
+    "Carla",
+    "David",
+    "Elena",
+    "Frank",
+    "Grace",
+    "Henry",
+    "Irene",
+    "Jack",
+    "Karen",
+    "Leo",
+    "Maria",
+    "Nathan",
+    "Olivia",
+    "Peter",
+    "Quinn",
+    "Rachel",
+    "Sam",
+    "Tina",
+    "Victor",
+    "Wendy",
+    "Yusuf",
+    "Zoe",
+    "Smith",
+    "Brown",
+    "Laura",
+    "Martin",
+]
+PLACES = [
+    "the station",
+    "the old library",
+    "the market",
+    "the kitchen",
+    "the river",
+    "the garden",
+    "the office",
+    "the airport",
+    "the hospital",
+    "the museum",
+    "the school",
+    "the harbor",
+    "the mountain cabin",
+    "the bakery",
+    "the parking lot",
+    "the north gate",
+    "Boston",
+    "Chicago",
+    "Denver",
+    "Seattle",
+    "London",
+    "Paris",
+    "the city center",
+    "the village",
+]
+OBJECTS = [
+    "the blue umbrella",
+    "a cup of coffee",
+    "the new printer",
+    "three apples",
+    "the heavy box",
+    "a small dog",
+    "the garden hose",
+    "the red bicycle",
+    "the weather report",
+    "the train ticket",
+    "an old camera",
+    "the spare key",
+    "the shopping list",
+    "a warm blanket",
+    "the radio",
+    "the window",
+    "the front door",
+    "the map",
+    "a letter",
+    "the lamp",
+    "the battery",
+    "the sensor",
+    "the package",
+    "the kettle",
+    "the thermostat",
+    "the heater",
+    "the fridge",
+    "the laptop",
+]
+ADJECTIVES = [
+    "quiet",
+    "bright",
+    "cold",
+    "warm",
+    "heavy",
+    "strange",
+    "simple",
+    "careful",
+    "early",
+    "late",
+    "broken",
+    "clean",
+    "noisy",
+    "gentle",
+    "tired",
+    "happy",
+    "ready",
+    "busy",
+    "empty",
+    "full",
+    "huge",
+    "tiny",
+]
+VERBS_PAST = [
+    "found",
+    "moved",
+    "opened",
+    "closed",
+    "cleaned",
+    "checked",
+    "carried",
+    "painted",
+    "fixed",
+    "ordered",
+    "borrowed",
+    "returned",
+    "packed",
+    "dropped",
+    "lifted",
+    "watched",
+    "forgot",
+    "noticed",
+    "bought",
+    "sold",
+]
+VERBS_BASE = [
+    "find",
+    "move",
+    "open",
+    "close",
+    "clean",
+    "check",
+    "carry",
+    "paint",
+    "fix",
+    "order",
+    "borrow",
+    "return",
+    "pack",
+    "lift",
+    "watch",
+    "bring",
+    "start",
+    "stop",
+    "call",
+    "visit",
+    "turn on",
+    "turn off",
+    "read",
+    "write",
+]
+TIMES = [
+    "this morning",
+    "last night",
+    "yesterday",
+    "on Monday",
+    "after lunch",
+    "before dinner",
+    "tomorrow",
+    "next week",
+    "at noon",
+    "in the evening",
+    "every Friday",
+    "since Tuesday",
+    "later today",
+    "right now",
+]
 CONNECTORS = ("but", "and", "so", "because", "although", "while", "until", "unless", "after", "before")
-EXCLAIM = ["What a lovely day", "That was amazing", "Watch out", "I can't believe it", "Well done", "Oh no", "How wonderful", "Stop right there", "That is incredible", "Hurry up", "Look at that", "Good morning"]
+EXCLAIM = [
+    "What a lovely day",
+    "That was amazing",
+    "Watch out",
+    "I can't believe it",
+    "Well done",
+    "Oh no",
+    "How wonderful",
+    "Stop right there",
+    "That is incredible",
+    "Hurry up",
+    "Look at that",
+    "Good morning",
+]
 WH = ("Where", "When", "Why", "How", "What")
-MONTHS = (
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
-)
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 UNITS = ("kg", "km", "cm", "ml", "mph")
+
+
+def _ordinal_suffix(n: int) -> str:
+    """The suffix of an ordinal: 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st."""
+    if 10 <= n % 100 <= 20:
+        return "th"
+    return {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
 
 
 def _pick(rng: np.random.Generator, items):
@@ -102,12 +300,15 @@ def _numbers(rng) -> str:
         return f"The meeting is on {_pick(rng, MONTHS)} {rng.integers(1, 29)}, {rng.integers(1950, 2031)}."
     if kind == 2:
         hour, minute = int(rng.integers(1, 13)), int(rng.choice([0, 5, 15, 30, 45, int(rng.integers(60))]))
-        return f"The train leaves at {hour}:{minute:02d} {_pick(rng, ('am', 'pm'))} from {_pick(rng, PLACES)}."
+        return (
+            f"The train leaves at {hour}:{minute:02d} {_pick(rng, ('am', 'pm'))} from {_pick(rng, PLACES)}."
+        )
     if kind == 3:
         return f"About {rng.integers(2, 99)}% of the {rng.integers(100, 20000):,} visitors came {_pick(rng, TIMES)}."
     if kind == 4:
         return f"It is {rng.integers(2, 300)} {_pick(rng, UNITS)} to {_pick(rng, PLACES)}, {_pick(rng, ('Dr.', 'Mr.', 'Mrs.'))} {_pick(rng, NAMES)} said."
-    return f"Room {rng.integers(1, 40)} is on the {rng.integers(1, 12)}th floor, e.g. near the {_pick(rng, ADJECTIVES)} stairs."
+    floor = int(rng.integers(1, 12))
+    return f"Room {rng.integers(1, 40)} is on the {floor}{_ordinal_suffix(floor)} floor, e.g. near the {_pick(rng, ADJECTIVES)} stairs."
 
 
 def _quote(rng) -> str:

@@ -85,7 +85,9 @@ class Prepared:
 def losses(model: AcousticModel, batch, cfg: TTSTrainConfig, generator: torch.Generator | None = None):
     m = model.module if hasattr(model, "module") else model
     mask, seg, sigma = batch["mask"], cfg.model.flow.segment_frames, cfg.model.flow.sigma_min
-    h, heads = m.prosody(batch["ids"], mask, batch["boundary"], batch["last"], batch["breaks"], batch["contour"])
+    h, heads = m.prosody(
+        batch["ids"], mask, batch["boundary"], batch["last"], batch["breaks"], batch["contour"]
+    )
     out = {}
     logd = m.duration(h.detach(), mask)
     target = torch.log1p(batch["dur"].float()) * mask
@@ -127,7 +129,9 @@ def build_acoustic_job(cfg: TTSTrainConfig, opts: TTSTrainOptions, dist) -> Job:
     corpus = load_tts_corpus(opts.data)
     table = PhonemeIds(corpus.id_map)
     if table.n_symbols > cfg.model.n_symbols:
-        raise DataError(f"the corpus uses {table.n_symbols} symbols; model.n_symbols is {cfg.model.n_symbols}")
+        raise DataError(
+            f"the corpus uses {table.n_symbols} symbols; model.n_symbols is {cfg.model.n_symbols}"
+        )
     train_data, val_data = load_split(corpus, "train"), load_split(corpus, "val")
     mean, std = mel_stats(train_data)
     train, val = Prepared(train_data, table, cfg, mean, std), Prepared(val_data, table, cfg, mean, std)
@@ -159,7 +163,9 @@ def build_acoustic_job(cfg: TTSTrainConfig, opts: TTSTrainOptions, dist) -> Job:
         for it in val.items[:8]:
             ids = torch.from_numpy(it["ids"][None])
             b, lw = torch.from_numpy(it["boundary"][None]), torch.from_numpy(it["last"][None])
-            noise = torch.randn(len(it["ids"]) * 40, cfg.model.n_mels, generator=torch.Generator().manual_seed(0))
+            noise = torch.randn(
+                len(it["ids"]) * 40, cfg.model.n_mels, generator=torch.Generator().manual_seed(0)
+            )
             mel_a, dur_a = synthesise(trained, ids, b, lw, noise=noise)
             mel_b, dur_b = synthesise(merged, ids, b, lw, noise=noise)
             if torch.equal(dur_a, dur_b):

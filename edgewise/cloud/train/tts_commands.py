@@ -9,7 +9,9 @@ from pathlib import Path
 
 
 def _common(p: argparse.ArgumentParser, presets: str) -> None:
-    p.add_argument("--config", default="tiny", help=f"a shipped preset ({presets}) or a YAML path (default: tiny)")
+    p.add_argument(
+        "--config", default="tiny", help=f"a shipped preset ({presets}) or a YAML path (default: tiny)"
+    )
     p.add_argument(
         "--data",
         required=True,
@@ -54,7 +56,9 @@ def train_tts_run(args: argparse.Namespace) -> int:
     from edgewise.cloud.train.tts_trainer import TTSTrainOptions, run_job
 
     cfg = resolve_tts_config(args.config, _overrides(args))
-    opts = TTSTrainOptions(args.data, args.out, args.resume, not args.no_progress and sys.stderr.isatty(), args.vocoder)
+    opts = TTSTrainOptions(
+        args.data, args.out, args.resume, not args.no_progress and sys.stderr.isatty(), args.vocoder
+    )
     metrics = run_job(cfg, opts, build_acoustic_job)
     if metrics:
         print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}, indent=2))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgewise.cloud.data.tts_corpus import TTSCorpus, TTSRow
+from edgewise.errors import DataError
 from edgewise.phonemes import PhonemeIds, boundary_positions
 from edgewise.tts_dsp import MelSpec, pitch, tts_log_mel
 
@@ -76,12 +77,18 @@ def _features(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _cache_key(corpus: TTSCorpus, split: str) -> str:
     manifest = corpus.root / f"{split}.jsonl"
-    stamp = manifest.read_bytes() if manifest.is_file() else json.dumps([r.id for r in corpus.rows[split]]).encode()
+    stamp = (
+        manifest.read_bytes()
+        if manifest.is_file()
+        else json.dumps([r.id for r in corpus.rows[split]]).encode()
+    )
     digest = hashlib.sha256(stamp + json.dumps(MelSpec().to_dict(), sort_keys=True).encode())
     return f"{split}-v{CACHE_VERSION}-{digest.hexdigest()[:12]}"
 
 
-def load_split(corpus: TTSCorpus, split: str, *, workers: int = 2, cache_dir: Path | None = None) -> SplitData:
+def load_split(
+    corpus: TTSCorpus, split: str, *, workers: int = 2, cache_dir: Path | None = None
+) -> SplitData:
     from edgewise.fsutil import atomic_path
     from edgewise.parallel import process_pool
 
@@ -99,7 +106,7 @@ def load_split(corpus: TTSCorpus, split: str, *, workers: int = 2, cache_dir: Pa
     for row, mel in zip(rows, mels):
         if row.durations is not None and sum(row.durations) != mel.shape[0]:
             # the teacher's audio was cut to whole frames when written; a mismatch means another file
-            raise ValueError(f"{row.path}: {mel.shape[0]} frames but durations sum to {sum(row.durations)}")
+            raise DataError(f"{row.path}: {mel.shape[0]} frames but durations sum to {sum(row.durations)}")
     offsets = np.concatenate([[0], np.cumsum([m.shape[0] for m in mels])])
     data = SplitData(rows, np.concatenate(mels), np.concatenate(f0s), offsets)
     cache_dir.mkdir(parents=True, exist_ok=True)

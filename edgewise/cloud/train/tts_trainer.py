@@ -146,12 +146,17 @@ def _loop(cfg, opts: TTSTrainOptions, build, dist: Dist) -> dict[str, Any]:
         if done % cfg.eval_every == 0 or done == cfg.optim.steps:
             if dist.is_main:
                 model.eval()
-                record = {"step": done, **{f"train_{k}": round(float(np.mean(v)), 5) for k, v in window.items()}}
+                record = {
+                    "step": done,
+                    **{f"train_{k}": round(float(np.mean(v)), 5) for k, v in window.items()},
+                }
                 record.update(job.evaluate(model, done))
                 record["seconds"] = round(time.perf_counter() - started, 1)
                 with open(out / "history.jsonl", "a") as fh:
                     fh.write(json.dumps(record) + "\n")
-                log.info("eval at step %d: %s", done, {k: v for k, v in record.items() if k.startswith("val")})
+                log.info(
+                    "eval at step %d: %s", done, {k: v for k, v in record.items() if k.startswith("val")}
+                )
                 save_training_state(last, model, optimizer, {"step": done, "kind": job.kind})
             window = {}
             dist.barrier()
@@ -182,9 +187,13 @@ def _loop(cfg, opts: TTSTrainOptions, build, dist: Dist) -> dict[str, Any]:
     }
     write_text_atomic(out / "model.json", json.dumps(info, indent=2) + "\n")
     metrics = job.finish(model, merged)
-    metrics.update({"parameters": count_parameters(merged), "parameters_training_form": count_parameters(model)})
+    metrics.update(
+        {"parameters": count_parameters(merged), "parameters_training_form": count_parameters(model)}
+    )
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    log.info("%s finished: %s", cfg.name, {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
+    log.info(
+        "%s finished: %s", cfg.name, {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    )
     return metrics
 
 
@@ -194,7 +203,9 @@ def read_tts_run(run: str | Path, kind: str) -> dict[str, Any]:
 
     path = Path(run) / "model.json"
     if not path.is_file():
-        raise EdgewiseError(f"{run}: not a finished training run (no model.json); train with `edgewise train {kind}`")
+        raise EdgewiseError(
+            f"{run}: not a finished training run (no model.json); train with `edgewise train {kind}`"
+        )
     try:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

@@ -17,6 +17,7 @@ from edgewise.cloud.models.tts.config import VocoderTrainConfig
 from edgewise.cloud.models.tts.vocoder import TorchLogMel, Vocoder, multi_resolution_stft_loss
 from edgewise.cloud.train.tts_data import load_split
 from edgewise.cloud.train.tts_trainer import Job, TTSTrainOptions
+from edgewise.errors import DataError
 from edgewise.tts_dsp import MelSpec
 
 
@@ -30,13 +31,20 @@ def build_vocoder_job(cfg: VocoderTrainConfig, opts: TTSTrainOptions, dist) -> J
     ctx = model.receptive_field
     seg = cfg.segment_frames
     long_enough = [i for i in range(len(train.rows)) if train.offsets[i + 1] - train.offsets[i] > seg + 2]
+    if not long_enough:
+        raise DataError(
+            f"{opts.data}: no training sentence is longer than segment_frames + 2 = {seg + 2} frames; "
+            "lower --set segment_frames or use a corpus with longer sentences"
+        )
 
     def crop(data, i: int, start: int, frames: int):
         mel = data.mel_of(i)
         lo, hi = start - ctx, start + frames + ctx
         window = mel[max(lo, 0) : min(hi, mel.shape[0])]
         window = np.pad(window, ((max(0, -lo), max(0, hi - mel.shape[0])), (0, 0)), mode="edge")
-        audio, _ = sf.read(corpus.audio_path(data.rows[i]), start=start * spec.hop, frames=frames * spec.hop, dtype="float32")
+        audio, _ = sf.read(
+            corpus.audio_path(data.rows[i]), start=start * spec.hop, frames=frames * spec.hop, dtype="float32"
+        )
         return window, audio
 
     def step(m, rng):
@@ -50,7 +58,9 @@ def build_vocoder_job(cfg: VocoderTrainConfig, opts: TTSTrainOptions, dist) -> J
         mel = torch.from_numpy(np.stack(mels))
         target = torch.from_numpy(np.stack(audios))
         log_mag, phase = m(mel)
-        wave = (m.module if hasattr(m, "module") else m).waveform(log_mag, phase)[:, ctx * spec.hop : (ctx + seg) * spec.hop]
+        wave = (m.module if hasattr(m, "module") else m).waveform(log_mag, phase)[
+            :, ctx * spec.hop : (ctx + seg) * spec.hop
+        ]
         mel_loss = F.l1_loss(to_mel(wave), to_mel(target))
         stft_loss = multi_resolution_stft_loss(wave, target)
         return {"total": mel_loss + stft_loss, "mel_l1": mel_loss, "stft": stft_loss}

@@ -34,10 +34,19 @@ class WrongRuntime(DeployError):
     """The bundle has nothing the device profile runs."""
 
 
-def primary_role(bundle: Bundle) -> str:
-    """The model a device must be able to run: ``classifier`` for SER, else the first role."""
+def task_roles(bundle: Bundle) -> list[str]:
+    """The models a device must be able to run: the task's roles (task registry), else the first role."""
+    from edgewise.tasks import TASKS
+
     models = bundle.manifest.models
-    return "classifier" if "classifier" in models else next(iter(models))
+    spec = TASKS.get(bundle.manifest.task)
+    roles = [r for r in spec.roles if r in models] if spec else []
+    return roles or [next(iter(models))]
+
+
+def primary_role(bundle: Bundle) -> str:
+    """The model a device must be able to run first: ``classifier`` for SER, ``tts_encoder`` for TTS."""
+    return task_roles(bundle)[0]
 
 
 def describe_artifact(art: ArtifactEntry) -> str:
@@ -51,14 +60,22 @@ def bundle_key(bundle: Bundle) -> str:
 
 
 def check_runtime_match(bundle: Bundle, profile: DeviceProfile) -> list[tuple[RuntimeChoice, ArtifactEntry]]:
-    """The (preference, artifact) pairs the device could run, best first; raises WrongRuntime when none."""
-    role = primary_role(bundle)
+    """The (preference, artifact) pairs the device could run for the bundle's first model, best
+    first; raises WrongRuntime when that model, or any other model of the task, has none."""
+    roles = task_roles(bundle)
+    for role in roles[1:]:
+        _runnable(bundle, profile, role)
+    return _runnable(bundle, profile, roles[0])
+
+
+def _runnable(bundle: Bundle, profile: DeviceProfile, role: str) -> list[tuple[RuntimeChoice, ArtifactEntry]]:
     name = f"{bundle.manifest.name} {bundle.manifest.version}"
-    pairs = [(c, a) for c in profile.runtimes for a in matching_artifacts(bundle, role, c)]
+    runtimes = profile.runtimes_for(bundle.manifest.task)
+    pairs = [(c, a) for c in runtimes for a in matching_artifacts(bundle, role, c)]
     usable = [(c, a) for c, a in pairs if a.parity.get("passed") is not False]
     if not usable:
         have = ", ".join(describe_artifact(a) for a in bundle.artifacts(role)) or "no artifacts"
-        want = ", ".join(c.describe() for c in profile.runtimes)
+        want = ", ".join(c.describe() for c in runtimes)
         raise WrongRuntime(
             f"{name} is a bundle for another runtime/architecture: {profile.name} ({profile.arch}, "
             f"accelerator {profile.accelerator}) runs {want}; the bundle's {role!r} model has {have}. "
@@ -120,9 +137,36 @@ def open_and_test(
     engine_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Open ``bundle_dir`` the way the daemon will and run :func:`smoke_test`; returns what ran."""
+    from edgewise.tasks import TASKS
+
     with load_bundle(bundle_dir, public_key=public_key) as bundle:
+        spec = TASKS.get(bundle.manifest.task)
+        if spec is not None and spec.input_kind == "text":
+            return speak_test(bundle, profile)
         runtime = ModelRuntime.open(bundle, profile, role=primary_role(bundle), engine_dir=engine_dir)
         try:
             return {**runtime.describe(), **smoke_test(runtime)}
         finally:
             runtime.backend = None  # release the session before the bundle folder goes
+
+
+def speak_test(bundle: Bundle, profile: DeviceProfile) -> dict[str, Any]:
+    """A voice's smoke test: its pipeline says one short sentence; raises DeployError unless the
+    audio is there and finite."""
+    from edgewise.tasks import task_spec
+
+    pipeline = task_spec(bundle.manifest.task).load("pipeline").from_bundle(bundle, profile)
+    try:
+        utterance = pipeline.synthesize("Ready.")
+    except Exception as exc:  # any failure is the bundle's problem on this device, reported
+        raise DeployError(f"{bundle.root.name}: saying 'Ready.' failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        pipeline.close()
+    if utterance.audio.size == 0 or not np.isfinite(utterance.audio).all():
+        raise DeployError(f"{bundle.root.name}: saying 'Ready.' gave no finite audio")
+    t = utterance.timings
+    return {
+        **pipeline.describe(),
+        "inference": f"'Ready.' ({utterance.seconds:.2f} s of audio) in {t['total'] * 1000:.0f} ms",
+        "inference_ms": round(t["total"] * 1000, 3),
+    }

@@ -30,5 +30,7 @@ def pipeline_for_task(task: str):
     from edgewise.tasks import TASKS
 
     if task not in TASKS:
-        raise ConfigError(f"no edge pipeline for bundle task {task!r}; this edgewise runs: {', '.join(TASKS)}")
+        raise ConfigError(
+            f"no edge pipeline for bundle task {task!r}; this edgewise runs: {', '.join(TASKS)}"
+        )
     return TASKS[task].load("pipeline")

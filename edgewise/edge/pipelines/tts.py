@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("tts_encoder", "tts_flow", "vocoder")
 MAX_TEXT_CHARS = 20_000
+MAX_STEPS = 64  # ODE steps a caller may ask for (the bundle's default is a few)
 MAX_PIECE_WORDS = 40  # a sentence longer than this is cut at clauses (then every 40 words)
 FIRST_CHUNK_WINDOWS = 1
 CHUNK_WINDOWS = 4
@@ -151,30 +152,37 @@ class TTSPipeline:
     ) -> TTSPipeline:
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, public_key=public_key)
-        settings = TTSSettings.from_manifest(bundle.manifest.preprocessing, str(bundle.root / "manifest.json"))
+        if bundle.manifest.task != cls.task:
+            raise ConfigError(
+                f"{bundle.root}: a {bundle.manifest.task!r} bundle, not a voice: this needs a tts bundle"
+            )
+        settings = TTSSettings.from_manifest(
+            bundle.manifest.preprocessing, str(bundle.root / "manifest.json")
+        )
         runtimes = {
-            role: ModelRuntime.open(bundle, profile, role=role, threads=threads, single_io=False) for role in ROLES
+            role: ModelRuntime.open(bundle, profile, role=role, threads=threads, single_io=False)
+            for role in ROLES
         }
         backends = {role: rt.backend for role, rt in runtimes.items()}
-        return cls(backends, settings, open_phonemizer(phonemizer or settings.phonemizer, settings.voice), runtimes)
+        return cls(
+            backends, settings, open_phonemizer(phonemizer or settings.phonemizer, settings.voice), runtimes
+        )
 
     # -- text ---------------------------------------------------------------------------------
 
     def prepare(self, text: str) -> tuple[str, list[str], list[list[str]], list[str]]:
         """(spoken text, dropped characters, phoneme pieces, warnings); TextError when nothing is speakable."""
-        if not isinstance(text, str):
-            raise TextError(f"text must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise TextError("text is empty: nothing to say")
-        if len(text) > MAX_TEXT_CHARS:
-            raise TextError(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS} (send it in parts)")
+        check_text(text)
         norm = normalize(text)
         warnings = []
         if norm.dropped:
             shown = "".join(dict.fromkeys(norm.dropped))[:20]
             warnings.append(f"dropped {len(norm.dropped)} character(s) the voice cannot say: {shown!r}")
         if norm.empty:
-            raise TextError(f"nothing speakable in {text[:60]!r} after normalisation" + (f" ({warnings[0]})" if warnings else ""))
+            raise TextError(
+                f"nothing speakable in {text[:60]!r} after normalisation"
+                + (f" ({warnings[0]})" if warnings else "")
+            )
         pieces: list[list[str]] = []
         for sentence in split_sentences(norm.text):
             for clause in split_clauses(sentence, MAX_PIECE_WORDS):
@@ -200,9 +208,7 @@ class TTSPipeline:
     def encode(self, symbols: list[str], length_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """(mu_y (T, n_mels) normalised, durations (N,))."""
         ids, boundary, last = self.ids(symbols)
-        mu_x, logd = self.encoder.run(
-            {"ids": ids[None], "boundary": boundary[None], "last_word": last[None]}
-        )
+        mu_x, logd = self.encoder.run({"ids": ids[None], "boundary": boundary[None], "last_word": last[None]})
         durations = np.round(np.maximum(np.exp(logd[0]) - 1.0, 0.0) * length_scale).astype(np.int64)
         if durations.sum() == 0:
             durations[len(durations) // 2] = 1
@@ -246,9 +252,15 @@ class TTSPipeline:
         tm["frontend"] = tm.get("frontend", 0.0) + time.perf_counter() - t0
         yield from self._stream_pieces(pieces, t0, tm, steps, temperature, seed, length_scale, chunked)
 
-    def _stream_pieces(self, pieces, t0, tm, steps, temperature, seed, length_scale, chunked) -> Iterator[np.ndarray]:
+    def _stream_pieces(
+        self, pieces, t0, tm, steps, temperature, seed, length_scale, chunked
+    ) -> Iterator[np.ndarray]:
         s = self.settings
-        steps = steps or s.steps
+        steps = s.steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            raise ConfigError(f"steps must be an integer between 1 and {MAX_STEPS}, got {steps!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
         temperature = s.temperature if temperature is None else temperature
         rng = np.random.default_rng(seed)
         for key in ("encoder", "decoder", "vocoder"):
@@ -285,7 +297,7 @@ class TTSPipeline:
             if ready > vocoded:
                 a = time.perf_counter()
                 clo = max(0, vocoded - vctx)
-                log_mag, phase = self.vocode(mel[clo:ready + (vctx if ready < total else 0)])
+                log_mag, phase = self.vocode(mel[clo : ready + (vctx if ready < total else 0)])
                 part = slice(vocoded - clo, ready - clo)
                 audio = istft.push(log_mag[part], phase[part])
                 if ready == total:
@@ -308,7 +320,9 @@ class TTSPipeline:
         t0 = time.perf_counter()
         spoken, dropped, pieces, warnings = self.prepare(text)
         timings = {"frontend": time.perf_counter() - t0}
-        chunks = list(self._stream_pieces(pieces, t0, timings, steps, temperature, seed, length_scale, chunked))
+        chunks = list(
+            self._stream_pieces(pieces, t0, timings, steps, temperature, seed, length_scale, chunked)
+        )
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         if audio.size:
             timings["rtf"] = timings["total"] / (audio.shape[0] / self.sample_rate)
@@ -323,7 +337,8 @@ class TTSPipeline:
     def describe(self) -> dict[str, Any]:
         return {
             "task": self.task,
-            "backend": ", ".join(f"{role} {rt.artifact.path}" for role, rt in self.runtimes.items()) or "files",
+            "backend": ", ".join(f"{role} {rt.artifact.path}" for role, rt in self.runtimes.items())
+            or "files",
             "phonemizer": self.phonemizer.backend,
             "steps": self.settings.steps,
             "sample_rate": self.sample_rate,
@@ -332,6 +347,18 @@ class TTSPipeline:
 
     def close(self) -> None:
         self.runtimes.clear()
+
+
+def check_text(text: Any) -> str:
+    """``text`` if it is a string with something in it, within :data:`MAX_TEXT_CHARS`; else a
+    TextError (cheap: callers check before loading a voice)."""
+    if not isinstance(text, str):
+        raise TextError(f"text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise TextError("text is empty: nothing to say")
+    if len(text) > MAX_TEXT_CHARS:
+        raise TextError(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS} (send it in parts)")
+    return text
 
 
 def _chunk_bounds(total: int, window: int) -> list[int]:

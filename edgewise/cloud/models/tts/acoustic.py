@@ -37,7 +37,9 @@ from edgewise.cloud.models.tts.config import AcousticConfig
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, d: int, heads: int, d_ff: int, dropout: float, hrf_dim: int | None, window: int | None = None):
+    def __init__(
+        self, d: int, heads: int, d_ff: int, dropout: float, hrf_dim: int | None, window: int | None = None
+    ):
         super().__init__()
         self.norm = nn.LayerNorm(d)
         self.attn = MultiHeadSelfAttention(d, heads, dropout)
@@ -70,7 +72,7 @@ class TextEncoder(nn.Module):
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         """ids (B, N), mask (B, N) float 1 for real ids -> (B, N, d)."""
         x = self.pos(self.embed(ids) * mask[..., None]) * mask[..., None]
-        attn_mask = (mask[:, None, None, :] > 0)
+        attn_mask = mask[:, None, None, :] > 0
         for block in self.blocks:
             x = block(x, attn_mask) * mask[..., None]
         return self.norm(x) * mask[..., None]
@@ -193,7 +195,9 @@ class AcousticModel(nn.Module):
         self.encoder = TextEncoder(config, hrf.hidden_dim(d) if hrf else None)
         p = config.prosody
         self.breaks = PhraseBreakEncoder(d) if p.phrase_breaks else None
-        self.intonation = TerminalIntonationEncoder(d, p.n_tokens, p.token_dim) if p.terminal_intonation else None
+        self.intonation = (
+            TerminalIntonationEncoder(d, p.n_tokens, p.token_dim) if p.terminal_intonation else None
+        )
         self.duration = DurationPredictor(d)
         self.proj_mu = nn.Linear(d, config.n_mels)
         self.decoder = FlowDecoder(config, hrf.hidden_dim(config.decoder.channels) if hrf else None)

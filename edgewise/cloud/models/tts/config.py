@@ -122,13 +122,17 @@ def resolve_tts_config(name_or_path: str, overrides: list[str] | None = None, *,
     from edgewise.cloud.train.config import apply_overrides
 
     path = Path(name_or_path)
-    preset = f"vocoder-{name_or_path}" if vocoder and not name_or_path.startswith("vocoder-") else name_or_path
+    preset = (
+        f"vocoder-{name_or_path}" if vocoder and not name_or_path.startswith("vocoder-") else name_or_path
+    )
     if not path.suffix and (PRESET_DIR / f"{preset}.yaml").is_file():
         path = PRESET_DIR / f"{preset}.yaml"
     elif not path.is_file():
         kind = "vocoder" if vocoder else "tts"
         names = [n for n in preset_names() if n.startswith("vocoder-") == vocoder]
-        raise ConfigError(f"{kind} config {name_or_path!r}: not a shipped preset ({', '.join(names)}) nor a YAML file")
+        raise ConfigError(
+            f"{kind} config {name_or_path!r}: not a shipped preset ({', '.join(names)}) nor a YAML file"
+        )
     data = apply_overrides(read_yaml(path), overrides or [])
     label = str(path) if not overrides else f"{path} (with --set {' '.join(overrides)})"
     return load_config(VocoderTrainConfig if vocoder else TTSTrainConfig, data, name=label)

@@ -73,7 +73,9 @@ class Vocoder(nn.Module):
             frames.transpose(1, 2), output_size=(1, length), kernel_size=(1, cfg.n_fft), stride=(1, cfg.hop)
         ).reshape(frames.shape[0], length)
         win_sq = self.window.square().expand(1, n, -1).transpose(1, 2)
-        norm = F.fold(win_sq, output_size=(1, length), kernel_size=(1, cfg.n_fft), stride=(1, cfg.hop)).reshape(length)
+        norm = F.fold(
+            win_sq, output_size=(1, length), kernel_size=(1, cfg.n_fft), stride=(1, cfg.hop)
+        ).reshape(length)
         pad = (cfg.n_fft - cfg.hop) // 2
         return (y / norm.clamp(min=1e-3))[:, pad : pad + n * cfg.hop]
 
@@ -111,7 +113,8 @@ class TorchLogMel(nn.Module):
     def forward(self, audio: Tensor) -> Tensor:  # (B, L) -> (B, L // hop, n_mels)
         s = self.spec
         n = audio.shape[-1] // s.hop
-        x = F.pad(audio[:, None], (s.pad, s.pad + s.n_fft), mode="reflect")[:, 0]
+        mode = "reflect" if audio.shape[-1] > s.pad + s.n_fft else "constant"
+        x = F.pad(audio[:, None], (s.pad, s.pad + s.n_fft), mode=mode)[:, 0]
         frames = x.unfold(-1, s.n_fft, s.hop)[:, :n] * self.window
         mag = torch.fft.rfft(frames, dim=-1).abs()
         return torch.log((mag @ self.fb.T).clamp(min=s.log_floor))

