@@ -210,25 +210,6 @@ def graph_parity(
     return result
 
 
-def recognizer():
-    try:
-        from pocketsphinx import Decoder
-    except ImportError:
-        raise ExportError("the WER gate needs pocketsphinx: pip install 'edgewise[tts-eval]'") from None
-    return Decoder(samprate=16000, loglevel="FATAL")
-
-
-def transcribe(decoder: Any, audio: np.ndarray, sample_rate: int) -> str:
-    from edgewise.audio import resample
-
-    pcm = np.clip(resample(audio.astype(np.float32), sample_rate, 16000), -1, 1)
-    decoder.start_utt()
-    decoder.process_raw((pcm * 32767).astype(np.int16).tobytes(), full_utt=True)
-    decoder.end_utt()
-    hyp = decoder.hyp()
-    return hyp.hypstr if hyp is not None else ""
-
-
 def torch_audio(
     acoustic, vocoder, s: Sentence, noise: np.ndarray, mean, std, steps: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -263,6 +244,7 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
     from edgewise.phonemes import PhonemeIds
     from edgewise.textnorm import word_error_rate
     from edgewise.tts_dsp import MelSpec, tts_log_mel
+    from edgewise.tts_eval import recognizer, transcribe
 
     opts = replace(opts, precisions=list(dict.fromkeys(opts.precisions)))  # a precision given twice: once
     bad = sorted(set(opts.precisions) - set(PRECISIONS))
@@ -341,7 +323,7 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 rng.standard_normal((_frames(acoustic, s) + 256, cfg.n_mels)).astype(np.float32)
                 for s in sentences
             ]
-            asr = recognizer()
+            asr = recognizer()  # MissingDependencyError (exit 2) without pocketsphinx
             ref = [
                 torch_audio(acoustic, vocoder, s, n * cfg.flow.temperature, mean, std, cfg.flow.steps)
                 for s, n in zip(sentences, noises)

@@ -156,17 +156,23 @@ def speak_test(bundle: Bundle, profile: DeviceProfile) -> dict[str, Any]:
     from edgewise.tasks import task_spec
 
     pipeline = task_spec(bundle.manifest.task).load("pipeline").from_bundle(bundle, profile)
+    runtimes = list(pipeline.runtimes.values())
     try:
         utterance = pipeline.synthesize("Ready.")
     except Exception as exc:  # any failure is the bundle's problem on this device, reported
-        raise DeployError(f"{bundle.root.name}: saying 'Ready.' failed: {type(exc).__name__}: {exc}") from None
+        raise DeployError(
+            f"{bundle.root.name}: saying 'Ready.' failed: {type(exc).__name__}: {exc}"
+        ) from None
     finally:
+        described = pipeline.describe()
         pipeline.close()
     if utterance.audio.size == 0 or not np.isfinite(utterance.audio).all():
         raise DeployError(f"{bundle.root.name}: saying 'Ready.' gave no finite audio")
     t = utterance.timings
     return {
-        **pipeline.describe(),
+        **described,
+        "artifact": ", ".join(rt.artifact.path for rt in runtimes),
+        "backend": ", ".join(sorted({rt.backend.describe() for rt in runtimes})),
         "inference": f"'Ready.' ({utterance.seconds:.2f} s of audio) in {t['total'] * 1000:.0f} ms",
         "inference_ms": round(t["total"] * 1000, 3),
     }

@@ -78,7 +78,7 @@ while the device is offline are not queued by the broker.
 
 ====================  =============================================================================
 ``id``                the sender's id for the command (1-128 characters), echoed in the ack
-``action``            ``"deploy"``, ``"rollback"``, ``"reload"``, ``"infer"`` or ``"status"``
+``action``            ``"deploy"``, ``"rollback"``, ``"reload"``, ``"infer"``, ``"status"`` or ``"tts"``
 ``args``              JSON object of action arguments (``{}`` by default)
 ``ts``                when it was sent, or ``null``
 ====================  =============================================================================
@@ -119,7 +119,7 @@ from edgewise.config import StrictModel, format_validation_error
 from edgewise.errors import EdgewiseError
 
 SCHEMA_VERSION = 1
-ACTIONS = ("deploy", "rollback", "reload", "infer", "status")
+ACTIONS = ("deploy", "rollback", "reload", "infer", "status", "tts")
 MAX_DEPTH = safejson.MAX_DEPTH  # arrays and objects inside one another, the payload counting as 1
 MAX_PROBLEMS = 10  # validation problems listed in one error message
 _MAX_NODES = 1_000_000  # values in one free-form field built from Python objects
