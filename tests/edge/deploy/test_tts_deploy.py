@@ -49,8 +49,6 @@ def test_every_role_of_the_task_must_have_an_artifact_the_device_runs(tts_bundle
         profile = load_profile("x86-local").model_copy(
             update={"task_runtimes": {"tts": [load_profile("rpi5").runtimes[0]]}}  # tflite int8 only
         )
-        with pytest.raises(
-            WrongRuntime, match="the bundle's 'tts_flow' model has onnx fp32"
-        ) as exc:
+        with pytest.raises(WrongRuntime, match="the bundle's 'tts_flow' model has onnx fp32") as exc:
             check_runtime_match(bundle, profile)
         assert "runs tflite int8 (dynamic)" in str(exc.value)
