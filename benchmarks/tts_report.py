@@ -61,6 +61,13 @@ def _wer(engine_rows: list[dict], texts: dict[str, str], asr) -> tuple[float, li
     return word_error_rate(refs, hyps), hyps
 
 
+def _gate(passed: dict | None) -> str:
+    if not passed:
+        return "-"
+    failed = [role for role, ok in passed.items() if ok is False]
+    return "passed" if not failed else "failed at export (" + ", ".join(failed) + ")"
+
+
 def _median(rows: list[dict], key: str) -> float:
     return float(np.median([r[key] for r in rows]))
 
@@ -204,14 +211,15 @@ def markdown(report: dict) -> str:
         f"{report['wer_sentences']} held-out test sentences, interleaved round by round; "
         f"{report['threads']} onnxruntime intra-op threads for edgewise and Piper, no torch in any row.",
         "",
-        "| engine | WER | RTF (median) | RTF vs Piper | first audio, 20 words | vs Piper | peak RSS | artifact size | vs Piper | threads |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| engine | WER | RTF (median) | RTF vs Piper | first audio, 20 words | vs Piper | peak RSS | artifact size | vs Piper | threads | export gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, row in eng.items():
         lines.append(
             f"| {label} | {row['wer'] * 100:.1f}% | {row['rtf_median']:.3f} | {row.get('rtf_vs_piper', float('nan')):.2f} "
             f"| {row['first_audio_20_words_s'] * 1000:.0f} ms | {row.get('first_audio_vs_piper', float('nan')):.2f} "
-            f"| {row['peak_rss_mb']:.0f} MB | {_mb(row['size_bytes'])} | {row.get('size_vs_piper', '-')} | {row['threads']} |"
+            f"| {row['peak_rss_mb']:.0f} MB | {_mb(row['size_bytes'])} | {row.get('size_vs_piper', '-')} | {row['threads']} "
+            f"| {row['export_gate']} |"
         )
     bars = report["bars"]
     lines += [
@@ -329,7 +337,8 @@ def main() -> int:
             "peak_rss_mb": max(run.peak_rss_mb or 0, first[label].peak_rss_mb or 0),
             "load_s": round(run.load_s, 3),
             "size_bytes": run.size_bytes,
-            "threads": json.dumps(run.threads),
+            "threads": json.dumps({k: v for k, v in run.threads.items() if k != "export_gate_passed"}),
+            "export_gate": _gate(run.threads.get("export_gate_passed")),
         }
     piper = report["engines"]["Piper joe-medium"]
     for row in report["engines"].values():

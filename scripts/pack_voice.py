@@ -24,7 +24,9 @@ def main(run: Path, dest: Path) -> None:
         shutil.copy2(run / name, dest / name)
     tensors, meta = load_tensors(run / "model.safetensors")
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
-    save_file(half, str(dest / "model.safetensors"), metadata={"edgewise": __import__("json").dumps(meta)})
+    target = dest / "model.safetensors"
+    save_file(half, str(target), metadata={"edgewise": __import__("json").dumps(meta)})
+    target.chmod(0o644)
     print(f"{dest}: {sum(p.stat().st_size for p in dest.iterdir()) / 2**20:.1f} MB")
 
 

@@ -107,28 +107,38 @@ def run_interleaved(
 
 
 def _edgewise_engine(target: str, threads: int):
+    """The bundle's graphs of one precision, opened directly (a benchmark measures every artifact,
+    also one that failed its gate at export; the row reports the gate), else the profile's pick."""
     from edgewise.bundle import load_bundle
-    from edgewise.devices import RuntimeChoice, load_profile
-    from edgewise.edge.pipelines.tts import TTSPipeline
+    from edgewise.devices import load_profile
+    from edgewise.edge.backends import OnnxBackend
+    from edgewise.edge.pipelines.tts import ROLES, TTSPipeline, TTSSettings, open_phonemizer
 
     parts = target.split(":")
     bundle = load_bundle(parts[0])
-    profile = load_profile("x86-local")
-    if len(parts) > 1 and parts[1]:
-        choice = RuntimeChoice(
-            format="onnx", precision=parts[1], quant="dynamic" if parts[1] == "int8" else None
-        )
-        profile = profile.model_copy(update={"task_runtimes": {"tts": [choice]}})
     steps = int(parts[2]) if len(parts) > 2 else None
-    pipe = TTSPipeline.from_bundle(bundle, profile, threads=threads)
-    size = sum(rt.artifact.size_bytes for rt in pipe.runtimes.values())
+    if len(parts) > 1 and parts[1]:
+        arts = {role: next(iter(bundle.artifacts(role, precision=parts[1])), None) for role in ROLES}
+        missing = [role for role, art in arts.items() if art is None]
+        if missing:
+            raise RuntimeError(f"{bundle.root.name} has no {parts[1]} artifact for {', '.join(missing)}")
+        settings = TTSSettings.from_manifest(bundle.manifest.preprocessing, str(bundle.root))
+        backends = {
+            r: OnnxBackend(bundle.artifact_path(a), threads, single_io=False) for r, a in arts.items()
+        }
+        pipe = TTSPipeline(backends, settings, open_phonemizer(settings.phonemizer, settings.voice))
+    else:
+        pipe = TTSPipeline.from_bundle(bundle, load_profile("x86-local"), threads=threads)
+        arts = {role: rt.artifact for role, rt in pipe.runtimes.items()}
+    size = sum(a.size_bytes for a in arts.values())
+    gate = {role: a.parity.get("passed") for role, a in arts.items()}
 
     def say(text: str):
         timings: dict[str, float] = {}
         chunks = list(pipe.stream(text, timings=timings, steps=steps))
         return np.concatenate(chunks), pipe.sample_rate, timings.get("first_audio", timings["total"])
 
-    return say, size, {"onnxruntime_intra_op": threads, "torch": 0}
+    return say, size, {"onnxruntime_intra_op": threads, "torch": 0, "export_gate_passed": gate}
 
 
 def _piper_engine(target: str, threads: int):
