@@ -21,7 +21,10 @@ def test_defaults_are_valid():
             "field 'neg_threshold': value error, must not exceed threshold",
         ),
         ({"source": "file"}, "field 'files': value error, at least one audio file is required"),
-        ({"source": "radio"}, "field 'source': input should be 'mic', 'stdin', 'file' or 'none', got 'radio'"),
+        (
+            {"source": "radio"},
+            "field 'source': input should be 'mic', 'stdin', 'file' or 'none', got 'radio'",
+        ),
         ({"vad": "webrtc"}, "field 'vad': input should be 'silero', 'energy' or 'none'"),
         ({"samplerate": 100}, "field 'samplerate': input should be greater than or equal to 8000"),
         ({"device": "  "}, "field 'device': value error, must be a device index or name"),
