@@ -86,3 +86,16 @@ def load_config(model_cls: type[T], source: str | Path | dict[str, Any], *, name
         return model_cls.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, label)) from None
+
+
+def add_override_arguments(p, example: str) -> None:
+    """``--set KEY=VALUE`` (repeatable) and ``--seed N``, the same on every ``edgewise train`` command."""
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config value, e.g. {example} (repeatable)",
+    )
+    p.add_argument("--seed", type=int, help="shorthand for --set seed=N")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgewise.textnorm import MONTHS
+
 NAMES = [
     "Anna",
     "Ben",
@@ -199,20 +201,6 @@ EXCLAIM = [
     "Good morning",
 ]
 WH = ("Where", "When", "Why", "How", "What")
-MONTHS = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
 UNITS = ("kg", "km", "cm", "ml", "mph")
 
 

@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from edgewise.config import add_override_arguments
+
 log = logging.getLogger(__name__)
 
 
@@ -25,15 +27,7 @@ def train_ser_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--teacher", type=Path, help="a finished run to distill from (switches knowledge distillation on)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set model.arch=conformer --set model.hrf=null (repeatable)",
-    )
-    p.add_argument("--seed", type=int, help="shorthand for --set seed=N")
+    add_override_arguments(p, "--set model.arch=conformer --set model.hrf=null")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from checkpoints/last.safetensors"
     )

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from edgewise.config import add_override_arguments
+
 
 def _common(p: argparse.ArgumentParser, presets: str) -> None:
     p.add_argument(
@@ -19,15 +21,7 @@ def _common(p: argparse.ArgumentParser, presets: str) -> None:
         help="TTS corpus: edgewise data tts output, or an LJSpeech or VCTK root",
     )
     p.add_argument("--out", required=True, type=Path, help="run directory to create")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.steps=8000 --set model.hrf=null (repeatable)",
-    )
-    p.add_argument("--seed", type=int, help="shorthand for --set seed=N")
+    add_override_arguments(p, "--set optim.steps=8000 --set model.hrf=null")
     p.add_argument("--resume", action="store_true", help="continue from checkpoints/last.safetensors")
     p.add_argument("--no-progress", action="store_true", help="quieter log")
 
