@@ -96,9 +96,9 @@ def prosody_rows(
         for pos in bounds:
             ours = durations[pos] + durations[pos + 1] >= min_frames
             theirs = row.durations[pos] + row.durations[pos + 1] >= min_frames
-            tp += ours and theirs
-            fp += ours and not theirs
-            fn += theirs and not ours
+            tp += int(ours and theirs)  # python ints: the report is JSON
+            fp += int(ours and not theirs)
+            fn += int(theirs and not ours)
         audio = (
             sf.read(wav_dir / f"{row.id}.wav", dtype="float32")[0]
             if wav_dir is not None and (wav_dir / f"{row.id}.wav").is_file()
@@ -121,7 +121,7 @@ def prosody_rows(
         "f0_corr": round(float(np.mean(f0_corr)), 3) if f0_corr else None,
         "break_precision": round(tp / max(tp + fp, 1), 3),
         "break_recall": round(tp / max(tp + fn, 1), 3),
-        "breaks_teacher": tp + fn,
+        "breaks_teacher": int(tp + fn),
         "questions_rising": round(float(np.mean(rises["?"])), 3) if rises["?"] else None,
         "statements_rising": round(float(np.mean(rises["."])), 3) if rises["."] else None,
     }
