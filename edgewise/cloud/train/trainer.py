@@ -176,16 +176,21 @@ def _config_for_resume(saved_path: Path, new: TrainConfig) -> TrainConfig:
     saved = load_config(TrainConfig, read_yaml(saved_path), name=str(saved_path))
     if new.kd.teacher is None:
         new.kd.teacher = saved.kd.teacher
+    refuse_config_changes(saved_path, saved, new, RESUMABLE_CHANGES)
+    return new
+
+
+def refuse_config_changes(saved_path: Path, saved, new, resumable: tuple[str, ...]) -> None:
+    """ConfigError naming every field (dotted) a resume would change, except those in ``resumable``."""
     old_flat, new_flat = _flatten(saved.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
     changed = sorted(
         k
         for k in old_flat.keys() | new_flat.keys()
-        if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES
+        if old_flat.get(k) != new_flat.get(k) and k not in resumable
     )
     if changed:
         detail = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in changed)
         raise ConfigError(f"{saved_path}: --resume continues this run's config; these would change: {detail}")
-    return new
 
 
 def train_ser(cfg: TrainConfig, opts: TrainOptions) -> dict:

@@ -30,9 +30,8 @@ import yaml
 from edgewise import __version__
 from edgewise.cloud.models.hrf import count_parameters, reparameterize_model
 from edgewise.cloud.train.checkpoint import load_training_state, save_training_state, save_weights
-from edgewise.cloud.train.trainer import Dist, _check_out_dir, _flatten, init_distributed, lr_at
+from edgewise.cloud.train.trainer import Dist, _check_out_dir, init_distributed, lr_at, refuse_config_changes
 from edgewise.config import load_config, read_yaml
-from edgewise.errors import ConfigError
 from edgewise.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -63,12 +62,9 @@ class Job:
 
 
 def _config_for_resume(saved_path: Path, new, cls):
-    saved = load_config(cls, read_yaml(saved_path), name=str(saved_path))
-    old, cur = _flatten(saved.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
-    changed = sorted(k for k in old.keys() | cur.keys() if old.get(k) != cur.get(k) and k not in RESUMABLE)
-    if changed:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {cur.get(k)!r}" for k in changed)
-        raise ConfigError(f"{saved_path}: --resume continues this run's config; these would change: {detail}")
+    refuse_config_changes(
+        saved_path, load_config(cls, read_yaml(saved_path), name=str(saved_path)), new, RESUMABLE
+    )
     return new
 
 
