@@ -17,7 +17,8 @@ threads) and espeak-ng (formant synthesis, its own single thread).
   e.g. the ablations without the phrase-break or the terminal-intonation encoder) get the same rows.
 * ODE steps sweep (1, 2, 4, 8) of the fp32 voice: WER and RTF.
 * HRF: the acoustic and vocoder runs' merged-vs-training-form max difference, and HRF against
-  plain runs (``--hrf-runs LABEL=RUN``) by validation loss (and WER when their bundles are given).
+  plain runs and the ablations (``--run LABEL=RUN``) by validation loss and the WER of PyTorch's
+  audio of the validation sentences.
 
 Writes OUT/tts_report.{json,md} and OUT/tts_report.png::
 
@@ -149,22 +150,72 @@ def teacher_prosody(corpus, rows) -> dict[str, Any]:
     }
 
 
-def hrf_rows(bundle_manifest: dict, hrf_runs: dict[str, Path]) -> dict[str, Any]:
+def merge_diffs(bundle_manifest: dict) -> dict[str, Any]:
+    """Merged vs training form, max |diff|, of the bundle's acoustic and vocoder runs."""
     prov = bundle_manifest.get("provenance", {})
-    out: dict[str, Any] = {"merged_vs_training_form": {}}
+    out: dict[str, Any] = {}
     for part in ("acoustic", "vocoder"):
         run = prov.get(f"{part}_run")
         metrics = Path(run) / "metrics.json" if run else None
         if metrics and metrics.is_file():
-            out["merged_vs_training_form"][part] = json.loads(metrics.read_text()).get("merge_max_abs_diff")
+            out[part] = json.loads(metrics.read_text()).get("merge_max_abs_diff")
+    return out
+
+
+def run_rows(runs: dict[str, Path], vocoder_run: Path, corpus, n: int, threads: int) -> list[dict[str, Any]]:
+    """Acoustic runs side by side: their validation losses (metrics.json, the merged model) and the
+    WER of PyTorch's audio of the first ``n`` validation sentences (same vocoder, same noise)."""
+    import torch
+    import yaml
+
+    from edgewise.cloud.models.tts.speak import corpus_sentences, word_error_rate_of
+    from edgewise.cloud.train.tts_trainer import load_acoustic_run, load_vocoder_run
+    from edgewise.tts_eval import recognizer
+
+    torch.set_num_threads(threads)
+    vocoder, vinfo = load_vocoder_run(vocoder_run)
+    sentences, asr = corpus_sentences(corpus, "val", n), recognizer()
     rows = []
-    for label, run in hrf_runs.items():
+    for label, run in runs.items():
+        model, info = load_acoustic_run(run)
         metrics = json.loads((run / "metrics.json").read_text())
-        config = (run / "config.yaml").read_text()
-        rows.append({"run": label, "val_total": metrics.get("val_total"), "val_flow": metrics.get("val_flow"),
-                     "val_prior": metrics.get("val_prior"), "hrf": "hrf: null" not in config,
-                     "parameters": metrics.get("parameters")})  # fmt: skip
-    out["runs"] = rows
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        mean, std = (np.asarray(info[k], np.float32) for k in ("mel_mean", "mel_std"))
+        if "val_wer" in metrics and config.get("eval_sentences") == len(sentences):
+            wer = metrics["val_wer"]  # the trainer's --vocoder evaluation: the same sentences and noise
+        else:
+            wer = word_error_rate_of(
+                model, vocoder, sentences, mean, std, sample_rate=vinfo["mel"]["sample_rate"], asr=asr
+            )
+        prosody = config["model"].get("prosody", {})
+        rows.append({
+            "run": label, "seed": config["seed"], "steps": config["optim"]["steps"],
+            "hrf": config["model"].get("hrf") is not None,
+            "phrase_breaks": prosody.get("phrase_breaks", True),
+            "terminal_intonation": prosody.get("terminal_intonation", True),
+            **{k: metrics.get(k) for k in ("val_total", "val_flow", "val_prior", "val_dur", "val_breaks", "val_tone")},
+            "wer": round(wer, 4), "wer_sentences": len(sentences),
+            "merge_max_abs_diff": metrics.get("merge_max_abs_diff"), "parameters": metrics.get("parameters"),
+        })  # fmt: skip
+        print(f"  {label}: val_total {metrics.get('val_total')} WER {wer:.3f}", file=sys.stderr)
+    return rows
+
+
+def hrf_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """HRF against plain over the full-prosody runs of equal length: mean and spread over seeds."""
+    full = [r for r in rows if r["phrase_breaks"] and r["terminal_intonation"]]
+    out = {}
+    for name, hrf in (("hrf", True), ("plain", False)):
+        group = [r for r in full if r["hrf"] == hrf]
+        if group:
+            out[name] = {
+                "seeds": sorted(r["seed"] for r in group),
+                "steps": sorted({r["steps"] for r in group}),
+                "val_total_mean": round(float(np.mean([r["val_total"] for r in group])), 5),
+                "val_total_min_max": [min(r["val_total"] for r in group), max(r["val_total"] for r in group)],
+                "wer_mean": round(float(np.mean([r["wer"] for r in group])), 4),
+                "wer_min_max": [min(r["wer"] for r in group), max(r["wer"] for r in group)],
+            }
     return out
 
 
@@ -247,21 +298,27 @@ def markdown(report: dict) -> str:
     hrf = report.get("hrf") or {}
     if hrf:
         lines += [
-            "## HRF",
+            "## HRF and ablations",
             "",
             f"Merged vs training form, max |diff|: {hrf.get('merged_vs_training_form')}",
             "",
         ]
+        for name, g in (hrf.get("summary") or {}).items():
+            lines.append(
+                f"- {name}: seeds {g['seeds']}, {g['steps']} steps: val total {g['val_total_mean']} "
+                f"(min-max {g['val_total_min_max']}), WER {g['wer_mean'] * 100:.1f}% "
+                f"(min-max {[round(w * 100, 1) for w in g['wer_min_max']]})"
+            )
         if hrf.get("runs"):
+            lines += ["", "| run | seed | steps | HRF | phrase breaks | terminal intonation | val total | val flow | val dur | val breaks | val tone | WER (PyTorch) | parameters (merged) |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
             lines += [
-                "| run | HRF | val total | val flow | val prior | parameters (merged) |",
-                "|---|---|---|---|---|---|",
-            ]
-            lines += [
-                f"| {r['run']} | {r['hrf']} | {r['val_total']} | {r['val_flow']} | {r['val_prior']} | {r['parameters']} |"
+                f"| {r['run']} | {r['seed']} | {r['steps']} | {r['hrf']} | {r['phrase_breaks']} | {r['terminal_intonation']} "
+                f"| {r['val_total']} | {r['val_flow']} | {r['val_dur']} | {r['val_breaks']} | {r['val_tone']} "
+                f"| {r['wer'] * 100:.1f}% ({r['wer_sentences']} val) | {r['parameters']} |"
                 for r in hrf["runs"]
             ]
-            lines.append("")
+        lines.append("")
     lines += ["Notes:"] + [f"- {n}" for n in report["notes"]] + [""]
     return "\n".join(lines)
 
@@ -289,8 +346,13 @@ def main() -> int:
         help="extra voices for the prosody table",
     )
     p.add_argument(
-        "--hrf-runs", action="append", default=[], metavar="LABEL=RUN", help="acoustic runs for HRF vs plain"
+        "--run",
+        action="append",
+        default=[],
+        metavar="LABEL=RUN",
+        help="acoustic runs compared by validation loss and WER (HRF vs plain, ablations)",
     )
+    p.add_argument("--run-sentences", type=int, default=100, help="validation sentences for the runs' WER")
     p.add_argument("--work", type=Path, default=Path("benchmarks/work/tts"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
@@ -374,7 +436,13 @@ def main() -> int:
     ]  # fmt: skip
     with load_bundle(args.bundle, verify=False, check_artifacts=False) as b:
         manifest = json.loads(b.manifest.to_json_bytes())
-    report["hrf"] = hrf_rows(manifest, _parse_pairs(args.hrf_runs, "--hrf-runs"))
+    report["hrf"] = {"merged_vs_training_form": merge_diffs(manifest)}
+    compared = _parse_pairs(args.run, "--run")
+    if compared:
+        print("acoustic runs", file=sys.stderr)
+        vocoder_run = Path(manifest["provenance"]["vocoder_run"])
+        rows = run_rows(compared, vocoder_run, corpus, args.run_sentences, args.threads)
+        report["hrf"].update(runs=rows, summary=hrf_summary(rows))
     report["notes"] = [
         "pocketsphinx is a weak recognizer (13% WER on Piper's audio of plain sentences in MACHINE-NOTES): compare rows, not absolute figures.",
         "Piper streams per sentence, so its first audio of one 20-word sentence is the whole sentence; edgewise decodes the mel in chunks (one 32-frame window first).",

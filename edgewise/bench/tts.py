@@ -118,7 +118,12 @@ def _edgewise_engine(target: str, threads: int):
     bundle = load_bundle(parts[0])
     steps = int(parts[2]) if len(parts) > 2 else None
     if len(parts) > 1 and parts[1]:
-        arts = {role: next(iter(bundle.artifacts(role, precision=parts[1])), None) for role in ROLES}
+        # a role the precision does not quantize runs its fp32 graph, as the device's runtime picks it
+        arts = {
+            role: next(iter(bundle.artifacts(role, precision=parts[1])), None)
+            or next(iter(bundle.artifacts(role, precision="fp32")), None)
+            for role in ROLES
+        }
         missing = [role for role, art in arts.items() if art is None]
         if missing:
             raise RuntimeError(f"{bundle.root.name} has no {parts[1]} artifact for {', '.join(missing)}")
@@ -228,11 +233,12 @@ def bench_bundle(
     to first audio of a 20-word sentence (median of ``rounds``), load time, peak RSS and size."""
     from edgewise.bundle import load_bundle
     from edgewise.cloud.data.tts_text import generate_sentences
+    from edgewise.edge.pipelines.tts import ROLES
     from edgewise.fsutil import write_text_atomic
     from edgewise.textnorm import normalize
 
     with load_bundle(bundle) as b:
-        precisions = sorted({a.precision for a in b.artifacts("tts_encoder")})
+        precisions = sorted({a.precision for role in ROLES for a in b.artifacts(role)})
         name = f"{b.manifest.name}-{b.manifest.version}"
     engines = {f"{name} {p}": f"edgewise:{bundle}:{p}" for p in precisions}
     texts = [(f"s{i}", normalize(t).text) for i, (_, t) in enumerate(generate_sentences(sentences, seed))]

@@ -48,7 +48,8 @@ field                                  content
 ``  .extra``                           dict; ``extra.reference``: the artifact's reference set for
                                        the device's parity check (``path`` of a ``.npz`` in the
                                        bundle, its ``sha256`` and ``size_bytes``, ``inputs``,
-                                       ``frames``, ``export_check``; see edgewise.edge.reference)
+                                       ``frames``, ``export_check``; ``version`` 2: a multi-input,
+                                       multi-output graph's set, TTS; see edgewise.edge.reference)
 ``provenance``                         dict: training run, corpus hash, edgewise/torch versions, git commit
 =====================================  ======================================================================
 

@@ -1,19 +1,35 @@
 """Reference sets: what each artifact must compute, checked on the device that runs it.
 
 A bundle carries, for every artifact it derives from the trained model, a small reference set
-(``extra.reference`` of the artifact: ``{path, sha256, size_bytes, inputs, frames, ...}``, the
-``.npz`` file in the bundle bound by its sha256, so the manifest's signature covers it). The file
-holds a few normalized validation inputs (``input_0`` .. ``input_{n-1}``, (1, time, n_mels) each,
-one shorter than any window) and ``logits``: the merged PyTorch model's, computed the way the device
-runs that artifact (whole utterances for dynamic shapes, the artifact's windows for TFLite, the
-engine's frame range for TensorRT). Artifacts that need the same expected logits share one file.
+(``extra.reference`` of the artifact, the ``.npz`` file in the bundle bound by its sha256, so the
+manifest's signature covers it). Two kinds of record, told apart by ``extra.reference.version``:
+
+* **version 1** (no ``version`` key: every SER bundle, and what TensorRT engines are checked
+  against): one input, one output. ``{path, sha256, size_bytes, inputs, frames, fitting, ...}``;
+  the file holds a few normalized validation inputs (``input_0`` .. ``input_{n-1}``, (1, time,
+  n_mels) each, one shorter than any window) and ``logits``: the merged PyTorch model's, computed
+  the way the device runs that artifact (whole utterances for dynamic shapes, the artifact's
+  windows for TFLite, the engine's frame range for TensorRT). The tolerance is the artifact's
+  ``parity.tolerance``. Artifacts that need the same expected logits share one file
+  (:class:`ReferenceSet`).
+* **version 2**, a *graph* reference set (the TTS family's graphs: several named inputs of their
+  own dtypes, several outputs): ``{version: 2, path, sha256, size_bytes, cases, inputs: [{name,
+  dtype}], lengths, outputs: [{name, compare, tolerance}], tolerance_rule, export_check, ...}``.
+  The file (:func:`write_graph_reference`) holds ``reference_version`` (2), ``input_names``,
+  ``output_names``, and per case ``i`` the graph's inputs ``case_<i>.<input name>`` (int64 ids stay
+  int64) and PyTorch's outputs ``expected_<i>.<output name>``. Each output is graded on its own
+  tolerance by its ``compare`` kind (:data:`COMPARISONS`): ``abs`` (max |diff|) or ``circular``
+  (an angle in radians: the difference wrapped onto the circle first, so a vocoder's phase of
+  pi and -pi agree). Tolerances and kinds live in the signed manifest, per artifact, because the
+  fp32 and int8 artifacts of one graph share a file but not a tolerance (:class:`GraphReferenceSet`).
 
 ARM builds of onnxruntime and LiteRT run other kernels than the x86 builds the export gate ran,
 so the device checks each artifact it can load against its reference set when a bundle is
 installed (:func:`check_artifacts`, :func:`device_parity`); the result is kept beside the install
 (``INSTALL/parity.json``, :data:`DEVICE_PARITY`) and the runtime never picks an artifact that
-failed there (:func:`failed_on_device`). TensorRT engines are checked the same way right after they
-are built (:mod:`edgewise.edge.tensorrt`).
+failed there (:func:`failed_on_device`), for every model role (the TTS pipeline opens each of its
+three graphs through :class:`~edgewise.edge.runtime.ModelRuntime`, which skips them). TensorRT
+engines are checked the same way right after they are built (:mod:`edgewise.edge.tensorrt`).
 
 numpy only (no torch): the device imports this module.
 """
@@ -33,7 +49,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -49,6 +65,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFERENCE_LOGITS = "logits"  # the .npz holds input_0 .. input_{n-1} and this array
+GRAPH_REFERENCE = 2  # extra.reference.version of a graph reference set (named inputs and outputs)
+# how an output of a graph reference set is graded: the difference as it is, or wrapped onto the
+# circle (angles in radians: a phase of pi and one of -pi are the same)
+COMPARISONS = ("abs", "circular")
 NOT_CHECKED = "not checked (bundle has no reference set)"
 NO_ARTIFACT_REFERENCE = "not checked (no reference set for this artifact)"
 DEVICE_PARITY = "parity.json"  # INSTALL/parity.json: the device's check of an installed bundle
@@ -101,6 +121,37 @@ def read_reference(path: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
     return inputs, logits
 
 
+def _reference_file(bundle: Bundle, art: ArtifactEntry) -> tuple[dict[str, Any], Path, str] | None:
+    """``extra.reference`` of ``art``, its file's path and sha256, the file checked against the
+    recorded size and sha256 (None when the artifact has no reference set)."""
+    ref = art.extra.get("reference")
+    if ref is None:
+        return None
+    where = f"{art.path} extra.reference"
+    if not isinstance(ref, dict) or not isinstance(ref.get("path"), str) or "sha256" not in ref:
+        raise ReferenceSetError(f"{where}: expected {{path, sha256, size_bytes}}, got {ref!r}")
+    version = ref.get("version", 1)
+    if version not in (1, GRAPH_REFERENCE):
+        raise ReferenceSetError(
+            f"{where}: version {version!r} is not one this edgewise reads (1 or {GRAPH_REFERENCE}); "
+            "update edgewise on the device"
+        )
+    rel = PurePosixPath(ref["path"])
+    path = bundle.root / rel
+    if rel.is_absolute() or ".." in rel.parts or not path.resolve().is_relative_to(bundle.root.resolve()):
+        raise ReferenceSetError(f"{where}: path {ref['path']!r} leaves the bundle")
+    if not path.is_file():
+        raise ReferenceSetError(f"{path}: the reference set named by {where} is missing")
+    if "size_bytes" in ref and path.stat().st_size != ref["size_bytes"]:
+        raise ReferenceSetError(
+            f"{path}: size mismatch: {where} says {ref['size_bytes']} bytes, file has {path.stat().st_size}"
+        )
+    actual = sha256_file(path)
+    if actual != ref["sha256"]:
+        raise ReferenceSetError(f"{path}: sha256 mismatch: {where} says {ref['sha256']}, file has {actual}")
+    return ref, path, actual
+
+
 @dataclass
 class ReferenceSet:
     """Inputs and expected logits from the bundle, and the tolerance an artifact must meet on them.
@@ -114,6 +165,7 @@ class ReferenceSet:
     tolerance: float
     source: str
     sha256: str = ""
+    single_io: ClassVar[bool] = True  # the artifact is opened with one input and one output
 
     def __post_init__(self) -> None:
         if not self.sha256:
@@ -129,28 +181,17 @@ class ReferenceSet:
         """The artifact's ``extra.reference``, its file checked against the recorded sha256 and size.
 
         None when the artifact carries no reference (bundles from before the device check, the
-        third-party VAD model). Anything else wrong is a :class:`ReferenceSetError`.
+        third-party VAD model). Anything else wrong, a graph reference set (version 2) included,
+        is a :class:`ReferenceSetError`; :func:`reference_set_of` reads either kind.
         """
-        ref = art.extra.get("reference")
-        if ref is None:
+        found = _reference_file(bundle, art)
+        if found is None:
             return None
-        where = f"{art.path} extra.reference"
-        if not isinstance(ref, dict) or not isinstance(ref.get("path"), str) or "sha256" not in ref:
-            raise ReferenceSetError(f"{where}: expected {{path, sha256, size_bytes}}, got {ref!r}")
-        rel = PurePosixPath(ref["path"])
-        path = bundle.root / rel
-        if rel.is_absolute() or ".." in rel.parts or not path.resolve().is_relative_to(bundle.root.resolve()):
-            raise ReferenceSetError(f"{where}: path {ref['path']!r} leaves the bundle")
-        if not path.is_file():
-            raise ReferenceSetError(f"{path}: the reference set named by {where} is missing")
-        if "size_bytes" in ref and path.stat().st_size != ref["size_bytes"]:
+        ref, path, actual = found
+        if ref.get("version", 1) != 1:
             raise ReferenceSetError(
-                f"{path}: size mismatch: {where} says {ref['size_bytes']} bytes, file has {path.stat().st_size}"
-            )
-        actual = sha256_file(path)
-        if actual != ref["sha256"]:
-            raise ReferenceSetError(
-                f"{path}: sha256 mismatch: {where} says {ref['sha256']}, file has {actual}"
+                f"{art.path} extra.reference: a graph reference set (version {ref['version']}), "
+                "not a single-input one"
             )
         tolerance = art.parity.get("tolerance")
         if not isinstance(tolerance, (int, float)) or tolerance < 0:
@@ -199,6 +240,246 @@ class ReferenceSet:
 
 
 # --------------------------------------------------------------------------------------------------
+# Graph reference sets (version 2): named inputs and several outputs, each with its own tolerance
+
+
+def write_graph_reference(
+    path: str | Path, cases: list[dict[str, np.ndarray]], expected: list[dict[str, np.ndarray]]
+) -> Path:
+    """A graph reference set: per case the graph's named inputs (kept in their dtypes) and the
+    expected outputs by name; every case names the same inputs and outputs."""
+    if not cases or len(cases) != len(expected):
+        raise ValueError(f"graph reference: {len(cases)} cases for {len(expected)} sets of outputs")
+    inputs, outputs = list(cases[0]), list(expected[0])
+    if any(list(c) != inputs for c in cases) or any(list(e) != outputs for e in expected):
+        raise ValueError("graph reference: every case must name the same inputs and outputs")
+    if any("." in name for name in [*inputs, *outputs]):
+        raise ValueError(f"graph reference: a name with a '.' ({inputs} -> {outputs})")
+    arrays: dict[str, np.ndarray] = {
+        "reference_version": np.asarray(GRAPH_REFERENCE),
+        "input_names": np.asarray(inputs, dtype=str),
+        "output_names": np.asarray(outputs, dtype=str),
+    }
+    for i, (case, out) in enumerate(zip(cases, expected)):
+        arrays.update({f"case_{i}.{name}": np.ascontiguousarray(x) for name, x in case.items()})
+        arrays.update({f"expected_{i}.{name}": np.asarray(y, dtype=np.float32) for name, y in out.items()})
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(buf.getvalue())
+    return Path(path)
+
+
+def read_graph_reference(path: str | Path) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """The cases and expected outputs of :func:`write_graph_reference`; a malformed file is a
+    ReferenceSetError."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            version = int(data["reference_version"])
+            if version != GRAPH_REFERENCE:
+                raise ValueError(f"reference_version {version}, expected {GRAPH_REFERENCE}")
+            inputs = [str(n) for n in data["input_names"]]
+            outputs = [str(n) for n in data["output_names"]]
+            n = sum(1 for key in data.files if key.startswith("expected_") and key.endswith(f".{outputs[0]}"))
+            cases = [{name: np.asarray(data[f"case_{i}.{name}"]) for name in inputs} for i in range(n)]
+            expected = [
+                {name: np.asarray(data[f"expected_{i}.{name}"], dtype=np.float32) for name in outputs}
+                for i in range(n)
+            ]
+    except Exception as exc:  # zipfile, KeyError, ValueError, IndexError: a broken or foreign file
+        raise ReferenceSetError(f"{path}: not a graph reference set ({error_line(exc)})") from None
+    if not cases:
+        raise ReferenceSetError(f"{path}: a graph reference set without cases")
+    return cases, expected
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """How one output of a graph is graded: its ``tolerance`` on :func:`output_diff`'s measure."""
+
+    name: str
+    tolerance: float
+    compare: str = "abs"
+
+    def __post_init__(self) -> None:
+        if self.compare not in COMPARISONS:
+            raise ValueError(f"output {self.name!r}: compare {self.compare!r}, expected one of {COMPARISONS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "compare": self.compare, "tolerance": self.tolerance}
+
+
+def output_diff(got: np.ndarray, expected: np.ndarray, compare: str = "abs") -> float:
+    """max |got - expected|; for ``circular`` outputs (radians) the difference wrapped into [-pi, pi]."""
+    diff = np.asarray(got, dtype=np.float64) - np.asarray(expected, dtype=np.float64)
+    if compare == "circular":
+        diff = np.remainder(diff + np.pi, 2 * np.pi) - np.pi
+    return float(np.abs(diff).max()) if diff.size else 0.0
+
+
+@dataclass
+class GraphReferenceSet:
+    """A graph's reference set (version 2): cases of named inputs, PyTorch's outputs on them, and
+    per output the tolerance and comparison kind the artifact must meet (:class:`OutputCheck`).
+
+    The backend is run as the device's pipelines run it: ``backend.run({name: array})`` returning
+    every output in the graph's order (``backend.output_names``), as
+    :class:`~edgewise.edge.backends.OnnxBackend` with ``single_io=False`` does.
+    """
+
+    cases: list[dict[str, np.ndarray]]
+    expected: list[dict[str, np.ndarray]]
+    outputs: list[OutputCheck]
+    source: str
+    sha256: str = ""
+    single_io: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            digest = hashlib.sha256()
+            for case, out in zip(self.cases, self.expected):
+                for name, array in [*case.items(), *out.items()]:
+                    array = np.ascontiguousarray(array)
+                    digest.update(f"{name} {array.dtype.str} {array.shape}".encode())
+                    digest.update(array.tobytes())
+            self.sha256 = digest.hexdigest()
+
+    @property
+    def tolerance(self) -> dict[str, float]:
+        """Output name -> tolerance."""
+        return {o.name: o.tolerance for o in self.outputs}
+
+    @classmethod
+    def from_artifact(cls, bundle: Bundle, art: ArtifactEntry) -> GraphReferenceSet | None:
+        """The artifact's ``extra.reference`` (version 2), its file checked against the recorded
+        sha256 and size and its outputs against the manifest's; None without one; anything wrong
+        is a :class:`ReferenceSetError`."""
+        found = _reference_file(bundle, art)
+        if found is None:
+            return None
+        ref, path, actual = found
+        where = f"{art.path} extra.reference"
+        if ref.get("version") != GRAPH_REFERENCE:
+            raise ReferenceSetError(f"{where}: a single-input reference set, not a graph's (version 2)")
+        checks = ref.get("outputs")
+        if not isinstance(checks, list) or not checks:
+            raise ReferenceSetError(
+                f"{where}.outputs: expected a list of {{name, compare, tolerance}}, got {checks!r}"
+            )
+        outputs = []
+        for i, check in enumerate(checks):
+            tol = check.get("tolerance") if isinstance(check, dict) else None
+            if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
+                raise ReferenceSetError(
+                    f"{where}.outputs[{i}]: expected {{name, compare, tolerance >= 0}}, got {check!r}"
+                )
+            try:
+                outputs.append(
+                    OutputCheck(str(check.get("name")), float(tol), str(check.get("compare", "abs")))
+                )
+            except ValueError as exc:
+                raise ReferenceSetError(f"{where}.outputs[{i}]: {exc} (a newer edgewise wrote it?)") from None
+        cases, expected = read_graph_reference(path)
+        named = [o.name for o in outputs]
+        if sorted(named) != sorted(expected[0]):
+            raise ReferenceSetError(
+                f"{path}: holds outputs {sorted(expected[0])}, {where}.outputs names {sorted(named)}"
+            )
+        return cls(cases, expected, outputs, str(ref["path"]), actual)
+
+    def run(self, backend: Any) -> list[dict[str, np.ndarray]]:
+        """Every case through ``backend``, batch 1 each: output name -> array, per case."""
+        names = list(backend.output_names)
+        return [dict(zip(names, backend.run(case))) for case in self.cases]
+
+    def compare(self, backend: Any) -> dict[str, Any]:
+        """Run the cases through ``backend`` and grade every output on its own tolerance.
+
+        ``passed``, ``outputs`` (name -> ``max_abs_diff``, ``tolerance``, ``compare``), the worst
+        output (largest diff over tolerance) as ``worst_output`` with its ``max_abs_diff`` (None
+        when a shape is wrong or a value not finite), ``tolerance`` (name -> tolerance), and
+        ``reason`` when it failed. Exceptions from the backend propagate."""
+        result: dict[str, Any] = {
+            "passed": False,
+            "max_abs_diff": None,
+            "tolerance": self.tolerance,
+            "worst_output": None,
+            "outputs": {},
+            "inputs": len(self.cases),
+            "lengths": [_case_length(c) for c in self.cases],
+            "top1_agreement": None,
+            "reference": self.source,
+            "reference_sha256": self.sha256,
+        }
+        wanted = sorted(self.cases[0])
+        have = sorted(getattr(backend, "input_names", wanted))
+        missing = [o.name for o in self.outputs if o.name not in getattr(backend, "output_names", ())]
+        if have != wanted or missing:
+            result["reason"] = (
+                f"the graph takes {have} -> {list(getattr(backend, 'output_names', []))}; "
+                f"{self.source} has inputs {wanted} and outputs {[o.name for o in self.outputs]}"
+            )
+            return result
+        got = self.run(backend)
+        worst, worst_ratio = None, -1.0
+        for check in self.outputs:
+            diffs = []
+            for i, (out, exp) in enumerate(zip(got, self.expected)):
+                y, want = np.asarray(out[check.name]), exp[check.name]
+                if y.shape != want.shape:
+                    result["reason"] = (
+                        f"output {check.name} of shape {y.shape} on case {i} of {self.source}, "
+                        f"expected {want.shape}"
+                    )
+                    return result
+                diffs.append(output_diff(y, want, check.compare))
+            diff = max(diffs)
+            if not np.isfinite(diff):
+                result["reason"] = f"output {check.name} is not finite on {self.source}"
+                return result
+            result["outputs"][check.name] = {
+                "max_abs_diff": diff,
+                "tolerance": check.tolerance,
+                "compare": check.compare,
+                "passed": diff <= check.tolerance,
+            }
+            ratio = diff / check.tolerance if check.tolerance > 0 else (np.inf if diff > 0 else 0.0)
+            if ratio > worst_ratio:
+                worst, worst_ratio = check, ratio
+        assert worst is not None
+        result["worst_output"] = worst.name
+        result["max_abs_diff"] = result["outputs"][worst.name]["max_abs_diff"]
+        failed = [name for name, r in result["outputs"].items() if not r["passed"]]
+        if failed:
+            result["reason"] = (
+                "; ".join(
+                    f"output {name} differs from the bundle's reference ({self.source}, {len(self.cases)} cases) "
+                    f"by {result['outputs'][name]['max_abs_diff']:.3g} > {result['outputs'][name]['tolerance']:.3g}"
+                    + (" (on the circle)" if result["outputs"][name]["compare"] == "circular" else "")
+                    for name in failed
+                )
+                + ", the artifact's tolerance"
+            )
+            return result
+        result["passed"] = True
+        return result
+
+
+def _case_length(case: dict[str, np.ndarray]) -> int:
+    """The length of a case: ids or frames, the second axis of its first input."""
+    first = np.asarray(next(iter(case.values())))
+    return int(first.shape[1]) if first.ndim > 1 else int(first.size)
+
+
+def reference_set_of(bundle: Bundle, art: ArtifactEntry) -> ReferenceSet | GraphReferenceSet | None:
+    """The artifact's reference set of either kind (by ``extra.reference.version``), or None."""
+    ref = art.extra.get("reference")
+    if isinstance(ref, dict) and ref.get("version") == GRAPH_REFERENCE:
+        return GraphReferenceSet.from_artifact(bundle, art)
+    return ReferenceSet.from_artifact(bundle, art)
+
+
+# --------------------------------------------------------------------------------------------------
 # The device check: every artifact this device can load, against its reference set
 
 
@@ -221,12 +502,16 @@ def _runtime_version(runtime: str, versions: dict[str, str]) -> str | None:
     return None
 
 
-def choice_for(profile: DeviceProfile | None, role: str, art: ArtifactEntry) -> tuple[RuntimeChoice, bool]:
-    """How the runtime would run ``art`` (the profile's preference for it, if any) and whether the
-    profile prefers it at all; outside the profile the artifact runs on the CPU providers."""
+def choice_for(
+    profile: DeviceProfile | None, role: str, art: ArtifactEntry, task: str | None = None
+) -> tuple[RuntimeChoice, bool]:
+    """How the runtime would run ``art`` (the profile's preference for it among those for the
+    bundle's ``task``, e.g. its ``task_runtimes.tts``, if any) and whether the profile prefers it
+    at all; outside the profile the artifact runs on the CPU providers."""
     from edgewise.devices import RuntimeChoice
 
-    for choice in profile.runtimes if profile is not None else ():
+    preferences = (profile.runtimes_for(task) if task else profile.runtimes) if profile is not None else ()
+    for choice in preferences:
         if (
             choice.format == art.format
             and choice.precision == art.precision
@@ -284,7 +569,7 @@ def check_artifact(
     from edgewise.edge.tensorrt import tensorrt_available
 
     try:
-        reference = ReferenceSet.from_artifact(bundle, art)
+        reference = reference_set_of(bundle, art)
     except ReferenceSetError as exc:
         return {"status": "failed", "passed": False, "reason": f"reference set refused: {exc}"}
     if reference is None:
@@ -304,13 +589,14 @@ def _run_reference(
     choice: RuntimeChoice,
     threads: int,
     engine_dir: Path | None,
-    reference: ReferenceSet,
+    reference: ReferenceSet | GraphReferenceSet,
 ) -> dict[str, Any]:
-    """Open the artifact with the runtime's backend and compare it with ``reference``."""
+    """Open the artifact with the runtime's backend (several inputs and outputs for a graph
+    reference set, as the TTS pipeline opens it) and compare it with ``reference``."""
     from edgewise.edge.runtime import open_backend
 
     try:
-        backend = open_backend(bundle, art, choice, threads, engine_dir)
+        backend = open_backend(bundle, art, choice, threads, engine_dir, reference.single_io)
     except MissingDependencyError as exc:
         return {"status": "skipped", "passed": None, "reason": str(exc), "tolerance": reference.tolerance}
     except (BackendError, EdgewiseError) as exc:
@@ -353,8 +639,11 @@ def check_artifacts(
     (True, False or None when not run), ``max_abs_diff``, ``tolerance``, ``top1_agreement``,
     ``inputs``, ``reason`` (unless passed), ``machine`` (``platform.machine()``), ``runtime`` (the
     package and version that ran it), ``backend``, ``role``, ``in_profile`` (the profile prefers
-    this artifact), ``export`` (the same check on the exporting machine, from the manifest). The
-    backends are the runtime's own (:func:`edgewise.edge.runtime.open_backend`), with the
+    this artifact, among the preferences for the bundle's task), ``export`` (the same check on the
+    exporting machine, from the manifest). A graph reference set (version 2) adds ``outputs`` (per
+    output ``max_abs_diff``, ``tolerance``, ``compare``, ``passed``) and ``worst_output``, whose
+    diff is ``max_abs_diff``; its ``tolerance`` is per output. The backends are the runtime's own
+    (:func:`edgewise.edge.runtime.open_backend`, several inputs and outputs for a graph), with the
     profile's providers; torch is never imported.
     """
     machine = platform.machine()
@@ -363,7 +652,7 @@ def check_artifacts(
     results: dict[str, dict[str, Any]] = {}
     for role in bundle.manifest.models:
         for art in bundle.artifacts(role):
-            choice, preferred = choice_for(profile, role, art)
+            choice, preferred = choice_for(profile, role, art, bundle.manifest.task)
             result = check_artifact(bundle, art, choice, threads, engine_dir)
             if isinstance(result.get("reason"), str):  # paths inside the bundle, wherever it was checked
                 result["reason"] = result["reason"].replace(f"{bundle.root}/", "")
@@ -448,14 +737,18 @@ def device_parity(
 
 
 def describe_result(result: dict[str, Any]) -> str:
-    """One line: ``max |diff| 1.2e-06 <= 0.0001 (3 inputs, top-1 100%) ok`` or the reason."""
+    """One line: ``max |diff| 1.2e-06 <= 0.0001 (3 inputs, top-1 100%) ok`` (``max |diff| on
+    log_mag ...`` for a graph: its worst output, by diff over tolerance) or the reason."""
     status = result.get("status")
-    diff, tol = result.get("max_abs_diff"), result.get("tolerance")
+    diff, tol, worst = result.get("max_abs_diff"), result.get("tolerance"), result.get("worst_output")
+    if isinstance(tol, dict):  # a graph reference set: the output nearest (or furthest past) its tolerance
+        tol = tol.get(worst)
     if status in ("passed", "failed") and isinstance(diff, (int, float)) and isinstance(tol, (int, float)):
         agree = result.get("top1_agreement")
         extra = f", top-1 {100 * agree:.0f}%" if isinstance(agree, (int, float)) else ""
         sign = "<=" if status == "passed" else ">"
-        line = f"max |diff| {diff:.3g} {sign} {tol:.3g} ({result.get('inputs')} inputs{extra})"
+        output = f" on {worst}" if worst else ""
+        line = f"max |diff|{output} {diff:.3g} {sign} {tol:.3g} ({result.get('inputs')} inputs{extra})"
         return f"{line} ok" if status == "passed" else f"{line} FAILED"
     if status == "passed":
         return "ok"
@@ -486,6 +779,10 @@ def format_lines(record: dict[str, Any] | None) -> list[str]:
     lines = []
     for path, result in (record.get("artifacts") or {}).items():
         export = result.get("export") or {}
+        per_output = export.get("outputs")
+        if isinstance(per_output, dict) and isinstance(per_output.get(result.get("worst_output")), dict):
+            export = per_output[result["worst_output"]]  # the same output on the exporting machine
+            export = {**export, "machine": (result.get("export") or {}).get("machine")}
         vs = ""
         if isinstance(export.get("max_abs_diff"), (int, float)) and result.get("status") in (
             "passed",

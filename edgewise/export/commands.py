@@ -127,6 +127,11 @@ def export_add_arguments(p: argparse.ArgumentParser) -> None:
         help="validation sentences the end-to-end WER gate speaks and recognizes (default: 100)",
     )
     tts.add_argument(
+        "--int8-graphs",
+        metavar="ROLE[,ROLE]",
+        help="the graphs the int8 voice quantizes (default: tts_flow,vocoder; the others run fp32)",
+    )
+    tts.add_argument(
         "--max-wer-increase",
         type=float,
         default=1.0,
@@ -145,7 +150,7 @@ def export_run(args: argparse.Namespace) -> int:
 def export_tts(args: argparse.Namespace) -> int:
     import json
 
-    from edgewise.export.tts import PRECISIONS, TTSExportOptions
+    from edgewise.export.tts import INT8_ROLES, PRECISIONS, TTSExportOptions
     from edgewise.export.tts import export_tts as run_export
 
     if args.vocoder is None:
@@ -167,6 +172,9 @@ def export_tts(args: argparse.Namespace) -> int:
         sign_key=args.sign_key,
         gate=not args.no_gate,
         wer_sentences=args.wer_sentences,
+        int8_roles=tuple(r.strip() for r in args.int8_graphs.split(",") if r.strip())
+        if args.int8_graphs
+        else INT8_ROLES,
         max_wer_increase=args.max_wer_increase / 100,
         threads=max(1, args.threads),
         overwrite=args.force,

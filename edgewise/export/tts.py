@@ -1,6 +1,7 @@
 """``edgewise export tts``: an acoustic run and a vocoder run in, a verified ``tts`` bundle out.
 
-    read both runs -> three graphs (ONNX fp32 with dynamic lengths; int8 = dynamic quantization)
+    read both runs -> three graphs (ONNX fp32 with dynamic lengths; int8 = dynamic quantization of
+      the INT8_ROLES graphs: the int8 voice runs the encoder's fp32 graph)
       tts_encoder   ids, boundary, last_word -> mu (per-id normalised mel mean), logd (log(1 + frames))
       tts_flow      x, mu, t -> v             (one Euler step; the ODE loop runs in the runtime)
       vocoder       mel -> log_mag, phase     (the inverse FFT runs in numpy on the device)
@@ -25,22 +26,30 @@ import logging
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgewise.bundle import BundleWriter, sha256_file
+from edgewise.edge.pipelines.tts import ROLES
 from edgewise.export.errors import ExportError, ParityError
 from edgewise.export.pipeline import _check_sign_key, _versions, step
+from edgewise.export.reference import attach_graph_references
+
+if TYPE_CHECKING:
+    from edgewise.cloud.models.tts.speak import Sentence
 
 log = logging.getLogger(__name__)
 
-ROLES = ("tts_encoder", "tts_flow", "vocoder")
 PRECISIONS = ("fp32", "int8")
 # max |diff| of each graph's outputs against PyTorch, per precision (outputs are normalised mel
 # units, log(1 + frames), and log-magnitude); int8 is bounded end to end by the WER gate instead
 GRAPH_ATOL = {"fp32": 1e-3, "int8": None}
 E2E_MEL_ATOL = {"fp32": 0.05, "int8": None}  # mean |diff| of the normalised mel, same noise and durations
+# The graphs the int8 voice quantizes; the others stay fp32 in it. The encoder sets the durations
+# (frames per phoneme, rounded): int8 moved them in 80 of 100 validation sentences of joe-tiny and
+# cost the voice 1.6 WER points, over the gate; it runs once per sentence, so fp32 costs little.
+INT8_ROLES = ("tts_flow", "vocoder")
 MAX_WER_INCREASE = 0.01
 
 
@@ -56,6 +65,7 @@ class TTSExportOptions:
     gate: bool = True
     wer_sentences: int = 100
     max_wer_increase: float = MAX_WER_INCREASE
+    int8_roles: tuple[str, ...] = INT8_ROLES
     threads: int = 2
     overwrite: bool = False
 
@@ -148,27 +158,6 @@ def export_graphs(modules: dict[str, Any], n_mels: int, workdir: Path) -> dict[s
 # -- checks -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Sentence:
-    text: str
-    ids: np.ndarray
-    boundary: np.ndarray
-    last: np.ndarray
-
-
-def validation_sentences(corpus: Any, table: Any, n: int) -> list[Sentence]:
-    from edgewise.phonemes import boundary_mask, last_word_mask
-
-    rows = corpus.split("val")[:n]
-    out = []
-    for row in rows:
-        ids = np.asarray(row.ids, dtype=np.int64)
-        out.append(
-            Sentence(row.normalized or row.text, ids, boundary_mask(ids, table), last_word_mask(ids, table))
-        )
-    return out
-
-
 def graph_parity(
     modules, files: dict[str, Path], sentences: list[Sentence], threads: int, n_mels: int
 ) -> dict[str, float]:
@@ -210,26 +199,6 @@ def graph_parity(
     return result
 
 
-def torch_audio(
-    acoustic, vocoder, s: Sentence, noise: np.ndarray, mean, std, steps: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """PyTorch's whole pipeline for one sentence with the given noise: (normalised mel, audio)."""
-    import torch
-
-    from edgewise.cloud.models.tts.acoustic import synthesise
-
-    mel, _ = synthesise(
-        acoustic, torch.from_numpy(s.ids[None]), torch.from_numpy(s.boundary[None]), torch.from_numpy(s.last[None]),
-        steps=steps, temperature=1.0, noise=torch.from_numpy(noise),
-    )  # fmt: skip
-    raw = mel.numpy() * std + mean
-    with torch.inference_mode():
-        log_mag, phase = vocoder(torch.from_numpy(raw[None]))
-    from edgewise.tts_dsp import istft
-
-    return mel.numpy(), istft(log_mag[0].numpy(), phase[0].numpy())
-
-
 # -- export -----------------------------------------------------------------------------------
 
 
@@ -237,6 +206,7 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
     import torch
 
     from edgewise.cloud.data.tts_corpus import load_tts_corpus
+    from edgewise.cloud.models.tts.speak import corpus_sentences, speak
     from edgewise.cloud.train.tts_trainer import load_acoustic_run, load_vocoder_run
     from edgewise.edge.backends import OnnxBackend
     from edgewise.edge.pipelines.tts import TTSPipeline, TTSSettings, open_phonemizer
@@ -252,6 +222,11 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
         raise ExportError(
             f"tts export: precision(s) {bad} not supported; choose from {', '.join(PRECISIONS)}"
         )
+    unknown = sorted(set(opts.int8_roles) - set(ROLES))
+    if unknown or not opts.int8_roles:
+        raise ExportError(
+            f"tts export: int8 graphs {list(opts.int8_roles)}: expected one or more of {', '.join(ROLES)}"
+        )
     if opts.sign_key is not None:
         _check_sign_key(opts.sign_key)
     torch.set_num_threads(max(1, opts.threads))
@@ -266,6 +241,11 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
             f"the vocoder's mel ({vinfo['mel']}) differs from the acoustic model's ({info['mel']})"
         )
     table = PhonemeIds(info["phoneme_id_map"])
+    if corpus.id_map != info["phoneme_id_map"]:
+        raise ExportError(
+            f"{corpus.root}: the corpus's phoneme table differs from the one the acoustic run was "
+            "trained with; give the corpus it was trained on with --data DIR"
+        )
     cfg = acoustic.config
     preprocessing = {
         "tts": {
@@ -281,7 +261,7 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
         }
     }
     settings = TTSSettings.from_manifest(preprocessing, "preprocessing")
-    sentences = validation_sentences(corpus, table, opts.wer_sentences)
+    sentences = corpus_sentences(corpus, "val", opts.wer_sentences)
     name = opts.name or str(info.get("name") or "tts")
     writer = BundleWriter(
         opts.out, name=name, version=opts.version, task="tts", preprocessing=preprocessing,
@@ -304,6 +284,8 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
         if "int8" in opts.precisions:
             files["int8"], quant = {}, {}
             for role, src in files["fp32"].items():
+                if role not in opts.int8_roles:
+                    continue
                 with step(f"quantize {role} onnx int8 (dynamic)"):
                     files["int8"][role] = Path(tmp) / f"{role}.int8-dynamic.onnx"
                     quant[role] = quantize_int8_dynamic(src, files["int8"][role])
@@ -315,6 +297,14 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
             for role, d in diffs.items():
                 if atol is not None and d > atol:
                     failures.append(f"{role} {precision}: max |diff| {d:.3g} > {atol:g}")
+        with step("reference sets for the device's parity check"):
+            device_refs = attach_graph_references(
+                modules, {p: files[p] for p in opts.precisions}, sentences, Path(tmp),
+                mel_mean=mean, mel_std=std, window=cfg.decoder.window, atol=GRAPH_ATOL,
+                threads=opts.threads,
+            )  # fmt: skip
+        report["device_reference"] = device_refs.report()
+        failures += device_refs.failures
         if failures and opts.gate:
             _refuse(report, failures, "end to end not checked")
         with step("reference (PyTorch on the validation sentences)"):
@@ -325,7 +315,7 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
             ]
             asr = recognizer()  # MissingDependencyError (exit 2) without pocketsphinx
             ref = [
-                torch_audio(acoustic, vocoder, s, n * cfg.flow.temperature, mean, std, cfg.flow.steps)
+                speak(acoustic, vocoder, s, n * cfg.flow.temperature, mean, std, cfg.flow.steps)
                 for s, n in zip(sentences, noises)
             ]
             texts = [s.text for s in sentences]
@@ -335,9 +325,8 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
         phonemizer = open_phonemizer(settings.phonemizer, settings.voice)
         for precision in opts.precisions:
             with step(f"parity {precision} (end to end, {len(sentences)} sentences)"):
-                backends = {
-                    r: OnnxBackend(p, opts.threads, single_io=False) for r, p in files[precision].items()
-                }
+                voice = {**files["fp32"], **files[precision]}  # fp32 where a role has no int8 graph
+                backends = {r: OnnxBackend(p, opts.threads, single_io=False) for r, p in voice.items()}
                 pipe = TTSPipeline(backends, settings, phonemizer)
                 mel_err, wav_err, hyps = [], [], []
                 for s, noise, (ref_mel, ref_audio) in zip(sentences, noises, ref):
@@ -371,6 +360,7 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 "waveform_log_mel_mean_abs_diff": round(float(np.mean(wav_err)), 5) if wav_err else None,
                 "wer": round(wer, 4),
                 "wer_increase": round(wer - wer_torch, 4),
+                "graphs": {r: precision if r in files[precision] else "fp32" for r in ROLES},
             }
             report["end_to_end"][precision] = e2e
             if wer - wer_torch > opts.max_wer_increase:
@@ -398,14 +388,18 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 extra={"parameters": params[role]} if params[role] else None,
             )
             for precision in opts.precisions:
+                if role not in files[precision]:
+                    continue  # this precision's voice runs the role's fp32 graph
                 passed = not any(f.startswith((f"{role} {precision}", f"{precision}:")) for f in failures)
                 writer.add_artifact(
                     role, files[precision][role], f"models/{role}.{'fp32' if precision == 'fp32' else 'int8-dynamic'}.onnx",
                     format="onnx", precision=precision, runtime="onnxruntime",
                     parity={"checked": True, "passed": passed, "max_abs_diff": report["graphs"][precision][role],
                             "end_to_end": report["end_to_end"][precision]},
-                    extra={"quant": "dynamic"} if precision == "int8" else None,
+                    extra={**({"quant": "dynamic"} if precision == "int8" else {}),
+                           "reference": device_refs.extra[role][precision]},
                 )  # fmt: skip
+        device_refs.add_to(writer)  # bound by the sha256 in each artifact's extra.reference
         with step("write bundle"):
             bundle = writer.finish(sign_key=opts.sign_key)
     report["bundle"] = str(bundle)

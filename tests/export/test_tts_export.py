@@ -36,9 +36,14 @@ def test_the_bundle_is_a_tts_bundle_with_the_three_graphs(manifest):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_each_graph_ships_onnx_fp32_and_int8_with_its_parity_record(manifest, tts_bundle, role):
+def test_each_graph_ships_onnx_fp32_and_int8_where_quantized_with_its_parity_record(
+    manifest, tts_bundle, role
+):
+    from edgewise.export.tts import INT8_ROLES
+
     arts = artifacts_of(manifest, role)
-    assert sorted((a["format"], a["precision"]) for a in arts) == [("onnx", "fp32"), ("onnx", "int8")]
+    expected = [("onnx", "fp32"), ("onnx", "int8")] if role in INT8_ROLES else [("onnx", "fp32")]
+    assert sorted((a["format"], a["precision"]) for a in arts) == expected
     for a in arts:
         assert (tts_bundle / a["path"]).is_file()
         parity = a["parity"]
@@ -47,6 +52,30 @@ def test_each_graph_ships_onnx_fp32_and_int8_with_its_parity_record(manifest, tt
         e2e = parity["end_to_end"]
         assert e2e["wer"] >= 0 and "wer_increase" in e2e
         assert e2e["sentences"] >= 1
+
+
+def test_the_int8_voice_runs_the_encoder_in_fp32_and_says_so(manifest):
+    """The encoder sets the durations; the int8 voice keeps it fp32 and its gate record names the
+    graph of each role it ran."""
+    from edgewise.export.tts import INT8_ROLES
+
+    assert "tts_encoder" not in INT8_ROLES
+    (flow,) = [a for a in artifacts_of(manifest, "tts_flow") if a["precision"] == "int8"]
+    e2e = flow["parity"]["end_to_end"]
+    assert e2e["graphs"] == {"tts_encoder": "fp32", "tts_flow": "int8", "vocoder": "int8"}
+    (fp32,) = [a for a in artifacts_of(manifest, "tts_flow") if a["precision"] == "fp32"]
+    # the same encoder graph: the int8 voice gets the fp32 voice's durations on every sentence
+    assert e2e["same_durations"] == fp32["parity"]["end_to_end"]["same_durations"]
+
+
+def test_unknown_int8_graphs_are_refused_before_any_work(tts_runs, tmp_path, capsys):
+    acoustic, vocoder = tts_runs
+    out = tmp_path / "out"
+    cmd = ["export", str(acoustic), "--vocoder", str(vocoder), "--out", str(out), "--int8-graphs", "flow"]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert "['flow']" in err and "tts_encoder, tts_flow, vocoder" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -134,3 +163,14 @@ def test_a_failed_gate_writes_no_bundle_and_names_the_graphs(tts_runs, tmp_path,
         assert f"{role} fp32: max |diff|" in err
     assert "Traceback" not in err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_artifact_carries_its_device_reference_set(manifest, tts_bundle, role):
+    from edgewise.bundle import sha256_file
+
+    for a in artifacts_of(manifest, role):
+        ref = a["extra"]["reference"]
+        assert ref["version"] == 2 and ref["path"] == f"models/{role}.reference.npz"
+        assert sha256_file(tts_bundle / ref["path"]) == ref["sha256"]
+        assert ref["export_check"]["passed"] is True

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from edgewise.cloud.data.tts_corpus import load_tts_corpus
 from edgewise.cloud.models.tts.acoustic import AcousticModel, length_regulate
 from edgewise.cloud.models.tts.config import TTSTrainConfig
+from edgewise.cloud.models.tts.speak import corpus_sentences, word_error_rate_of
 from edgewise.cloud.train.tts_data import SplitData, break_targets, contour, load_split, mel_stats
 from edgewise.cloud.train.tts_trainer import Job, TTSTrainOptions
 from edgewise.errors import DataError
@@ -137,6 +138,20 @@ def build_acoustic_job(cfg: TTSTrainConfig, opts: TTSTrainOptions, dist) -> Job:
     train, val = Prepared(train_data, table, cfg, mean, std), Prepared(val_data, table, cfg, mean, std)
     model = AcousticModel(cfg.model)
     seg = cfg.model.flow.segment_frames
+    # --vocoder RUN: each evaluation also scores the word error rate on eval_sentences val sentences
+    wer_sentences, vocoder, asr = [], None, None
+    if opts.vocoder is not None and cfg.eval_sentences > 0:
+        from edgewise.cloud.train.tts_trainer import load_vocoder_run
+        from edgewise.tts_eval import recognizer
+
+        asr = recognizer()  # MissingDependencyError before training, not at the first evaluation
+
+        vocoder, vinfo = load_vocoder_run(opts.vocoder)  # a clear error now, not at the first evaluation
+        if MelSpec(**vinfo["mel"]) != MelSpec():
+            raise DataError(
+                f"{opts.vocoder}: the vocoder's mel {vinfo['mel']} differs from the acoustic model's"
+            )
+        wer_sentences = corpus_sentences(corpus, "val", cfg.eval_sentences)
 
     def step(m, rng):
         index = rng.choice(len(train.items), cfg.optim.batch_size)
@@ -154,7 +169,15 @@ def build_acoustic_job(cfg: TTSTrainConfig, opts: TTSTrainOptions, dist) -> Job:
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(index)
             n += len(index)
-        return {f"val_{k}": round(v / n, 5) for k, v in sums.items()}
+        out = {f"val_{k}": round(v / n, 5) for k, v in sums.items()}
+        if wer_sentences:
+            out["val_wer"] = round(
+                word_error_rate_of(
+                    m, vocoder, wer_sentences, mean, std, sample_rate=MelSpec().sample_rate, asr=asr
+                ),
+                4,
+            )
+        return out
 
     def finish(trained, merged):
         from edgewise.cloud.models.tts.acoustic import synthesise

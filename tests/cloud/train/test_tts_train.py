@@ -110,6 +110,30 @@ def test_a_wrong_kind_of_run_is_refused(tts_runs):
         load_acoustic_run(tts_runs[1])
 
 
+@pytest.mark.slow
+def test_a_vocoder_run_adds_the_word_error_rate(tts_runs, tts_corpus, tmp_path):
+    """--vocoder RUN: evaluations score pocketsphinx's WER on PyTorch's audio of val sentences."""
+    require_module("pocketsphinx")
+    run = shutil.copytree(tts_runs[RUNS["tts"]], tmp_path / "tts")
+    before = history(run)
+    overrides = [*TTS_FAST, "--set", "optim.steps=32", "--set", "eval_sentences=2"]
+    assert train("tts", tts_corpus, run, "--resume", "--vocoder", str(tts_runs[1]), *overrides) == 0
+    after = history(run)
+    assert all("val_wer" not in r for r in before)  # the fixture trained without a vocoder
+    assert after[-1]["step"] == 32 and isinstance(after[-1]["val_wer"], float) and after[-1]["val_wer"] >= 0
+    assert "val_wer" in json.loads((run / "metrics.json").read_text())  # the merged model's, at the end
+
+
+@pytest.mark.slow
+def test_a_missing_vocoder_run_is_refused_before_training(tts_runs, tts_corpus, tmp_path, capsys):
+    run = shutil.copytree(tts_runs[RUNS["tts"]], tmp_path / "tts")
+    before = history(run)
+    overrides = [*TTS_FAST, "--set", "optim.steps=32"]
+    assert train("tts", tts_corpus, run, "--resume", "--vocoder", str(tmp_path / "nope"), *overrides) == 2
+    assert "nope" in capsys.readouterr().err
+    assert history(run) == before  # not one step trained
+
+
 # -- resuming ---------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from edgewise.bundle import load_bundle
 from edgewise.devices import load_profile
-from edgewise.edge.deploy.preflight import WrongRuntime, check_runtime_match, task_roles
+from edgewise.edge.deploy.preflight import WrongRuntime, _runnable, check_runtime_match, task_roles
 
 from .conftest import current_key, run_cli, state
 
@@ -31,7 +31,7 @@ def test_a_signed_voice_is_installed_spoken_once_and_made_current(capsys, tmp_pa
     root = tmp_path / "root"
     rc, out, err = run_cli(capsys, "--device", "local", "--root", root, bundle, "--key", pub)
     assert rc == 0, err
-    assert f"{KEY}: verified (6 artifacts, signature verified)" in out
+    assert f"{KEY}: verified (5 artifacts, signature verified)" in out  # int8: the flow and vocoder
     assert f"{KEY}: x86-local prefers onnx fp32 (models/tts_encoder.fp32.onnx)" in out
     # the smoke test of a voice says a sentence with all three graphs
     runs = next(line for line in out.splitlines() if ": runs here: " in line)
@@ -45,7 +45,11 @@ def test_every_role_of_the_task_must_have_an_artifact_the_device_runs(tts_bundle
     with load_bundle(tts_bundle) as bundle:
         assert task_roles(bundle) == ["tts_encoder", "tts_flow", "vocoder"]
         pairs = check_runtime_match(bundle, load_profile("rpi5"))
-        assert pairs[0][0].describe() == "onnx int8 (dynamic)"  # the Pi's tts order, not its SER order
+        # the Pi's tts order, not its SER order: int8 first, where the bundle quantizes the graph
+        # (the int8 voice keeps the encoder, the first role, in fp32)
+        assert [choice.describe() for choice, _ in pairs] == ["onnx fp32"]
+        flow = _runnable(bundle, load_profile("rpi5"), "tts_flow")
+        assert flow[0][0].describe() == "onnx int8 (dynamic)"
         profile = load_profile("x86-local").model_copy(
             update={"task_runtimes": {"tts": [load_profile("rpi5").runtimes[0]]}}  # tflite int8 only
         )
