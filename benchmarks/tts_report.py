@@ -204,6 +204,8 @@ def run_rows(runs: dict[str, Path], vocoder_run: Path, corpus, n: int, threads: 
 def hrf_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """HRF against plain over the full-prosody runs of equal length: mean and spread over seeds."""
     full = [r for r in rows if r["phrase_breaks"] and r["terminal_intonation"]]
+    plain_steps = {r["steps"] for r in full if not r["hrf"]}
+    full = [r for r in full if r["steps"] in plain_steps]  # like with like: runs as long as a plain one
     out = {}
     for name, hrf in (("hrf", True), ("plain", False)):
         group = [r for r in full if r["hrf"] == hrf]
@@ -450,6 +452,7 @@ def main() -> int:
         "Peak RSS is each engine's worker process (python + onnxruntime + the models), ru_maxrss.",
         "Sizes: edgewise = the three graphs the device loads for that precision; Piper = its .onnx.",
         "The teacher's own audio is the prosody reference, so its row is 0 / 1 by construction; break precision/recall compare the student's durations with the teacher's alignment (a break: >= 7 frames, about 80 ms, at a word boundary).",
+        "Acoustic runs: val total sums the losses a run has (an ablation without the phrase-break or terminal-intonation encoder has no break or tone loss): compare val flow and val dur across them. Their WER is PyTorch's audio (same vocoder, noise seeded per sentence), not the edge pipeline's.",
         f"Run time {time.time() - started:.0f} s.",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
