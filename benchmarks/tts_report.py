@@ -90,9 +90,7 @@ def prosody_rows(
     rises: dict[str, list[bool]] = {"?": [], ".": []}
     for row in rows:
         ids = np.asarray(row.ids)
-        inverse = {v[0]: k for k, v in table.id_map.items()}
-        symbols = [inverse[i] for i in ids[2:-1:2]]
-        _, durations = pipe.encode(symbols)
+        _, durations = pipe.encode(table.symbols(ids))
         bounds = boundary_positions(ids, table)[:-1]  # internal boundaries: not the sentence end
         for pos in bounds:
             ours = durations[pos] + durations[pos + 1] >= min_frames

@@ -140,6 +140,7 @@ class PhonemeIds:
         self.id_map = {k: list(v) for k, v in id_map.items()}
         self.n_symbols = 1 + max(i for ids in self.id_map.values() for i in ids)
         self.pad = self.id_map[PAD][0]
+        self._symbol_of = {v[0]: k for k, v in self.id_map.items()}
         self.space = self.id_map.get(" ", [None])[0]
         self.terminators = {self.id_map[t][0]: t for t in CLAUSE_TERMINATORS if t in self.id_map}
 
@@ -155,6 +156,10 @@ class PhonemeIds:
             out.append(self.pad)
         out.extend(self.id_map[EOS])
         return out, unknown
+
+    def symbols(self, ids: Sequence[int]) -> list[str]:
+        """The symbols whose :meth:`ids` are ``ids`` (BOS, pad, then one symbol and a pad each, EOS)."""
+        return [self._symbol_of[int(i)] for i in list(ids)[2:-1:2]]
 
 
 def sentence_type(symbols: Sequence[str]) -> str:

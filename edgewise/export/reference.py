@@ -219,7 +219,6 @@ MEASURED_FACTOR = 2.0  # a measured tolerance: this times the x86 export check's
 MEASURED_FLOOR = 0.05  # ... plus this (output units: normalised mel, log(1 + frames), log-magnitude)
 VOCODER_FRAMES = 40  # the vocoder's cases are cropped to this (its outputs are n_fft / 2 + 1 wide)
 CIRCULAR_OUTPUTS = ("phase",)  # outputs that are angles (radians), compared on the circle
-GRAPH_ROLES = ("tts_encoder", "tts_flow", "vocoder")
 
 
 @dataclass
@@ -378,7 +377,7 @@ def attach_graph_references(
     cases = graph_cases(modules, sentences, mel_mean=mel_mean, mel_std=mel_std, window=window, steps=steps)
     made = GraphReferences()
     present = list(dict.fromkeys(role for by_role in files.values() for role in by_role))
-    for role in [r for r in GRAPH_ROLES if r in present] + [r for r in present if r not in GRAPH_ROLES]:
+    for role in present:
         if role not in cases:
             raise ExportError(f"graph reference set: no inputs for the graph {role!r}")
         graph = next(by_role[role] for by_role in files.values() if role in by_role)

@@ -34,7 +34,7 @@ from edgewise.bundle import BundleWriter, sha256_file
 from edgewise.edge.pipelines.tts import ROLES
 from edgewise.export.errors import ExportError, ParityError
 from edgewise.export.pipeline import _check_sign_key, _versions, step
-from edgewise.export.reference import attach_graph_references
+from edgewise.export.reference import CIRCULAR_OUTPUTS, attach_graph_references
 
 if TYPE_CHECKING:
     from edgewise.cloud.models.tts.speak import Sentence
@@ -165,6 +165,7 @@ def graph_parity(
     import torch
 
     from edgewise.edge.backends import OnnxBackend
+    from edgewise.edge.reference import output_diff
 
     result = {}
     g = torch.Generator().manual_seed(1)
@@ -190,11 +191,9 @@ def graph_parity(
                 expected = modules[role](*args)
             expected = expected if isinstance(expected, tuple) else (expected,)
             got = backend.run({name: a.numpy() for name, a in zip(backend.input_names, args)})
-            for e, o in zip(expected, got):
-                diff = np.abs(e.numpy() - o)
-                if role == "vocoder" and e is expected[1]:  # phase: compare on the circle
-                    diff = np.abs(np.angle(np.exp(1j * (e.numpy() - o))))
-                worst = max(worst, float(diff.max()))
+            for name, e, o in zip(backend.output_names, expected, got):
+                compare = "circular" if name in CIRCULAR_OUTPUTS else "abs"  # the phase: on the circle
+                worst = max(worst, output_diff(o, e.numpy(), compare))
         result[role] = worst
     return result
 
@@ -330,7 +329,7 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 pipe = TTSPipeline(backends, settings, phonemizer)
                 mel_err, wav_err, hyps = [], [], []
                 for s, noise, (ref_mel, ref_audio) in zip(sentences, noises, ref):
-                    mu, _ = pipe.encode(_symbols_of(s, table))
+                    mu, _ = pipe.encode(table.symbols(s.ids))
                     noise = _fit(noise, mu.shape[0])
                     x = pipe.decode(noise[: mu.shape[0]] * cfg.flow.temperature, mu, cfg.flow.steps)
                     if x.shape == ref_mel.shape:
@@ -457,9 +456,3 @@ def _frames(acoustic: Any, s: Sentence) -> int:
             torch.from_numpy(s.last[None]),
         )
     return int(durations_from_log(logd, mask).sum())
-
-
-def _symbols_of(s: Sentence, table: Any) -> list[str]:
-    """The symbol list whose ids are ``s.ids`` (so the pipeline encodes exactly the reference's ids)."""
-    inverse = {v[0]: k for k, v in table.id_map.items()}
-    return [inverse[i] for i in s.ids[2:-1:2]]

@@ -101,6 +101,13 @@ def test_ids_follow_pipers_layout(table):
     assert len(ids) == 2 * len(symbols) + 3
 
 
+def test_symbols_invert_ids(table):
+    symbols = ["h", "ə", " ", "a", ".", "?"]
+    ids, _ = table.ids(symbols)
+    assert table.symbols(ids) == symbols
+    assert table.symbols(np.asarray(ids, dtype=np.int64)) == symbols  # a corpus row's array too
+
+
 def test_unknown_symbols_are_skipped_and_reported(table):
     ids, unknown = table.ids(["a", "☃", "b", "☃"])
     assert unknown == ["☃", "☃"]
