@@ -123,6 +123,12 @@ def ser_bundle(tiny_run, tmp_path_factory):
 # not voice quality (benchmarks/ measures that with the committed voice).
 
 TTS_FAST = ["--set", "optim.steps=30", "--set", "eval_every=15", "--set", "optim.batch_size=4"]
+# what tts_runs sets beyond TTS_FAST per run (a resumed run must be given the same config): half the
+# decoder blocks and vocoder layers of the tiny presets (faster to train, export and convert)
+TTS_SMALL = {
+    "tts": ["--set", "model.decoder.n_blocks=2"],
+    "vocoder": ["--set", "segment_frames=16", "--set", "model.n_layers=3"],
+}
 
 
 @pytest.fixture(scope="session")
@@ -140,12 +146,13 @@ def tts_corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tts_runs(tts_corpus, tmp_path_factory):
-    """(acoustic run, vocoder run): the tiny presets, 30 steps each."""
+    """(acoustic run, vocoder run): the tiny presets with half the decoder blocks and vocoder
+    layers (faster to train, export and convert; the tests check plumbing), 30 steps each."""
     require_module("torch")
     from edgewise.cli import main
 
     root = tmp_path_factory.mktemp("tts-runs")
-    small = ["--set", "segment_frames=16"]
+    small = TTS_SMALL["vocoder"]
     assert (
         main(
             [
@@ -162,21 +169,37 @@ def tts_runs(tts_corpus, tmp_path_factory):
         )
         == 0
     )
-    assert main(["-q", "train", "tts", "--data", str(tts_corpus), "--out", str(root / "ac"), *TTS_FAST]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "tts",
+                "--data",
+                str(tts_corpus),
+                "--out",
+                str(root / "ac"),
+                *TTS_FAST,
+                *TTS_SMALL["tts"],
+            ]
+        )
+        == 0
+    )
     return root / "ac", root / "voc"
 
 
 @pytest.fixture(scope="session")
 def tts_bundle(tts_runs, tmp_path_factory):
-    """The tts bundle (onnx fp32 and int8) of :func:`tts_runs`; the WER gate is opened wide, as
-    30-step models say nothing a recognizer can follow."""
+    """The tts bundle (onnx and tflite, fp32 and int8) of :func:`tts_runs`; the WER gate is opened
+    wide, as 30-step models say nothing a recognizer can follow."""
     require_module("pocketsphinx", "pocketsphinx is not installed (the tts-eval extra)")
     from edgewise.cli import main
 
     acoustic, vocoder = tts_runs
     out = tmp_path_factory.mktemp("tts-bundles")
     cmd = ["-q", "export", str(acoustic), "--vocoder", str(vocoder), "--out", str(out), "--threads", "1"]
-    assert main([*cmd, "--wer-sentences", "2", "--max-wer-increase", "100"]) == 0
+    formats = ["--format", "onnx", "--format", "tflite"]
+    assert main([*cmd, *formats, "--wer-sentences", "2", "--max-wer-increase", "100"]) == 0
     return out / "tts-tiny-1.0.0"
 
 

@@ -100,3 +100,14 @@ def test_wait_returns_the_archive_and_stop_ends_a_running_step(demo, tmp_path):
     assert proc.poll() is not None and time.monotonic() - t0 < 5
     running._thread.join(5)
     assert not running._thread.is_alive() and "next" not in running.times
+
+
+def test_the_demo_training_and_speech_settings_are_valid(demo):
+    """A typo in the demo's overrides would only show minutes into a demo run."""
+    from edgewise.cloud.train.config import resolve_config
+    from edgewise.edge.pipelines.tts import MAX_STEPS
+
+    for preset in ("small", "tiny"):
+        cfg = resolve_config(preset, [demo.PATIENCE[1]])
+        assert cfg.patience == 5 < resolve_config(preset).patience
+    assert 1 <= demo.SAY_STEPS <= MAX_STEPS

@@ -2,8 +2,9 @@
 
 An engine is named by a spec:
 
-- ``edgewise:BUNDLE[:fp32|int8[:STEPS]]``: the torch-free pipeline of a tts bundle, with the
-  graphs of one precision (default: what the device profile picks) and an ODE step count;
+- ``edgewise:BUNDLE[:VOICE[:STEPS]]``: the torch-free pipeline of a tts bundle, with the graphs
+  of one voice (``fp32``, ``int8``, ``tflite-fp32``, ``tflite-int8``; default: what the device
+  profile picks) and an ODE step count;
 - ``piper:PACKAGE_OR_PATH``: a Piper voice in onnxruntime (``PiperVoice.synthesize``, text in,
   audio out, sentence by sentence as Piper streams);
 - ``espeak-ng``: the espeak-ng program (formant synthesis), ``-w`` to a wav.
@@ -107,29 +108,25 @@ def run_interleaved(
 
 
 def _edgewise_engine(target: str, threads: int):
-    """The bundle's graphs of one precision, opened directly (a benchmark measures every artifact,
-    also one that failed its gate at export; the row reports the gate), else the profile's pick."""
+    """The bundle's graphs of one voice (``fp32``, ``int8``, ``tflite-fp32``, ``tflite-int8``),
+    opened directly (a benchmark measures every artifact, also one that failed its gate at export;
+    the row reports the gate), else the profile's pick."""
     from edgewise.bundle import load_bundle
-    from edgewise.devices import load_profile
-    from edgewise.edge.backends import OnnxBackend
-    from edgewise.edge.pipelines.tts import ROLES, TTSPipeline, TTSSettings, open_phonemizer
+    from edgewise.devices import RuntimeChoice, load_profile
+    from edgewise.edge.pipelines.tts import TTSPipeline, TTSSettings, open_phonemizer, voice_artifacts
+    from edgewise.edge.runtime import open_backend
 
     parts = target.split(":")
     bundle = load_bundle(parts[0])
     steps = int(parts[2]) if len(parts) > 2 else None
     if len(parts) > 1 and parts[1]:
-        # a role the precision does not quantize runs its fp32 graph, as the device's runtime picks it
-        arts = {
-            role: next(iter(bundle.artifacts(role, precision=parts[1])), None)
-            or next(iter(bundle.artifacts(role, precision="fp32")), None)
-            for role in ROLES
-        }
-        missing = [role for role, art in arts.items() if art is None]
-        if missing:
-            raise RuntimeError(f"{bundle.root.name} has no {parts[1]} artifact for {', '.join(missing)}")
+        arts = voice_artifacts(bundle, parts[1])  # a role the voice lacks runs as the device picks it
         settings = TTSSettings.from_manifest(bundle.manifest.preprocessing, str(bundle.root))
         backends = {
-            r: OnnxBackend(bundle.artifact_path(a), threads, single_io=False) for r, a in arts.items()
+            r: open_backend(
+                bundle, a, RuntimeChoice(format=a.format, precision=a.precision), threads, single_io=False
+            )
+            for r, a in arts.items()
         }
         pipe = TTSPipeline(backends, settings, open_phonemizer(settings.phonemizer, settings.voice))
     else:
@@ -227,20 +224,20 @@ if __name__ == "__main__":
 def bench_bundle(
     bundle: Path, out: Path, *, threads: int, sentences: int = 12, rounds: int = 5, seed: int = 0
 ) -> dict[str, Any]:
-    """``edgewise bench`` for a tts bundle: each precision it ships, interleaved, on seeded sentences.
+    """``edgewise bench`` for a tts bundle: each voice it ships (format and precision), interleaved,
+    on seeded sentences.
 
-    Writes OUT/bench.json and OUT/bench.md: per precision the real-time factor (median), the time
+    Writes OUT/bench.json and OUT/bench.md: per voice the real-time factor (median), the time
     to first audio of a 20-word sentence (median of ``rounds``), load time, peak RSS and size."""
     from edgewise.bundle import load_bundle
     from edgewise.cloud.data.tts_text import generate_sentences
-    from edgewise.edge.pipelines.tts import ROLES
     from edgewise.fsutil import write_text_atomic
     from edgewise.textnorm import normalize
 
     with load_bundle(bundle) as b:
-        precisions = sorted({a.precision for role in ROLES for a in b.artifacts(role)})
+        voices = voices_in(b)
         name = f"{b.manifest.name}-{b.manifest.version}"
-    engines = {f"{name} {p}": f"edgewise:{bundle}:{p}" for p in precisions}
+    engines = {f"{name} {v}": f"edgewise:{bundle}:{v}" for v in voices}
     texts = [(f"s{i}", normalize(t).text) for i, (_, t) in enumerate(generate_sentences(sentences, seed))]
     work = out / "wavs"
     runs = run_interleaved(engines, texts, work, threads=threads)
@@ -276,6 +273,15 @@ def bench_bundle(
         )
     write_text_atomic(out / "bench.md", "\n".join(lines) + "\n")
     return report
+
+
+def voices_in(bundle: Any) -> list[str]:
+    """The voices a tts bundle ships, as :func:`~edgewise.edge.pipelines.tts.voice_artifacts`
+    names them: ``fp32``, ``int8`` (ONNX), ``tflite-fp32``, ``tflite-int8``."""
+    from edgewise.edge.pipelines.tts import ROLES, voice_key
+
+    kinds = {(a.format, a.precision) for role in ROLES for a in bundle.artifacts(role)}
+    return [voice_key(f, p) for f, p in sorted(kinds, key=lambda k: (k[0] != "onnx", k))]
 
 
 TWENTY_WORDS = (

@@ -210,3 +210,103 @@ class LiteRTBackend:
 
     def describe(self) -> str:
         return f"{self.interpreter_name} ({self.window.frames}-frame window)"
+
+
+class LiteRTGraph:
+    """A fixed-length ``.tflite`` graph with named inputs and outputs (the TTS family's flow step
+    and vocoder), run like :meth:`OnnxBackend.run` on any number of frames.
+
+    litert-torch cannot convert these graphs with a dynamic frame axis, so they are exported at
+    ``frames`` frames with one more input, ``mask_input`` (1 for real frames), that keeps padding
+    out of every convolution and attention window. Up to ``frames`` frames run as one call, padded
+    and masked: the real frames get what the dynamic graph gives them. Longer inputs run in tiles
+    of ``frames - 2 * context`` frames (aligned to ``align``) with ``context`` frames of real input
+    on both sides; that is exact when ``context`` covers the graph's receptive field (the vocoder)
+    and the streaming pipeline's own chunking otherwise (the flow step's attention windows).
+    """
+
+    runtime = "litert"
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int = 1,
+        *,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        frames: int,
+        mask_input: str = "mask",
+        context: int = 0,
+        align: int = 1,
+        precision: str = "fp32",
+        quant: str | None = None,
+    ) -> None:
+        interpreter_cls, self.interpreter_name = _litert_interpreter(precision, quant)
+        self.path = _check_file(Path(path), "TFLite")
+        try:
+            interpreter = interpreter_cls(model_path=str(self.path), num_threads=max(1, threads))
+            self._runner = interpreter.get_signature_runner()
+            details = self._runner.get_input_details()
+            n_out = len(self._runner.get_output_details())
+        except Exception as exc:  # the interpreter raises ValueError/RuntimeError with its own text
+            raise BackendError(f"{self.path}: not a loadable TFLite graph ({_first_line(exc)})") from None
+        if len(details) != len(inputs) or n_out != len(outputs) or mask_input not in inputs:
+            raise BackendError(
+                f"{self.path}: the graph has {len(details)} inputs and {n_out} outputs; the manifest "
+                f"names {list(inputs)} (with the mask {mask_input!r}) -> {list(outputs)}"
+            )
+        self.frames, self.context, self.align = int(frames), int(context), max(1, int(align))
+        self.core = (self.frames - 2 * self.context) // self.align * self.align
+        if self.core < self.align:
+            raise BackendError(
+                f"{self.path}: {frames} frames leave no room inside {context} frames of context"
+            )
+        # litert-torch names a signature's tensors args_0.. and output_0.. in the module's order
+        self._args = {name: f"args_{i}" for i, name in enumerate(inputs)}
+        self._shapes = {
+            name: tuple(int(d) for d in details[f"args_{i}"]["shape"]) for i, name in enumerate(inputs)
+        }
+        self.mask_input = mask_input
+        self.input_names = [n for n in inputs if n != mask_input]
+        self.output_names = list(outputs)
+        self.calls = 0  # interpreter invocations so far
+
+    def _framed(self, name: str) -> bool:
+        shape = self._shapes[name]
+        return len(shape) >= 2 and shape[1] == self.frames
+
+    def _run_padded(self, inputs: dict[str, np.ndarray], length: int) -> list[np.ndarray]:
+        feed = {}
+        for name, arr in inputs.items():
+            arr = np.asarray(arr, dtype=np.float32)
+            if self._framed(name):
+                pad = [(0, 0)] * arr.ndim
+                pad[1] = (0, self.frames - length)
+                arr = np.pad(arr, pad)
+            feed[self._args[name]] = np.ascontiguousarray(arr)
+        mask = np.zeros((1, self.frames), np.float32)
+        mask[:, :length] = 1.0
+        feed[self._args[self.mask_input]] = mask
+        out = self._runner(**feed)
+        self.calls += 1
+        return [out[f"output_{i}"][:, :length] for i in range(len(self.output_names))]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """All outputs, in the graph's order, for named inputs of any length (batch 1)."""
+        missing = sorted(set(self.input_names) - set(inputs))
+        if missing:
+            raise BackendError(f"{self.path.name}: inputs {missing} not given")
+        framed = [n for n in self.input_names if self._framed(n)]
+        length = int(np.shape(inputs[framed[0]])[1])
+        if length <= self.frames:
+            return self._run_padded(inputs, length)
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, length, self.core):
+            end = min(length, start + self.core)
+            lo, hi = max(0, start - self.context), min(length, end + self.context)
+            tile = {n: (np.asarray(a)[:, lo:hi] if n in framed else a) for n, a in inputs.items()}
+            parts.append([o[:, start - lo : end - lo] for o in self._run_padded(tile, hi - lo)])
+        return [np.concatenate([p[i] for p in parts], axis=1) for i in range(len(self.output_names))]
+
+    def describe(self) -> str:
+        return f"{self.interpreter_name} ({self.frames}-frame graph, masked)"

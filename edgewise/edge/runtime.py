@@ -23,7 +23,7 @@ from typing import Any
 
 from edgewise.bundle import ArtifactEntry, Bundle, load_bundle
 from edgewise.devices import DeviceProfile, RuntimeChoice
-from edgewise.edge.backends import BackendError, LiteRTBackend, OnnxBackend
+from edgewise.edge.backends import BackendError, LiteRTBackend, LiteRTGraph, OnnxBackend
 from edgewise.edge.reference import DEVICE_PARITY, describe_result, failed_on_device
 from edgewise.edge.windows import WindowSpec
 from edgewise.errors import EdgewiseError, MissingDependencyError
@@ -55,6 +55,8 @@ def open_backend(
     path = bundle.artifact_path(art)
     if art.format == "onnx":
         return OnnxBackend(path, threads, providers=choice.providers, single_io=single_io)
+    if art.format == "tflite" and not single_io:  # a fixed-length graph with named inputs (tts)
+        return LiteRTGraph(path, threads, **fixed_graph_spec(art), precision=art.precision, quant=art.quant)
     if art.format == "tflite":
         window = WindowSpec.from_dict(art.extra.get("window") or {}, where=f"{art.path} extra.window")
         return LiteRTBackend(path, threads, window, precision=art.precision, quant=art.quant)
@@ -64,6 +66,26 @@ def open_backend(
         # built, checked against the bundle's reference set and cached; any refusal is a BackendError
         return open_tensorrt(bundle, art, engine_dir or bundle.root.parent / "engines")
     raise BackendError(f"{art.path}: no backend for format {art.format!r}")
+
+
+def fixed_graph_spec(art: ArtifactEntry) -> dict[str, Any]:
+    """A fixed-length TFLite graph's ``extra.graph``: its inputs and outputs in order, frames, the
+    mask input, tiling context and alignment (:class:`~edgewise.edge.backends.LiteRTGraph`)."""
+    spec = art.extra.get("graph")
+    try:
+        return {
+            "inputs": [str(n) for n in spec["inputs"]],
+            "outputs": [str(n) for n in spec["outputs"]],
+            "frames": int(spec["frames"]),
+            "mask_input": str(spec["mask_input"]),
+            "context": int(spec.get("context", 0)),
+            "align": int(spec.get("align", 1)),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackendError(
+            f"{art.path}: extra.graph is missing or malformed ({exc!r}); expected inputs, outputs, "
+            "frames and mask_input"
+        ) from None
 
 
 @dataclass

@@ -150,15 +150,17 @@ def export_run(args: argparse.Namespace) -> int:
 def export_tts(args: argparse.Namespace) -> int:
     import json
 
+    from edgewise.export.tts import FORMATS as FORMATS_TTS
     from edgewise.export.tts import INT8_ROLES, PRECISIONS, TTSExportOptions
     from edgewise.export.tts import export_tts as run_export
 
     if args.vocoder is None:
         raise ConfigError(f"{args.run} is a TTS run: give its vocoder with --vocoder VOCODER_RUN")
-    unsupported = sorted(set(args.formats or []) - {"onnx"})
+    unsupported = sorted(set(args.formats or []) - set(FORMATS_TTS))
     if unsupported:
         raise ConfigError(
-            f"TTS export writes onnx only for now; --format {', '.join(unsupported)} is not supported"
+            f"a voice exports to {' and '.join(FORMATS_TTS)}; --format {', '.join(unsupported)} is not "
+            "supported for TTS runs (TensorRT: build engines from the ONNX graphs on the device)"
         )
     if args.wer_sentences < 1:
         raise ConfigError(f"--wer-sentences must be at least 1, got {args.wer_sentences}")
@@ -166,6 +168,7 @@ def export_tts(args: argparse.Namespace) -> int:
         out=args.out,
         vocoder=args.vocoder,
         precisions=args.precisions or list(PRECISIONS),
+        formats=args.formats or ["onnx"],
         name=args.name,
         version=args.version,
         data=args.data,

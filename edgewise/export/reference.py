@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 import platform
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -356,6 +356,7 @@ def attach_graph_references(
     threads: int = 1,
     steps: int = 2,
     circular: Collection[str] = CIRCULAR_OUTPUTS,
+    open_graph: Callable[[str, Path], Any] | None = None,
 ) -> GraphReferences:
     """Reference sets for multi-input, multi-output graphs, and their check on this machine.
 
@@ -365,11 +366,18 @@ def attach_graph_references(
     vocoder takes raw mels); ``window``: the decoder's attention window; ``atol``: precision -> a
     fixed tolerance, or None for one measured here (module docstring). One file per role is
     written into ``workdir``; every artifact is run on its set here, as the device runs it
-    (onnxruntime, ``threads``, named inputs), and a miss beyond a fixed tolerance is a failure.
+    (``open_graph(role, path)``; default onnxruntime with ``threads`` and named inputs), and a
+    miss beyond a fixed tolerance is a failure. ``files`` may be keyed by any voice name that
+    ``atol`` has (``tflite-fp32``); ``extra`` is keyed the same way.
     Returns a :class:`GraphReferences`: merge ``extra[role][precision]`` into the artifact's
     ``extra["reference"]`` and call :meth:`GraphReferences.add_to` with the bundle writer.
     """
     from edgewise.edge.backends import OnnxBackend
+
+    if open_graph is None:
+
+        def open_graph(role: str, path: Path) -> Any:
+            return OnnxBackend(path, threads, single_io=False)
 
     unknown = sorted(set(files) - set(atol))
     if unknown:
@@ -381,7 +389,7 @@ def attach_graph_references(
         if role not in cases:
             raise ExportError(f"graph reference set: no inputs for the graph {role!r}")
         graph = next(by_role[role] for by_role in files.values() if role in by_role)
-        probe = OnnxBackend(graph, threads, single_io=False)
+        probe = open_graph(role, graph)
         names = list(probe.output_names)
         if sorted(cases[role][0]) != sorted(probe.input_names):
             raise ExportError(
@@ -396,7 +404,7 @@ def attach_graph_references(
         for precision, by_role in files.items():
             if role not in by_role:  # e.g. no int8 encoder: that voice runs the fp32 graph
                 continue
-            backend = OnnxBackend(by_role[role], threads, single_io=False)
+            backend = open_graph(role, by_role[role])
             fixed = atol[precision]
             probe_set = GraphReferenceSet(
                 cases[role], expected, [OutputCheck(n, fixed or 0.0, compares[n]) for n in names], rel, digest

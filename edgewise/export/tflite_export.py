@@ -102,15 +102,38 @@ def convert_fp32(model: Any, path: Path, frames: int, n_mels: int) -> Path:
     """litert-torch conversion of the merged model at a (1, frames, n_mels) input."""
     import torch
 
-    example = torch.zeros(1, frames, n_mels)
+    return convert(model, (torch.zeros(1, frames, n_mels),), path)
+
+
+def convert(model: Any, example: tuple[Any, ...], path: Path) -> Path:
+    """litert-torch conversion of a module at its example inputs' fixed shapes (fp32)."""
+    import torch
+
     with _captured_native_output(), torch.no_grad():
         import litert_torch  # its import prints TensorFlow/JAX start-up lines: captured too
 
-        edge_model = litert_torch.convert(model.eval(), (example,))
+        edge_model = litert_torch.convert(model.eval(), example)
         edge_model.export(str(path))
     if not path.is_file() or path.stat().st_size == 0:
         raise ExportError(f"tflite: litert-torch wrote no model to {path}")
     return path
+
+
+def quantize_dynamic(src: Path, dest: Path) -> dict[str, str]:
+    """int8 weights, activations quantized at run time (no calibration); returns the ``extra``."""
+    from ai_edge_quantizer import recipe
+
+    _quantize(src, dest, lambda qt: qt.load_quantization_recipe(recipe.dynamic_wi8_afp32()))
+    return {
+        "quantizer": f"ai-edge-quantizer {_version('ai-edge-quantizer')}",
+        "quant": "dynamic",
+        "weights": "int8 per-channel",
+        "activations": "dynamic int8",
+    }
+
+
+def converter_name() -> str:
+    return f"litert-torch {_version('litert-torch')}"
 
 
 def _quantize(src: Path, dest: Path, configure, calibration: list[np.ndarray] | None = None) -> None:
@@ -161,7 +184,7 @@ def calibration_windows(features: list[np.ndarray], frames: int, hop: int) -> li
 
 def export_variant(ctx: ExportContext, variant: Variant, out: Path) -> dict[str, Any]:
     """The ``export`` of the table's tflite row: writes ``out``, returns the artifact's ``extra``."""
-    from ai_edge_quantizer import qtyping, recipe
+    from ai_edge_quantizer import qtyping
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     window = ctx.window
@@ -171,7 +194,7 @@ def export_variant(ctx: ExportContext, variant: Variant, out: Path) -> dict[str,
         ctx.shared["tflite-fp32"] = fp32
     extra: dict[str, Any] = {
         "window": window.to_dict(),
-        "converter": f"litert-torch {_version('litert-torch')}",
+        "converter": converter_name(),
     }
     quantizer_name = f"ai-edge-quantizer {_version('ai-edge-quantizer')}"
     if variant.precision == "fp32":
@@ -189,10 +212,7 @@ def export_variant(ctx: ExportContext, variant: Variant, out: Path) -> dict[str,
         )
         extra.update(quantizer=quantizer_name, weights="float16", compute="float32")
     elif variant.quant == "dynamic":
-        _quantize(fp32, out, lambda qt: qt.load_quantization_recipe(recipe.dynamic_wi8_afp32()))
-        extra.update(
-            quantizer=quantizer_name, quant="dynamic", weights="int8 per-channel", activations="dynamic int8"
-        )
+        extra.update(quantize_dynamic(fp32, out))
     elif variant.quant == "static":
         windows = calibration_windows(ctx.calibration(), window.frames, window.hop)
         head = _output_tensor_name(fp32)

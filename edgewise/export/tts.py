@@ -14,9 +14,15 @@
     -> gate: every artifact and precision within tolerance, or nothing is written (unless --no-gate)
     -> BundleWriter: task "tts", preprocessing.tts (mel, stats, phoneme table, phonemizer, steps), signature
 
-TFLite is not produced for this family yet: the decoder's windowed attention pads to a multiple of
-its window from the input length, which litert-torch cannot convert with a dynamic length, and
-fixed-length graphs would need padding-aware masks in every block (recorded in the bundle notes).
+TFLite (``--format tflite``): litert-torch cannot convert the flow step or the vocoder with a
+dynamic frame axis (the decoder pads to a multiple of its attention window from the input length),
+so both are converted at a fixed length, :func:`~edgewise.edge.pipelines.tts.fixed_graph_frames`
+frames, with one more input, ``mask`` (1 for real frames), that every convolution and attention
+window honours: a call padded to that length gives its real frames what the dynamic graph gives
+(:class:`edgewise.edge.backends.LiteRTGraph` pads, masks, and tiles longer calls). int8 is
+ai-edge-quantizer's dynamic recipe. The encoder stays ONNX in the TFLite voice (TFLITE_ROLES):
+it runs once per sentence on int64 ids of any count. Each TFLite voice goes through the same
+per-graph, reference-set and end-to-end WER gate as the ONNX ones.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 from edgewise.bundle import BundleWriter, sha256_file
 from edgewise.edge.pipelines.tts import ROLES
 from edgewise.export.errors import ExportError, ParityError
+from edgewise.export.formats import FORMATS as TABLE
 from edgewise.export.pipeline import _check_sign_key, _versions, step
 from edgewise.export.reference import CIRCULAR_OUTPUTS, attach_graph_references
 
@@ -42,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8")
+FORMATS = ("onnx", "tflite")  # rows of the format table this family exports (edgewise.export.formats)
+TFLITE_ROLES = ("tts_flow", "vocoder")  # converted at a fixed length; the TFLite voice's encoder is ONNX
 # max |diff| of each graph's outputs against PyTorch, per precision (outputs are normalised mel
 # units, log(1 + frames), and log-magnitude); int8 is bounded end to end by the WER gate instead
 GRAPH_ATOL = {"fp32": 1e-3, "int8": None}
@@ -58,6 +67,7 @@ class TTSExportOptions:
     out: Path
     vocoder: Path
     precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
+    formats: list[str] = field(default_factory=lambda: ["onnx"])
     name: str | None = None
     version: str = "1.0.0"
     data: Path | None = None
@@ -98,6 +108,84 @@ def graphs(acoustic: Any, vocoder: Any) -> dict[str, Any]:
         "tts_flow": FlowStep(acoustic).eval(),
         "vocoder": vocoder.eval(),
     }
+
+
+def fixed_graphs(acoustic: Any, vocoder: Any) -> dict[str, Any]:
+    """The TFLite forms of the flow step and the vocoder: the same modules with a frame ``mask``
+    input last (padding past the real frames changes nothing in them)."""
+    from torch import nn
+
+    class FlowStep(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x, mu, t, mask):
+            return self.m.decoder(x, mu, t, mask)
+
+    class Vocoder(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, mel, mask):
+            return self.m(mel, mask)
+
+    return {"tts_flow": FlowStep(acoustic).eval(), "vocoder": Vocoder(vocoder).eval()}
+
+
+def fixed_graph_spec(
+    role: str, frames: int, window: int, vocoder_context: int, n_mels: int
+) -> dict[str, Any]:
+    """A TFLite graph's ``extra.graph`` (what :class:`~edgewise.edge.backends.LiteRTGraph` takes):
+    the flow's tiles keep its attention windows aligned; the vocoder's context is its receptive field."""
+    inputs, outputs = graph_io(role, n_mels, 1)
+    flow = role == "tts_flow"
+    return {
+        "inputs": [i["name"] for i in inputs] + ["mask"],
+        "outputs": [o["name"] for o in outputs],
+        "frames": frames,
+        "mask_input": "mask",
+        "context": window if flow else vocoder_context,
+        "align": window if flow else 1,
+    }
+
+
+def export_tflite(
+    modules: dict[str, Any],
+    roles: tuple[str, ...],
+    spec: dict[str, dict[str, Any]],
+    n_mels: int,
+    workdir: Path,
+    int8_roles: tuple[str, ...],
+    precisions: list[str],
+) -> dict[str, dict[str, Path]]:
+    """precision -> role -> .tflite file: fp32 by litert-torch at the fixed length, int8 dynamic
+    from it (the INT8_ROLES graphs)."""
+    import torch
+
+    from edgewise.export.tflite_export import convert, quantize_dynamic
+
+    out: dict[str, dict[str, Path]] = {"fp32": {}, "int8": {}}
+    for role in roles:
+        frames = spec[role]["frames"]
+        example = (
+            (
+                torch.zeros(1, frames, n_mels),
+                torch.zeros(1, frames, n_mels),
+                torch.full((1,), 0.5),
+                torch.ones(1, frames),
+            )
+            if role == "tts_flow"
+            else (torch.zeros(1, frames, n_mels), torch.ones(1, frames))
+        )
+        with step(f"export {role} tflite fp32 ({frames} frames, masked)"):
+            out["fp32"][role] = convert(modules[role], example, workdir / f"{role}.fp32.tflite")
+        if "int8" in precisions and role in int8_roles:
+            with step(f"quantize {role} tflite int8 (dynamic)"):
+                out["int8"][role] = workdir / f"{role}.int8-dynamic.tflite"
+                quantize_dynamic(out["fp32"][role], out["int8"][role])
+    return out
 
 
 def graph_io(role: str, n_mels: int, n_bins: int) -> tuple[list[dict], list[dict]]:
@@ -159,18 +247,18 @@ def export_graphs(modules: dict[str, Any], n_mels: int, workdir: Path) -> dict[s
 
 
 def graph_parity(
-    modules, files: dict[str, Path], sentences: list[Sentence], threads: int, n_mels: int
+    modules, files: dict[str, Path], sentences: list[Sentence], open_graph: Any, n_mels: int
 ) -> dict[str, float]:
-    """max |diff| of every output of each graph file against its PyTorch module, on validation inputs."""
+    """max |diff| of every output of each graph file against its PyTorch module, on validation
+    inputs; ``open_graph(role, path)`` loads a file the way the device does."""
     import torch
 
-    from edgewise.edge.backends import OnnxBackend
     from edgewise.edge.reference import output_diff
 
     result = {}
     g = torch.Generator().manual_seed(1)
     for role, path in files.items():
-        backend = OnnxBackend(path, threads, single_io=False)
+        backend = open_graph(role, path)
         worst = 0.0
         for s in sentences[:6]:
             if role == "tts_encoder":
@@ -181,6 +269,9 @@ def graph_parity(
                 )
             else:
                 frames = 4 * len(s.ids) // 3 + 5
+                # a fixed-length graph: one call's worth (longer calls are tiled, which is the
+                # pipeline's chunking for the flow, not a property of the graph)
+                frames = min(frames, getattr(backend, "frames", frames))
                 mel = torch.randn(1, frames, n_mels, generator=g)
                 args = (
                     (mel, torch.randn(1, frames, n_mels, generator=g), torch.rand(1, generator=g))
@@ -207,9 +298,17 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
     from edgewise.cloud.data.tts_corpus import load_tts_corpus
     from edgewise.cloud.models.tts.speak import corpus_sentences, speak
     from edgewise.cloud.train.tts_trainer import load_acoustic_run, load_vocoder_run
-    from edgewise.edge.backends import OnnxBackend
-    from edgewise.edge.pipelines.tts import TTSPipeline, TTSSettings, open_phonemizer
+    from edgewise.edge.backends import LiteRTGraph, OnnxBackend
+    from edgewise.edge.pipelines.tts import (
+        TTSPipeline,
+        TTSSettings,
+        fixed_graph_frames,
+        open_phonemizer,
+        voice_key,
+        voice_sources,
+    )
     from edgewise.export.onnx_export import quantize_int8_dynamic
+    from edgewise.export.tflite_export import converter_name
     from edgewise.phonemes import PhonemeIds
     from edgewise.textnorm import word_error_rate
     from edgewise.tts_dsp import MelSpec, tts_log_mel
@@ -221,6 +320,14 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
         raise ExportError(
             f"tts export: precision(s) {bad} not supported; choose from {', '.join(PRECISIONS)}"
         )
+    opts = replace(opts, formats=list(dict.fromkeys(opts.formats)))
+    for fmt in opts.formats:
+        if fmt not in FORMATS:
+            raise ExportError(
+                f"tts export: format {fmt!r} is not exported for voices; choose from {', '.join(FORMATS)}"
+                + (" (TensorRT: build engines from the ONNX graphs on the device)" if fmt in TABLE else "")
+            )
+        TABLE[fmt].requires()  # the toolchain, before any slow work (MissingDependencyError)
     unknown = sorted(set(opts.int8_roles) - set(ROLES))
     if unknown or not opts.int8_roles:
         raise ExportError(
@@ -276,6 +383,20 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
         overwrite=opts.overwrite,
     )  # fmt: skip
     modules = graphs(acoustic, vocoder)
+    n_frames = fixed_graph_frames(cfg.decoder.window, vinfo["receptive_field"])
+    specs = {
+        role: fixed_graph_spec(role, n_frames, cfg.decoder.window, vinfo["receptive_field"], cfg.n_mels)
+        for role in TFLITE_ROLES
+    }
+    threads = opts.threads
+
+    def open_graph(role: str, path: Path) -> Any:  # as the device opens it (edge.runtime.open_backend)
+        if path.suffix == ".tflite":
+            return LiteRTGraph(path, threads, **specs[role])
+        return OnnxBackend(path, threads, single_io=False)
+
+    # the voices: one per format and precision, keyed "fp32", "int8" (ONNX), "tflite-fp32", ...
+    voices = [(fmt, p) for fmt in opts.formats for p in opts.precisions]
     report: dict[str, Any] = {"graphs": {}, "end_to_end": {}}
     failures: list[str] = []
     with writer, tempfile.TemporaryDirectory(prefix="edgewise-tts-export-") as tmp:
@@ -288,19 +409,35 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 with step(f"quantize {role} onnx int8 (dynamic)"):
                     files["int8"][role] = Path(tmp) / f"{role}.int8-dynamic.onnx"
                     quant[role] = quantize_int8_dynamic(src, files["int8"][role])
-        for precision in opts.precisions:  # each graph first: a failure here ends the export early
-            with step(f"parity {precision} (each graph)"):
-                diffs = graph_parity(modules, files[precision], sentences, opts.threads, cfg.n_mels)
-            report["graphs"][precision] = {r: round(d, 6) for r, d in diffs.items()}
+        if "tflite" in opts.formats:
+            tfl = export_tflite(
+                fixed_graphs(acoustic, vocoder), TFLITE_ROLES, specs, cfg.n_mels, Path(tmp),
+                opts.int8_roles, opts.precisions,
+            )  # fmt: skip
+            for precision, by_role in tfl.items():
+                if by_role:
+                    files[voice_key("tflite", precision)] = by_role
+        # every file some voice runs ships and is checked (an int8-only export still ships the
+        # fp32 encoder its voice runs)
+        shipped: dict[str, dict[str, Path]] = {}
+        for fmt, precision in voices:
+            for role, path in voice_files(files, voice_key(fmt, precision)).items():
+                key = next(k for k, by_role in files.items() if by_role.get(role) == path)
+                shipped.setdefault(key, {})[role] = path
+        for key, by_role in shipped.items():  # each graph first: a failure here ends the export early
+            precision = voice_sources(key)[0][1]
+            with step(f"parity {key} (each graph)"):
+                diffs = graph_parity(modules, by_role, sentences, open_graph, cfg.n_mels)
+            report["graphs"][key] = {r: round(d, 6) for r, d in diffs.items()}
             atol = GRAPH_ATOL[precision]
             for role, d in diffs.items():
                 if atol is not None and d > atol:
-                    failures.append(f"{role} {precision}: max |diff| {d:.3g} > {atol:g}")
+                    failures.append(f"{role} {key}: max |diff| {d:.3g} > {atol:g}")
         with step("reference sets for the device's parity check"):
             device_refs = attach_graph_references(
-                modules, {p: files[p] for p in opts.precisions}, sentences, Path(tmp),
-                mel_mean=mean, mel_std=std, window=cfg.decoder.window, atol=GRAPH_ATOL,
-                threads=opts.threads,
+                modules, shipped, sentences, Path(tmp), mel_mean=mean, mel_std=std,
+                window=cfg.decoder.window, atol={k: GRAPH_ATOL[voice_sources(k)[0][1]] for k in shipped},
+                open_graph=open_graph,
             )  # fmt: skip
         report["device_reference"] = device_refs.report()
         failures += device_refs.failures
@@ -322,10 +459,11 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
         report["wer_pytorch"] = round(wer_torch, 4)
         log.info("reference: %d validation sentences, PyTorch WER %.3f", len(sentences), wer_torch)
         phonemizer = open_phonemizer(settings.phonemizer, settings.voice)
-        for precision in opts.precisions:
-            with step(f"parity {precision} (end to end, {len(sentences)} sentences)"):
-                voice = {**files["fp32"], **files[precision]}  # fp32 where a role has no int8 graph
-                backends = {r: OnnxBackend(p, opts.threads, single_io=False) for r, p in voice.items()}
+        for fmt, precision in voices:
+            key = voice_key(fmt, precision)
+            voice = voice_files(files, key)
+            with step(f"parity {key} (end to end, {len(sentences)} sentences)"):
+                backends = {r: open_graph(r, p) for r, p in voice.items()}
                 pipe = TTSPipeline(backends, settings, phonemizer)
                 mel_err, wav_err, hyps = [], [], []
                 for s, noise, (ref_mel, ref_audio) in zip(sentences, noises, ref):
@@ -359,12 +497,12 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 "waveform_log_mel_mean_abs_diff": round(float(np.mean(wav_err)), 5) if wav_err else None,
                 "wer": round(wer, 4),
                 "wer_increase": round(wer - wer_torch, 4),
-                "graphs": {r: precision if r in files[precision] else "fp32" for r in ROLES},
+                "graphs": {r: _graph_label(voice[r]) for r in ROLES},
             }
-            report["end_to_end"][precision] = e2e
+            report["end_to_end"][key] = e2e
             if wer - wer_torch > opts.max_wer_increase:
                 failures.append(
-                    f"{precision}: WER {wer:.3f} vs PyTorch {wer_torch:.3f} (more than {opts.max_wer_increase:.2f} worse)"
+                    f"{key}: WER {wer:.3f} vs PyTorch {wer_torch:.3f} (more than {opts.max_wer_increase:.2f} worse)"
                 )
             mel_atol = E2E_MEL_ATOL[precision]
             if (
@@ -372,8 +510,8 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 and e2e["mel_mean_abs_diff"] is not None
                 and e2e["mel_mean_abs_diff"] > mel_atol
             ):
-                failures.append(f"{precision}: mel mean |diff| {e2e['mel_mean_abs_diff']} > {mel_atol}")
-            log.info("%s end to end: %s", precision, e2e)
+                failures.append(f"{key}: mel mean |diff| {e2e['mel_mean_abs_diff']} > {mel_atol}")
+            log.info("%s end to end: %s", key, e2e)
         if failures and opts.gate:
             _refuse(report, failures)
         n_bins = mel_spec.n_fft // 2 + 1
@@ -386,17 +524,31 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 outputs=outputs,
                 extra={"parameters": params[role]} if params[role] else None,
             )
-            for precision in opts.precisions:
-                if role not in files[precision]:
-                    continue  # this precision's voice runs the role's fp32 graph
-                passed = not any(f.startswith((f"{role} {precision}", f"{precision}:")) for f in failures)
+            for key, by_role in shipped.items():
+                if role not in by_role:
+                    continue  # the voices run the role's graph of another format or precision
+                fmt, precision = voice_sources(key)[0]
+                row = TABLE[fmt]
+                stem = "fp32" if precision == "fp32" else "int8-dynamic"
+                passed = not any(f.startswith((f"{role} {key}", f"{key}:")) for f in failures)
+                extra: dict[str, Any] = {"reference": device_refs.extra[role][key]}
+                if precision == "int8":
+                    extra["quant"] = "dynamic"
+                fixed_shape = None
+                if fmt == "tflite":
+                    spec = specs[role]
+                    extra.update(graph=spec, converter=converter_name())
+                    # the role's frame inputs; the mask is the artifact's own (extra.graph)
+                    fixed_shape = {
+                        i["name"]: [1, spec["frames"], cfg.n_mels] for i in inputs if "frames" in i["shape"]
+                    }
                 writer.add_artifact(
-                    role, files[precision][role], f"models/{role}.{'fp32' if precision == 'fp32' else 'int8-dynamic'}.onnx",
-                    format="onnx", precision=precision, runtime="onnxruntime",
-                    parity={"checked": True, "passed": passed, "max_abs_diff": report["graphs"][precision][role],
-                            "end_to_end": report["end_to_end"][precision]},
-                    extra={**({"quant": "dynamic"} if precision == "int8" else {}),
-                           "reference": device_refs.extra[role][precision]},
+                    role, by_role[role], f"models/{role}.{stem}{row.suffix}",
+                    format=row.manifest_format, precision=precision, runtime=row.runtime,
+                    fixed_shape=fixed_shape,
+                    parity={"checked": True, "passed": passed, "max_abs_diff": report["graphs"][key][role],
+                            **({"end_to_end": report["end_to_end"][key]} if key in report["end_to_end"] else {})},
+                    extra=extra,
                 )  # fmt: skip
         device_refs.add_to(writer)  # bound by the sha256 in each artifact's extra.reference
         with step("write bundle"):
@@ -404,6 +556,21 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
     report["bundle"] = str(bundle)
     report["failures"] = failures
     return report
+
+
+def voice_files(files: dict[str, dict[str, Path]], voice: str) -> dict[str, Path]:
+    """role -> the exported file a voice runs (``files``: voice key -> role -> file), picked the
+    way the device picks artifacts (:func:`~edgewise.edge.pipelines.tts.voice_sources`)."""
+    from edgewise.edge.pipelines.tts import voice_key, voice_sources
+
+    keys = [voice_key(f, p) for f, p in voice_sources(voice)]
+    return {role: next(files[k][role] for k in keys if role in files.get(k, {})) for role in ROLES}
+
+
+def _graph_label(path: Path) -> str:
+    """``onnx fp32``, ``tflite int8``, ... from an exported file's name (role.stem.suffix)."""
+    stem = path.name.split(".")[1]
+    return f"{path.suffix.lstrip('.')} {stem.split('-')[0]}"
 
 
 def _corpus(load: Any, data: Path | None, info: dict[str, Any]) -> Any:

@@ -1,10 +1,9 @@
 """Device parity for a voice: each TTS graph carries a graph reference set, checked on install.
 
-The voice is the session's tts bundle (:func:`tests.conftest.tts_bundle`) written again with a
-:class:`~edgewise.bundle.BundleWriter` and the reference sets
-:func:`edgewise.export.reference.attach_graph_references` makes from its own ONNX graphs and the
-runs' merged PyTorch modules, as the TTS export does. Real onnxruntime, real installs and the real
-``edge-deploy`` on this machine; the altered bundles are re-signed with a real key.
+The voice is the session's tts bundle (:func:`tests.conftest.tts_bundle`, ONNX and TFLite), whose
+export attached the reference sets (:func:`edgewise.export.reference.attach_graph_references`).
+Real onnxruntime and LiteRT, real installs and the real ``edge-deploy`` on this machine; the
+altered bundles are re-signed with a real key.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgewise.bundle import BundleWriter, generate_keypair, load_bundle, sha256_file, sign_manifest
+from edgewise.bundle import generate_keypair, load_bundle, sha256_file, sign_manifest
 from edgewise.devices import load_profile
 from edgewise.edge.install import DeviceParityError, install_bundle
 from edgewise.edge.reference import (
@@ -33,7 +32,6 @@ from edgewise.edge.reference import (
     read_graph_reference,
     write_graph_reference,
 )
-from tests.conftest import require_module
 
 from .deploy.conftest import run_cli
 
@@ -41,6 +39,10 @@ ROLES = ("tts_encoder", "tts_flow", "vocoder")
 FP32 = {role: f"models/{role}.fp32.onnx" for role in ROLES}
 # the int8 voice quantizes the flow and the vocoder (its encoder is the fp32 graph)
 INT8 = {role: f"models/{role}.int8-dynamic.onnx" for role in ("tts_flow", "vocoder")}
+# the TFLite voice: the flow and the vocoder at a fixed length (its encoder is the ONNX fp32 graph)
+TFLITE = {role: f"models/{role}.fp32.tflite" for role in ("tts_flow", "vocoder")}
+TFLITE8 = {role: f"models/{role}.int8-dynamic.tflite" for role in ("tts_flow", "vocoder")}
+ALL = [*FP32.values(), *INT8.values(), *TFLITE.values(), *TFLITE8.values()]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,66 +97,14 @@ def fleet_key(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def voice(tts_runs, tts_bundle, tts_corpus, tmp_path_factory) -> Path:
-    """The session's tts bundle with a graph reference set on every artifact."""
-    require_module("torch")
-    from edgewise.cloud.data.tts_corpus import load_tts_corpus
-    from edgewise.cloud.models.tts.speak import corpus_sentences
-    from edgewise.cloud.train.tts_trainer import load_acoustic_run, load_vocoder_run
-    from edgewise.export.reference import attach_graph_references
-    from edgewise.export.tts import GRAPH_ATOL, graphs
-
-    acoustic, info = load_acoustic_run(tts_runs[0])
-    vocoder, _ = load_vocoder_run(tts_runs[1])
-    sentences = corpus_sentences(load_tts_corpus(tts_corpus), "val", 4)
-    out, scratch = tmp_path_factory.mktemp("tts-voice"), tmp_path_factory.mktemp("tts-voice-refs")
-    with (
-        load_bundle(tts_bundle) as source,
-        BundleWriter(
-            out,
-            name=source.manifest.name,
-            version=source.manifest.version,
-            task=source.manifest.task,
-            preprocessing=source.manifest.preprocessing,
-            provenance=source.manifest.provenance,
-        ) as writer,
-    ):
-        files: dict[str, dict[str, Path]] = {}
-        for art in source.artifacts():
-            role = next(r for r in ROLES if art.path.startswith(f"models/{r}."))
-            files.setdefault(art.precision, {})[role] = source.artifact_path(art)
-        refs = attach_graph_references(
-            graphs(acoustic, vocoder),
-            files,
-            sentences,
-            scratch,
-            mel_mean=np.asarray(info["mel_mean"], np.float32),
-            mel_std=np.asarray(info["mel_std"], np.float32),
-            window=acoustic.config.decoder.window,
-            atol=GRAPH_ATOL,
-            threads=1,
-        )
-        assert refs.failures == []
-        arts = sorted(a.path for a in source.artifacts())
-        assert arts == sorted([*FP32.values(), *INT8.values()]), f"the export now makes {arts}"
-        assert {ref["version"] for by in refs.extra.values() for ref in by.values()} == {GRAPH_REFERENCE}
-        for role, model in source.manifest.models.items():
-            writer.add_model(role, inputs=model.inputs, outputs=model.outputs, extra=model.extra)
-            for art in model.artifacts:
-                extra = {**art.extra, "reference": refs.extra[role][art.precision]}
-                writer.add_artifact(
-                    role,
-                    source.artifact_path(art),
-                    art.path,
-                    format=art.format,
-                    precision=art.precision,
-                    runtime=art.runtime,
-                    parity=art.parity,
-                    extra=extra,
-                )
-        refs.add_to(writer)
-        bundle = writer.finish(archive=False)
-    return bundle
+def voice(tts_bundle) -> Path:
+    """The session's tts bundle: the export attached a graph reference set to every artifact."""
+    with load_bundle(tts_bundle) as bundle:
+        arts = sorted(a.path for a in bundle.artifacts())
+        refs = {a.extra["reference"]["version"] for a in bundle.artifacts()}
+    assert arts == sorted(ALL), f"the export now makes {arts}"
+    assert refs == {GRAPH_REFERENCE}
+    return tts_bundle
 
 
 def copy_voice(voice: Path, dest: Path) -> Path:
@@ -192,8 +142,8 @@ def test_installing_a_voice_checks_every_graph_output_here(voice, tmp_path, caps
     rc, out, err = run_cli(capsys, "--device", "local", "--root", root, voice)
     assert rc == 0, err
     record = json.loads((root / "models" / "tts-tiny" / "1.0.0" / DEVICE_PARITY).read_text())
-    assert record["verdict"] == "ok" and record["summary"] == f"{len(FP32) + len(INT8)} passed"
-    for path in [*FP32.values(), *INT8.values()]:
+    assert record["verdict"] == "ok" and record["summary"] == f"{len(ALL)} passed"
+    for path in ALL:
         result = record["artifacts"][path]
         assert result["status"] == "passed", result
         assert result["in_profile"] and result["machine"] == platform.machine()
@@ -209,6 +159,8 @@ def test_installing_a_voice_checks_every_graph_output_here(voice, tmp_path, caps
     assert vocoder["outputs"]["log_mag"]["compare"] == "abs"
     assert record["artifacts"][FP32["tts_flow"]]["tolerance"] == {"v": 1e-3}  # fp32: GRAPH_ATOL
     assert record["artifacts"][INT8["tts_flow"]]["tolerance"]["v"] > 1e-3  # int8: measured
+    assert record["artifacts"][TFLITE["tts_flow"]]["tolerance"] == {"v": 1e-3}  # padded and masked: exact
+    assert "ai-edge-litert" in record["artifacts"][TFLITE["vocoder"]]["backend"]
 
 
 @pytest.mark.slow
@@ -274,13 +226,14 @@ def test_the_vocoder_phase_is_graded_on_the_circle(voice, tmp_path, fleet_key):
     alter_expected(wrapped, "vocoder", "phase", 2 * math.pi, key)  # the same angles
     with load_bundle(wrapped, public_key=pub) as bundle:
         results = check_artifacts(bundle, load_profile("x86-local"))
-    assert results[FP32["vocoder"]]["status"] == "passed"
-    assert results[FP32["vocoder"]]["outputs"]["phase"]["max_abs_diff"] < 1e-3
+    for path in (FP32["vocoder"], TFLITE["vocoder"]):
+        assert results[path]["status"] == "passed"
+        assert results[path]["outputs"]["phase"]["max_abs_diff"] < 1e-3
     off = copy_voice(voice, tmp_path / "off")
     alter_expected(off, "vocoder", "phase", 0.5, key)
     with load_bundle(off, public_key=pub) as bundle:
         results = check_artifacts(bundle, load_profile("x86-local"))
-    for path in (FP32["vocoder"], INT8["vocoder"]):
+    for path in (FP32["vocoder"], INT8["vocoder"], TFLITE["vocoder"], TFLITE8["vocoder"]):
         result = results[path]
         assert result["status"] == "failed" and result["worst_output"] == "phase"
         assert result["outputs"]["phase"]["max_abs_diff"] == pytest.approx(0.5, abs=0.2)

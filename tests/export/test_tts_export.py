@@ -30,20 +30,27 @@ def artifacts_of(manifest: dict, role: str) -> list[dict]:
     return manifest["models"][role]["artifacts"]
 
 
+def onnx(arts: list[dict]) -> list[dict]:
+    return [a for a in arts if a["format"] == "onnx"]
+
+
 def test_the_bundle_is_a_tts_bundle_with_the_three_graphs(manifest):
     assert manifest["task"] == "tts"
     assert set(manifest["models"]) == set(ROLES)
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_each_graph_ships_onnx_fp32_and_int8_where_quantized_with_its_parity_record(
+def test_each_graph_ships_each_format_fp32_and_int8_where_quantized_with_its_parity_record(
     manifest, tts_bundle, role
 ):
-    from edgewise.export.tts import INT8_ROLES
+    from edgewise.export.tts import INT8_ROLES, TFLITE_ROLES
 
     arts = artifacts_of(manifest, role)
-    expected = [("onnx", "fp32"), ("onnx", "int8")] if role in INT8_ROLES else [("onnx", "fp32")]
-    assert sorted((a["format"], a["precision"]) for a in arts) == expected
+    formats = ["onnx", "tflite"] if role in TFLITE_ROLES else ["onnx"]
+    precisions = ["fp32", "int8"] if role in INT8_ROLES else ["fp32"]
+    assert sorted((a["format"], a["precision"]) for a in arts) == [
+        (f, p) for f in formats for p in precisions
+    ]
     for a in arts:
         assert (tts_bundle / a["path"]).is_file()
         parity = a["parity"]
@@ -54,16 +61,44 @@ def test_each_graph_ships_onnx_fp32_and_int8_where_quantized_with_its_parity_rec
         assert e2e["sentences"] >= 1
 
 
+@pytest.mark.parametrize("role", ["tts_flow", "vocoder"])
+def test_tflite_graphs_are_fixed_length_with_a_mask_and_match_pytorch(manifest, role):
+    from edgewise.edge.pipelines.tts import fixed_graph_frames
+
+    tts = manifest["preprocessing"]["tts"]
+    frames = fixed_graph_frames(tts["decoder_window"], tts["vocoder_context"])
+    for a in [a for a in artifacts_of(manifest, role) if a["format"] == "tflite"]:
+        graph = a["extra"]["graph"]
+        assert graph["frames"] == frames and graph["mask_input"] == "mask" and graph["inputs"][-1] == "mask"
+        assert graph["context"] == (tts["decoder_window"] if role == "tts_flow" else tts["vocoder_context"])
+        frame_inputs = ["x", "mu"] if role == "tts_flow" else ["mel"]
+        assert a["fixed_shape"] == {n: [1, frames, tts["mel"]["n_mels"]] for n in frame_inputs}
+        assert a["runtime"] == "litert" and a["path"].endswith(".tflite")
+        if a["precision"] == "fp32":
+            assert a["parity"]["max_abs_diff"] < 1e-3
+
+
+def test_the_tflite_voice_runs_the_onnx_encoder_and_says_so(manifest):
+    (flow,) = [
+        a for a in artifacts_of(manifest, "tts_flow") if (a["format"], a["precision"]) == ("tflite", "int8")
+    ]
+    assert flow["parity"]["end_to_end"]["graphs"] == {
+        "tts_encoder": "onnx fp32",
+        "tts_flow": "tflite int8",
+        "vocoder": "tflite int8",
+    }
+
+
 def test_the_int8_voice_runs_the_encoder_in_fp32_and_says_so(manifest):
     """The encoder sets the durations; the int8 voice keeps it fp32 and its gate record names the
     graph of each role it ran."""
     from edgewise.export.tts import INT8_ROLES
 
     assert "tts_encoder" not in INT8_ROLES
-    (flow,) = [a for a in artifacts_of(manifest, "tts_flow") if a["precision"] == "int8"]
+    (flow,) = [a for a in onnx(artifacts_of(manifest, "tts_flow")) if a["precision"] == "int8"]
     e2e = flow["parity"]["end_to_end"]
-    assert e2e["graphs"] == {"tts_encoder": "fp32", "tts_flow": "int8", "vocoder": "int8"}
-    (fp32,) = [a for a in artifacts_of(manifest, "tts_flow") if a["precision"] == "fp32"]
+    assert e2e["graphs"] == {"tts_encoder": "onnx fp32", "tts_flow": "onnx int8", "vocoder": "onnx int8"}
+    (fp32,) = [a for a in onnx(artifacts_of(manifest, "tts_flow")) if a["precision"] == "fp32"]
     # the same encoder graph: the int8 voice gets the fp32 voice's durations on every sentence
     assert e2e["same_durations"] == fp32["parity"]["end_to_end"]["same_durations"]
 
@@ -80,15 +115,17 @@ def test_unknown_int8_graphs_are_refused_before_any_work(tts_runs, tmp_path, cap
 
 @pytest.mark.parametrize("role", ROLES)
 def test_fp32_graphs_match_pytorch_within_1e_3(manifest, role):
-    (fp32,) = [a for a in artifacts_of(manifest, role) if a["precision"] == "fp32"]
-    assert fp32["parity"]["max_abs_diff"] < 1e-3
+    for fp32 in [a for a in artifacts_of(manifest, role) if a["precision"] == "fp32"]:
+        assert fp32["parity"]["max_abs_diff"] < 1e-3
 
 
 def test_fp32_end_to_end_mel_matches_pytorch_with_the_same_noise(manifest):
-    (fp32,) = [a for a in artifacts_of(manifest, "tts_flow") if a["precision"] == "fp32"]
-    e2e = fp32["parity"]["end_to_end"]
-    assert e2e["same_durations"] >= 1  # the device's rounded durations agreed on some sentence
-    assert e2e["mel_mean_abs_diff"] is not None and e2e["mel_mean_abs_diff"] <= 0.05
+    fp32s = [a for a in artifacts_of(manifest, "tts_flow") if a["precision"] == "fp32"]
+    assert len(fp32s) == 2  # the ONNX and the TFLite voice
+    for fp32 in fp32s:
+        e2e = fp32["parity"]["end_to_end"]
+        assert e2e["same_durations"] >= 1  # the device's rounded durations agreed on some sentence
+        assert e2e["mel_mean_abs_diff"] is not None and e2e["mel_mean_abs_diff"] <= 0.05
 
 
 def test_preprocessing_says_what_the_device_needs_to_speak(manifest):

@@ -36,17 +36,24 @@ class MultiHeadSelfAttention(nn.Module):
         return self.proj(out.transpose(1, 2).flatten(2))
 
 
-def windowed_self_attention(attn: MultiHeadSelfAttention, x: Tensor, window: int) -> Tensor:
+def windowed_self_attention(
+    attn: MultiHeadSelfAttention, x: Tensor, window: int, mask: Tensor | None = None
+) -> Tensor:
     """``attn`` within non-overlapping windows of ``window`` frames, for any length.
 
     The sequence is zero-padded to a multiple of the window; padded frames are masked out as keys
-    and their outputs are sliced away, so results do not depend on the padding.
+    and their outputs are sliced away, so results do not depend on the padding. ``mask`` (B, T),
+    1 for real frames, masks padding the caller added too (a fixed-length graph's frames past the
+    input's end): real frames then get exactly what they get without it. A window with no real
+    frame attends to all of its keys (any output is finite; the caller masks it away).
     """
     length = x.shape[1]
     pad = (-length) % window
-    valid = F.pad(torch.ones_like(x[..., 0]), (0, pad))  # (B, T_padded)
+    frames = torch.ones_like(x[..., 0]) if mask is None else mask.to(x.dtype)
+    valid = F.pad(frames, (0, pad))  # (B, T_padded)
     windows = F.pad(x, (0, 0, 0, pad)).unflatten(1, (-1, window)).flatten(0, 1)  # (B * n_win, window, D)
     key_mask = valid.reshape(-1, 1, 1, window) > 0  # (B * n_win, 1, 1, window)
+    key_mask = key_mask | ~key_mask.any(-1, keepdim=True)  # no window without a key (NaN otherwise)
     out = attn(windows, attn_mask=key_mask)
     return out.reshape(x.shape[0], -1, x.shape[2])[:, :length]
 

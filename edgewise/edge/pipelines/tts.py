@@ -371,6 +371,45 @@ def _chunk_bounds(total: int, window: int) -> list[int]:
     return bounds
 
 
+def voice_key(fmt: str, precision: str) -> str:
+    """A voice's name: ``fp32``/``int8`` for ONNX graphs, ``tflite-fp32``, ``tflite-int8``."""
+    return precision if fmt == "onnx" else f"{fmt}-{precision}"
+
+
+def voice_sources(voice: str) -> list[tuple[str, str]]:
+    """Where a voice takes each role's graph from, in order: its own format and precision, that
+    format's fp32 (a graph int8 does not quantize), ONNX fp32 (the TFLite voice's encoder)."""
+    fmt, precision = voice.split("-", 1) if "-" in voice else ("onnx", voice)
+    return list(dict.fromkeys([(fmt, precision), (fmt, "fp32"), ("onnx", "fp32")]))
+
+
+def voice_artifacts(bundle: Bundle, voice: str) -> dict[str, Any]:
+    """role -> the artifact a named voice (:func:`voice_key`) runs, by :func:`voice_sources`;
+    ConfigError naming what is missing."""
+    sources = voice_sources(voice)
+    picks: dict[str, Any] = {}
+    for role in ROLES:
+        found = [a for f, p in sources for a in bundle.artifacts(role, format=f, precision=p)]
+        if not found:
+            have = ", ".join(f"{a.format} {a.precision}" for a in bundle.artifacts(role)) or "nothing"
+            raise ConfigError(f"{bundle.root.name}: no {voice} voice: {role} has {have}")
+        picks[role] = found[0]
+    if not any((a.format, a.precision) == sources[0] for a in picks.values()):
+        raise ConfigError(f"{bundle.root.name}: no {voice} artifact in the bundle")
+    return picks
+
+
+def fixed_graph_frames(window: int, vocoder_context: int) -> int:
+    """Frames a fixed-length flow or vocoder graph (TFLite) needs for every call :meth:`TTSPipeline._speak`
+    makes to fit in one run: a flow chunk with a window of context on both sides, a vocoder span
+    with its receptive field on both sides (a multiple of the window)."""
+    flow = (CHUNK_WINDOWS + 2) * window
+    vocoder = max(
+        CHUNK_WINDOWS * window + 2 * vocoder_context, (FIRST_CHUNK_WINDOWS + CHUNK_WINDOWS) * window
+    )
+    return -(-max(flow, vocoder) // window) * window
+
+
 def open_phonemizer(backend: str, voice: str = "en-us") -> Phonemizer:
     """The bundle's phonemizer; the system espeak-ng when piper-tts is not installed (with a warning)."""
     try:

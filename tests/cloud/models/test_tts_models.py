@@ -131,6 +131,62 @@ def test_merged_vocoder_is_the_plain_vocoder():
     assert merged.config.hrf is None
 
 
+# -- padded to a fixed length (the TFLite graphs) ----------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [5, 8, 21, 40])
+def test_decoder_step_padded_past_the_end_gives_the_real_frames_what_the_unpadded_step_gives(frames):
+    """A fixed-length graph pads with masked frames; they must not reach the real ones (through the
+    convolutions or as attention keys), including when whole windows are padding."""
+    model = randomize_(AcousticModel(small_acoustic(hrf=None)), seed=8).eval()
+    gen = torch.Generator().manual_seed(frames)
+    x, mu = torch.randn(1, frames, 80, generator=gen), torch.randn(1, frames, 80, generator=gen)
+    t = torch.tensor([0.4])
+    fixed = 48  # 6 windows of 8
+    pad = (0, 0, 0, fixed - frames)
+    mask = torch.zeros(1, fixed)
+    mask[:, :frames] = 1.0
+    with torch.no_grad():
+        alone = model.decoder(x, mu, t, torch.ones(1, frames))
+        padded = model.decoder(
+            torch.nn.functional.pad(x, pad, value=3.0), torch.nn.functional.pad(mu, pad), t, mask
+        )
+    assert torch.isfinite(padded).all()
+    torch.testing.assert_close(padded[:, :frames], alone, **TOL)
+    assert padded[:, frames:].abs().max() == 0
+
+
+def test_decoder_padding_without_its_mask_would_change_the_real_frames():
+    """The check above can fail: the same padding, unmasked, reaches the last real frames."""
+    model = randomize_(AcousticModel(small_acoustic(hrf=None)), seed=8).eval()
+    gen = torch.Generator().manual_seed(9)
+    x, mu = torch.randn(1, 21, 80, generator=gen), torch.randn(1, 21, 80, generator=gen)
+    t = torch.tensor([0.4])
+    with torch.no_grad():
+        alone = model.decoder(x, mu, t, torch.ones(1, 21))
+        padded = model.decoder(
+            torch.nn.functional.pad(x, (0, 0, 0, 27), value=3.0), torch.nn.functional.pad(mu, (0, 0, 0, 27)),
+            t, torch.ones(1, 48),
+        )  # fmt: skip
+    assert (padded[:, :21] - alone).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("frames", [3, 30, 64])
+def test_vocoder_padded_past_the_end_with_its_mask_equals_the_unpadded_vocoder(frames):
+    model = randomize_(Vocoder(small_vocoder(hrf=None)), seed=10).eval()
+    mel = torch.randn(1, frames, 80, generator=torch.Generator().manual_seed(frames))
+    mask = torch.zeros(1, 64)
+    mask[:, :frames] = 1.0
+    with torch.no_grad():
+        alone = model(mel)
+        padded = model(torch.nn.functional.pad(mel, (0, 0, 0, 64 - frames), value=2.0), mask)
+        unmasked = model(torch.nn.functional.pad(mel, (0, 0, 0, 64 - frames), value=2.0))
+    for a, p in zip(alone, padded):
+        torch.testing.assert_close(p[:, :frames], a, **TOL)
+    if frames < 64:
+        assert (unmasked[0][:, :frames] - alone[0]).abs().max() > 1e-3  # the mask is what makes it equal
+
+
 # -- the vocoder ------------------------------------------------------------------------------
 
 

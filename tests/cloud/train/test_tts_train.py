@@ -12,14 +12,13 @@ import pytest
 import yaml
 
 from edgewise.cli import main
-from tests.conftest import TTS_FAST, require_module
+from tests.conftest import TTS_FAST, TTS_SMALL, require_module
 
 torch = require_module("torch")
 
 RUNS = {"tts": 0, "vocoder": 1}  # index into the tts_runs fixture
 STEPS, EVAL_EVERY = 30, 15  # as TTS_FAST sets them
-# What the fixture set for each run beyond TTS_FAST (a resumed run must be given the same config).
-EXTRA = {"tts": [], "vocoder": ["--set", "segment_frames=16"]}
+EXTRA = TTS_SMALL  # what the fixture set for each run beyond TTS_FAST
 
 
 def history(run: Path) -> list[dict]:
@@ -116,7 +115,7 @@ def test_a_vocoder_run_adds_the_word_error_rate(tts_runs, tts_corpus, tmp_path):
     require_module("pocketsphinx")
     run = shutil.copytree(tts_runs[RUNS["tts"]], tmp_path / "tts")
     before = history(run)
-    overrides = [*TTS_FAST, "--set", "optim.steps=32", "--set", "eval_sentences=2"]
+    overrides = [*TTS_FAST, *EXTRA["tts"], "--set", "optim.steps=32", "--set", "eval_sentences=2"]
     assert train("tts", tts_corpus, run, "--resume", "--vocoder", str(tts_runs[1]), *overrides) == 0
     after = history(run)
     assert all("val_wer" not in r for r in before)  # the fixture trained without a vocoder
@@ -128,7 +127,7 @@ def test_a_vocoder_run_adds_the_word_error_rate(tts_runs, tts_corpus, tmp_path):
 def test_a_missing_vocoder_run_is_refused_before_training(tts_runs, tts_corpus, tmp_path, capsys):
     run = shutil.copytree(tts_runs[RUNS["tts"]], tmp_path / "tts")
     before = history(run)
-    overrides = [*TTS_FAST, "--set", "optim.steps=32"]
+    overrides = [*TTS_FAST, *EXTRA["tts"], "--set", "optim.steps=32"]
     assert train("tts", tts_corpus, run, "--resume", "--vocoder", str(tmp_path / "nope"), *overrides) == 2
     assert "nope" in capsys.readouterr().err
     assert history(run) == before  # not one step trained

@@ -31,7 +31,8 @@ def test_a_signed_voice_is_installed_spoken_once_and_made_current(capsys, tmp_pa
     root = tmp_path / "root"
     rc, out, err = run_cli(capsys, "--device", "local", "--root", root, bundle, "--key", pub)
     assert rc == 0, err
-    assert f"{KEY}: verified (5 artifacts, signature verified)" in out  # int8: the flow and vocoder
+    # ONNX fp32 x 3 and int8 x 2 (the flow and the vocoder), TFLite fp32 and int8 x 2 (the same two)
+    assert f"{KEY}: verified (9 artifacts, signature verified)" in out
     assert f"{KEY}: x86-local prefers onnx fp32 (models/tts_encoder.fp32.onnx)" in out
     # the smoke test of a voice says a sentence with all three graphs
     runs = next(line for line in out.splitlines() if ": runs here: " in line)
@@ -53,6 +54,7 @@ def test_every_role_of_the_task_must_have_an_artifact_the_device_runs(tts_bundle
         profile = load_profile("x86-local").model_copy(
             update={"task_runtimes": {"tts": [load_profile("rpi5").runtimes[0]]}}  # tflite int8 only
         )
-        with pytest.raises(WrongRuntime, match="the bundle's 'tts_flow' model has onnx fp32") as exc:
+        # the TFLite voice has no encoder of its own: a device that runs only TFLite cannot speak
+        with pytest.raises(WrongRuntime, match="the bundle's 'tts_encoder' model has onnx fp32") as exc:
             check_runtime_match(bundle, profile)
         assert "runs tflite int8 (dynamic)" in str(exc.value)

@@ -47,10 +47,11 @@ class TransformerBlock(nn.Module):
         self.window = window
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, frame_mask: Tensor | None = None) -> Tensor:
+        """``attn_mask``: full attention's key mask; ``frame_mask`` (B, T): windowed attention's."""
         h = self.norm(x)
         if self.window:
-            h = windowed_self_attention(self.attn, h, self.window)
+            h = windowed_self_attention(self.attn, h, self.window, frame_mask)
         else:
             h = self.attn(h, attn_mask=attn_mask)
         x = x + self.dropout(h)
@@ -157,9 +158,12 @@ class DecoderBlock(nn.Module):
         self.transformer = TransformerBlock(c, heads, d_ff, dropout, hrf_dim, window=window)
 
     def forward(self, x: Tensor, temb: Tensor, mask: Tensor) -> Tensor:
+        m = mask[..., None]
         x = x + self.time(temb)[:, None, :]
-        x = x + self.conv(self.conv_norm(x).transpose(1, 2)).transpose(1, 2)
-        return self.transformer(x * mask[..., None]) * mask[..., None]
+        # the convolution and the attention see nothing of masked frames, so a sequence padded
+        # past its end (a fixed-length graph) gives its real frames what the unpadded one gives
+        x = x + self.conv((self.conv_norm(x) * m).transpose(1, 2)).transpose(1, 2)
+        return self.transformer(x * m, frame_mask=mask) * m
 
 
 class FlowDecoder(nn.Module):

@@ -27,8 +27,8 @@ class ConvNeXtBlock(nn.Module):
         self.ffn = FeedForward(dim, d_ff, hrf_dim=hrf_dim)
         self.scale = nn.Parameter(torch.full((dim,), 0.1))
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, C)
-        y = self.dwconv(x.transpose(1, 2)).transpose(1, 2)
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # (B, T, C), mask (B, T, 1)
+        y = self.dwconv((x if mask is None else x * mask).transpose(1, 2)).transpose(1, 2)
         return x + self.scale * self.ffn(y)
 
 
@@ -52,11 +52,16 @@ class Vocoder(nn.Module):
         """Frames of context on each side that make chunked output equal the whole-mel output."""
         return (self.config.kernel // 2) * (self.config.n_layers + 1)
 
-    def forward(self, mel: Tensor) -> tuple[Tensor, Tensor]:
-        """mel (B, T, n_mels) -> log-magnitude (B, T, bins), phase (B, T, bins)."""
-        x = self.norm_in(self.embed(mel.transpose(1, 2)).transpose(1, 2))
+    def forward(self, mel: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """mel (B, T, n_mels) -> log-magnitude (B, T, bins), phase (B, T, bins).
+
+        ``mask`` (B, T), 1 for real frames: every convolution sees zeros past them, as it does at
+        the end of an unpadded mel, so a fixed-length graph's real frames match the dynamic one's.
+        """
+        m = None if mask is None else mask[..., None].to(mel.dtype)
+        x = self.norm_in(self.embed((mel if m is None else mel * m).transpose(1, 2)).transpose(1, 2))
         for block in self.blocks:
-            x = block(x)
+            x = block(x, m)
         out = self.head(self.norm_out(x))
         log_mag, phase_raw = out.split(self.n_bins, dim=-1)
         # Vocos predicts the phase angle through (cos, sin) of one output; here the angle directly.
