@@ -327,6 +327,33 @@ def _mb(size: int | None) -> str:
     return "-" if size is None else f"{size / 2**20:.1f} MB"
 
 
+def update_runs(args: argparse.Namespace) -> int:
+    """``--update-runs``: the acoustic-run comparison again, merged into the published report."""
+    from edgewise.bundle import load_bundle
+    from edgewise.cloud.data.tts_corpus import load_tts_corpus
+
+    path = args.out / "tts_report.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no report to update; run without --update-runs first")
+    compared = _parse_pairs(args.run, "--run")
+    if not compared:
+        raise SystemExit("--update-runs needs the runs to compare: --run LABEL=RUN ...")
+    started = time.time()
+    report = json.loads(path.read_text())
+    with load_bundle(args.bundle, verify=False, check_artifacts=False) as b:
+        vocoder_run = Path(json.loads(b.manifest.to_json_bytes())["provenance"]["vocoder_run"])
+    rows = run_rows(compared, vocoder_run, load_tts_corpus(args.corpus), args.run_sentences, args.threads)
+    report.setdefault("hrf", {}).update(runs=rows, summary=hrf_summary(rows))
+    report["runs_command"] = " ".join(["benchmarks/tts_report.py", *sys.argv[1:]])
+    report["runs_date"] = time.strftime("%Y-%m-%d")
+    report.setdefault("notes", []).append(
+        f"Acoustic runs measured again on {report['runs_date']} ({time.time() - started:.0f} s): runs_command."
+    )
+    plot(report, args.out / "tts_report.png")
+    write_report(args.out, "tts_report", report, markdown(report))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True, type=Path, help="the edgewise tts bundle")
@@ -355,7 +382,15 @@ def main() -> int:
     p.add_argument("--run-sentences", type=int, default=100, help="validation sentences for the runs' WER")
     p.add_argument("--work", type=Path, default=Path("benchmarks/work/tts"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument(
+        "--update-runs",
+        action="store_true",
+        help="only measure the --run runs again and replace that part of OUT/tts_report.json (longer runs "
+        "of the HRF and ablation comparison), keeping every other measurement",
+    )
     args = p.parse_args()
+    if args.update_runs:
+        return update_runs(args)
 
     from edgewise.bench.tts import TWENTY_WORDS, run_interleaved
     from edgewise.bundle import load_bundle

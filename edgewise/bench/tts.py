@@ -120,7 +120,7 @@ def _edgewise_engine(target: str, threads: int):
     bundle = load_bundle(parts[0])
     steps = int(parts[2]) if len(parts) > 2 else None
     if len(parts) > 1 and parts[1]:
-        arts = voice_artifacts(bundle, parts[1])  # a role the voice lacks runs as the device picks it
+        arts = voice_artifacts(bundle, parts[1])  # a role the voice lacks: by voice_sources
         settings = TTSSettings.from_manifest(bundle.manifest.preprocessing, str(bundle.root))
         backends = {
             r: open_backend(
@@ -278,10 +278,18 @@ def bench_bundle(
 def voices_in(bundle: Any) -> list[str]:
     """The voices a tts bundle ships, as :func:`~edgewise.edge.pipelines.tts.voice_artifacts`
     names them: ``fp32``, ``int8`` (ONNX), ``tflite-fp32``, ``tflite-int8``."""
-    from edgewise.edge.pipelines.tts import ROLES, voice_key
+    from edgewise.edge.pipelines.tts import ROLES, voice_artifacts, voice_key
+    from edgewise.errors import ConfigError
 
     kinds = {(a.format, a.precision) for role in ROLES for a in bundle.artifacts(role)}
-    return [voice_key(f, p) for f, p in sorted(kinds, key=lambda k: (k[0] != "onnx", k))]
+    voices = []
+    for fmt, precision in sorted(kinds, key=lambda k: (k[0] != "onnx", k)):
+        try:  # the encoder's ONNX fp32 alone is not an fp32 voice (an int8-only or TFLite-only export)
+            voice_artifacts(bundle, voice_key(fmt, precision))
+        except ConfigError:
+            continue
+        voices.append(voice_key(fmt, precision))
+    return voices
 
 
 TWENTY_WORDS = (

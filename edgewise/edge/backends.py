@@ -257,18 +257,26 @@ class LiteRTGraph:
             )
         self.frames, self.context, self.align = int(frames), int(context), max(1, int(align))
         self.core = (self.frames - 2 * self.context) // self.align * self.align
-        if self.core < self.align:
+        if self.core < self.align or self.context % self.align:
             raise BackendError(
-                f"{self.path}: {frames} frames leave no room inside {context} frames of context"
+                f"{self.path}: {frames} frames with {context} frames of context on each side and tiles "
+                f"aligned to {align}: expected context a multiple of the alignment and room for a tile"
             )
         # litert-torch names a signature's tensors args_0.. and output_0.. in the module's order
         self._args = {name: f"args_{i}" for i, name in enumerate(inputs)}
+        if sorted(details) != sorted(self._args.values()):
+            raise BackendError(f"{self.path}: the graph's inputs are {sorted(details)}, expected args_0..")
         self._shapes = {
-            name: tuple(int(d) for d in details[f"args_{i}"]["shape"]) for i, name in enumerate(inputs)
+            name: tuple(int(d) for d in details[arg]["shape"]) for name, arg in self._args.items()
         }
         self.mask_input = mask_input
         self.input_names = [n for n in inputs if n != mask_input]
         self.output_names = list(outputs)
+        if self._shapes[mask_input] != (1, self.frames) or not any(self._framed(n) for n in self.input_names):
+            raise BackendError(
+                f"{self.path}: the manifest says {frames} frames with the mask {mask_input!r}; the graph "
+                f"takes {self._shapes}"
+            )
         self.calls = 0  # interpreter invocations so far
 
     def _framed(self, name: str) -> bool:

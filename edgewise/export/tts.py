@@ -159,14 +159,15 @@ def export_tflite(
     workdir: Path,
     int8_roles: tuple[str, ...],
     precisions: list[str],
-) -> dict[str, dict[str, Path]]:
-    """precision -> role -> .tflite file: fp32 by litert-torch at the fixed length, int8 dynamic
-    from it (the INT8_ROLES graphs)."""
+) -> tuple[dict[str, dict[str, Path]], dict[str, dict[str, str]]]:
+    """(precision -> role -> .tflite file, role -> the int8 graph's quantizer details): fp32 by
+    litert-torch at the fixed length, int8 dynamic from it (the ``int8_roles`` graphs)."""
     import torch
 
     from edgewise.export.tflite_export import convert, quantize_dynamic
 
     out: dict[str, dict[str, Path]] = {"fp32": {}, "int8": {}}
+    quant: dict[str, dict[str, str]] = {}  # role -> the int8 graph's quantizer details (its extra)
     for role in roles:
         frames = spec[role]["frames"]
         example = (
@@ -184,8 +185,8 @@ def export_tflite(
         if "int8" in precisions and role in int8_roles:
             with step(f"quantize {role} tflite int8 (dynamic)"):
                 out["int8"][role] = workdir / f"{role}.int8-dynamic.tflite"
-                quantize_dynamic(out["fp32"][role], out["int8"][role])
-    return out
+                quant[role] = quantize_dynamic(out["fp32"][role], out["int8"][role])
+    return out, quant
 
 
 def graph_io(role: str, n_mels: int, n_bins: int) -> tuple[list[dict], list[dict]]:
@@ -392,7 +393,9 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
 
     def open_graph(role: str, path: Path) -> Any:  # as the device opens it (edge.runtime.open_backend)
         if path.suffix == ".tflite":
-            return LiteRTGraph(path, threads, **specs[role])
+            int8 = ".int8" in path.name
+            quant = {"precision": "int8", "quant": "dynamic"} if int8 else {}
+            return LiteRTGraph(path, threads, **specs[role], **quant)
         return OnnxBackend(path, threads, single_io=False)
 
     # the voices: one per format and precision, keyed "fp32", "int8" (ONNX), "tflite-fp32", ...
@@ -401,7 +404,7 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
     failures: list[str] = []
     with writer, tempfile.TemporaryDirectory(prefix="edgewise-tts-export-") as tmp:
         files = {"fp32": export_graphs(modules, cfg.n_mels, Path(tmp))}
-        if "int8" in opts.precisions:
+        if "int8" in opts.precisions and "onnx" in opts.formats:  # the TFLite voices run no ONNX int8
             files["int8"], quant = {}, {}
             for role, src in files["fp32"].items():
                 if role not in opts.int8_roles:
@@ -410,7 +413,7 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                     files["int8"][role] = Path(tmp) / f"{role}.int8-dynamic.onnx"
                     quant[role] = quantize_int8_dynamic(src, files["int8"][role])
         if "tflite" in opts.formats:
-            tfl = export_tflite(
+            tfl, tfl_quant = export_tflite(
                 fixed_graphs(acoustic, vocoder), TFLITE_ROLES, specs, cfg.n_mels, Path(tmp),
                 opts.int8_roles, opts.precisions,
             )  # fmt: skip
@@ -538,6 +541,8 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 if fmt == "tflite":
                     spec = specs[role]
                     extra.update(graph=spec, converter=converter_name())
+                    if precision == "int8":
+                        extra.update(tfl_quant[role])
                     # the role's frame inputs; the mask is the artifact's own (extra.graph)
                     fixed_shape = {
                         i["name"]: [1, spec["frames"], cfg.n_mels] for i in inputs if "frames" in i["shape"]

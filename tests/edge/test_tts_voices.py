@@ -82,3 +82,13 @@ def test_a_role_with_nothing_to_run_is_named():
 def test_bench_lists_every_voice_onnx_first():
     assert voices_in(FakeBundle(FULL)) == ["fp32", "int8", "tflite-fp32", "tflite-int8"]
     assert set(voices_in(FakeBundle(FULL))) <= {voice_key(f, p) for role in ROLES for f, p in FULL[role]}
+
+
+def test_bench_lists_only_voices_the_bundle_can_run():
+    """The encoder's ONNX fp32 graph alone is no fp32 voice (an int8-only or TFLite-only export)."""
+    tflite_only = {role: [a for a in arts if a[0] == "tflite"] for role, arts in FULL.items()}
+    tflite_only["tts_encoder"] = [("onnx", "fp32")]
+    assert voices_in(FakeBundle(tflite_only)) == ["tflite-fp32", "tflite-int8"]
+    int8_only = {role: [a for a in arts if a == ("onnx", "int8")] for role, arts in FULL.items()}
+    int8_only["tts_encoder"] = [("onnx", "fp32")]
+    assert voices_in(FakeBundle(int8_only)) == ["int8"]

@@ -39,10 +39,11 @@ def graphs(tmp_path_factory):
     vocoder = randomize_(Vocoder(small_vocoder(hrf=None)), seed=12).eval()
     ctx = vocoder.receptive_field
     specs = {role: tts.fixed_graph_spec(role, FRAMES, WINDOW, ctx, N_MELS) for role in tts.TFLITE_ROLES}
-    files = tts.export_tflite(
+    files, quant = tts.export_tflite(
         tts.fixed_graphs(acoustic, vocoder), tts.TFLITE_ROLES, specs, N_MELS,
         tmp_path_factory.mktemp("tts-tflite"), ("vocoder",), ["fp32", "int8"],
     )  # fmt: skip
+    assert set(quant) == {"vocoder"} and quant["vocoder"]["quant"] == "dynamic"  # its manifest extra
     return tts.graphs(acoustic, vocoder), specs, files
 
 
@@ -117,6 +118,16 @@ def test_a_graph_whose_manifest_names_other_inputs_is_refused(graphs):
     spec = {**specs["vocoder"], "inputs": ["mel", "f0", "mask"]}
     with pytest.raises(BackendError, match=r"2 inputs and 2 outputs.*'mel', 'f0', 'mask'"):
         LiteRTGraph(files["fp32"]["vocoder"], 1, **spec)
+
+
+def test_a_graph_of_another_length_than_its_manifest_says_is_refused(graphs):
+    _, specs, files = graphs
+    with pytest.raises(
+        BackendError, match=r"the manifest says 64 frames with the mask 'mask'; the graph takes"
+    ):
+        LiteRTGraph(files["fp32"]["vocoder"], 1, **{**specs["vocoder"], "frames": 64})
+    with pytest.raises(BackendError, match=r"expected context a multiple of the alignment"):
+        LiteRTGraph(files["fp32"]["tts_flow"], 1, **{**specs["tts_flow"], "context": WINDOW + 1})
 
 
 def test_a_missing_input_is_named(graphs):
