@@ -60,9 +60,39 @@ def log_mel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(tts_log_mel(a[:n]) - tts_log_mel(b[:n])).mean())
 
 
+def onnx_profile():
+    """x86-local running the ONNX voice (fp32 first): the chunking checks below compare whole and
+    chunked decoding, which a fixed-length TFLite flow tiles differently (its own tests cover it)."""
+    from edgewise.devices import RuntimeChoice
+
+    return load_profile("x86-local").model_copy(
+        update={"task_runtimes": {"tts": [RuntimeChoice(format="onnx", precision="fp32")]}}
+    )
+
+
 @pytest.fixture(scope="module")
 def pipeline(tts_bundle):
-    return TTSPipeline.from_bundle(tts_bundle, load_profile("x86-local"), threads=1)
+    return TTSPipeline.from_bundle(tts_bundle, onnx_profile(), threads=1)
+
+
+def test_x86_local_runs_the_tflite_int8_voice_with_the_onnx_encoder_and_it_sounds_like_onnx(
+    tts_bundle, pipeline
+):
+    tflite = TTSPipeline.from_bundle(tts_bundle, load_profile("x86-local"), threads=1)
+    try:
+        picked = {role: rt.artifact.path for role, rt in tflite.runtimes.items()}
+        assert picked == {
+            "tts_encoder": "models/tts_encoder.fp32.onnx",
+            "tts_flow": "models/tts_flow.int8-dynamic.tflite",
+            "vocoder": "models/vocoder.int8-dynamic.tflite",
+        }
+        audio = tflite.synthesize(LONG_SENTENCE, seed=1).audio
+        reference = pipeline.synthesize(LONG_SENTENCE, seed=1).audio
+        assert len(audio) == len(reference)  # the same encoder: the same durations
+        assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+        assert log_mel_diff(audio, reference) < 0.5  # int8 graphs: close, not equal
+    finally:
+        tflite.close()
 
 
 # -- audio and timings -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edgewise.bundle import generate_keypair, load_bundle, sha256_file, sign_manifest
-from edgewise.devices import load_profile
+from edgewise.devices import RuntimeChoice, load_profile
 from edgewise.edge.install import DeviceParityError, install_bundle
 from edgewise.edge.reference import (
     DEVICE_PARITY,
@@ -171,7 +171,16 @@ def test_a_graph_failing_its_reference_here_is_never_picked(voice, tmp_path, fle
     bundle = copy_voice(voice, tmp_path / "b")
     # 10x the fp32 tolerance; inside the int8 artifact's (its measured margin is at least 0.05)
     alter_expected(bundle, "tts_flow", "v", 0.01, key)
-    profile = load_profile("x86-local")  # tts: onnx fp32 first, then int8
+    profile = load_profile("x86-local").model_copy(  # the ONNX voice: fp32 first, then int8
+        update={
+            "task_runtimes": {
+                "tts": [
+                    RuntimeChoice(format="onnx", precision="fp32"),
+                    RuntimeChoice(format="onnx", precision="int8", quant="dynamic"),
+                ]
+            }
+        }
+    )
     installed = install_bundle(tmp_path / "root", bundle, public_key=pub, profile=profile)
     record = json.loads((installed / DEVICE_PARITY).read_text())
     failed = record["artifacts"][FP32["tts_flow"]]

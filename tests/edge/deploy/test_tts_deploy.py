@@ -36,7 +36,7 @@ def test_a_signed_voice_is_installed_spoken_once_and_made_current(capsys, tmp_pa
     assert f"{KEY}: x86-local prefers onnx fp32 (models/tts_encoder.fp32.onnx)" in out
     # the smoke test of a voice says a sentence with all three graphs
     runs = next(line for line in out.splitlines() if ": runs here: " in line)
-    for graph in ("tts_encoder.fp32.onnx", "tts_flow.fp32.onnx", "vocoder.fp32.onnx"):
+    for graph in ("tts_encoder.fp32.onnx", "tts_flow.int8-dynamic.tflite", "vocoder.int8-dynamic.tflite"):
         assert graph in runs
     assert "'Ready.' (" in runs and " s of audio) in " in runs
     assert current_key(root) == KEY and state(root)["last_good"] == KEY
@@ -46,11 +46,16 @@ def test_every_role_of_the_task_must_have_an_artifact_the_device_runs(tts_bundle
     with load_bundle(tts_bundle) as bundle:
         assert task_roles(bundle) == ["tts_encoder", "tts_flow", "vocoder"]
         pairs = check_runtime_match(bundle, load_profile("rpi5"))
-        # the Pi's tts order, not its SER order: int8 first, where the bundle quantizes the graph
-        # (the int8 voice keeps the encoder, the first role, in fp32)
+        # the Pi's tts order: TFLite int8 first, where the bundle has the graph (the encoder, the
+        # first role, is ONNX fp32 in every voice)
         assert [choice.describe() for choice, _ in pairs] == ["onnx fp32"]
         flow = _runnable(bundle, load_profile("rpi5"), "tts_flow")
-        assert flow[0][0].describe() == "onnx int8 (dynamic)"
+        assert [c.describe() for c, _ in flow] == [
+            "tflite int8 (dynamic)",
+            "onnx int8 (dynamic)",
+            "tflite fp32",
+            "onnx fp32",
+        ]
         profile = load_profile("x86-local").model_copy(
             update={"task_runtimes": {"tts": [load_profile("rpi5").runtimes[0]]}}  # tflite int8 only
         )
