@@ -140,6 +140,24 @@ def _litert_interpreter(precision: str, quant: str | None) -> tuple[Any, str]:
     raise MissingDependencyError("no TFLite interpreter: pip install 'edgewise[edge]' (ai-edge-litert)")
 
 
+def _open_litert(
+    path: str | Path, threads: int, precision: str, quant: str | None, *, signature: bool = False
+) -> tuple[Path, str, Any]:
+    """(path, interpreter name, the interpreter with its tensors allocated, or its default signature
+    runner with ``signature``): a ``.tflite`` file in the LiteRT interpreter this environment runs
+    correctly; BackendError naming the file when it cannot be loaded."""
+    interpreter_cls, name = _litert_interpreter(precision, quant)
+    path = _check_file(Path(path), "TFLite")
+    try:
+        interpreter = interpreter_cls(model_path=str(path), num_threads=max(1, threads))
+        if signature:
+            return path, name, interpreter.get_signature_runner()
+        interpreter.allocate_tensors()
+        return path, name, interpreter
+    except Exception as exc:  # the interpreter raises ValueError/RuntimeError with its own text
+        raise BackendError(f"{path}: not a loadable TFLite model ({_first_line(exc)})") from None
+
+
 class LiteRTBackend:
     """A fixed-window ``.tflite`` model; longer or shorter inputs go through ``window``."""
 
@@ -154,13 +172,7 @@ class LiteRTBackend:
         precision: str = "fp32",
         quant: str | None = None,
     ) -> None:
-        interpreter_cls, self.interpreter_name = _litert_interpreter(precision, quant)
-        self.path = _check_file(Path(path), "TFLite")
-        try:
-            self.interpreter = interpreter_cls(model_path=str(self.path), num_threads=max(1, threads))
-            self.interpreter.allocate_tensors()
-        except Exception as exc:  # the interpreter raises ValueError/RuntimeError with its own text
-            raise BackendError(f"{self.path}: not a loadable TFLite model ({_first_line(exc)})") from None
+        self.path, self.interpreter_name, self.interpreter = _open_litert(path, threads, precision, quant)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise BackendError(
@@ -241,15 +253,11 @@ class LiteRTGraph:
         precision: str = "fp32",
         quant: str | None = None,
     ) -> None:
-        interpreter_cls, self.interpreter_name = _litert_interpreter(precision, quant)
-        self.path = _check_file(Path(path), "TFLite")
-        try:
-            interpreter = interpreter_cls(model_path=str(self.path), num_threads=max(1, threads))
-            self._runner = interpreter.get_signature_runner()
-            details = self._runner.get_input_details()
-            n_out = len(self._runner.get_output_details())
-        except Exception as exc:  # the interpreter raises ValueError/RuntimeError with its own text
-            raise BackendError(f"{self.path}: not a loadable TFLite graph ({_first_line(exc)})") from None
+        self.path, self.interpreter_name, self._runner = _open_litert(
+            path, threads, precision, quant, signature=True
+        )
+        details = self._runner.get_input_details()
+        n_out = len(self._runner.get_output_details())
         if len(details) != len(inputs) or n_out != len(outputs) or mask_input not in inputs:
             raise BackendError(
                 f"{self.path}: the graph has {len(details)} inputs and {n_out} outputs; the manifest "

@@ -146,3 +146,11 @@ def test_a_malformed_graph_spec_in_the_manifest_is_a_backend_error_naming_it():
         BackendError, match=r"models/vocoder.fp32.tflite: extra.graph is missing or malformed"
     ):
         fixed_graph_spec(art)
+
+
+def test_a_broken_graph_file_is_a_backend_error_naming_it(graphs, tmp_path):
+    _, specs, _ = graphs
+    broken = tmp_path / "vocoder.fp32.tflite"
+    broken.write_bytes(b"not a flatbuffer")
+    with pytest.raises(BackendError, match=r"vocoder\.fp32\.tflite: not a loadable TFLite model"):
+        LiteRTGraph(broken, 1, **specs["vocoder"])
