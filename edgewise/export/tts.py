@@ -424,9 +424,8 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
         # fp32 encoder its voice runs)
         shipped: dict[str, dict[str, Path]] = {}
         for fmt, precision in voices:
-            for role, path in voice_files(files, voice_key(fmt, precision)).items():
-                key = next(k for k, by_role in files.items() if by_role.get(role) == path)
-                shipped.setdefault(key, {})[role] = path
+            for role, key in voice_keys(files, voice_key(fmt, precision)).items():
+                shipped.setdefault(key, {})[role] = files[key][role]
         for key, by_role in shipped.items():  # each graph first: a failure here ends the export early
             precision = voice_sources(key)[0][1]
             with step(f"parity {key} (each graph)"):
@@ -464,9 +463,9 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
         phonemizer = open_phonemizer(settings.phonemizer, settings.voice)
         for fmt, precision in voices:
             key = voice_key(fmt, precision)
-            voice = voice_files(files, key)
+            voice = voice_keys(files, key)
             with step(f"parity {key} (end to end, {len(sentences)} sentences)"):
-                backends = {r: open_graph(r, p) for r, p in voice.items()}
+                backends = {r: open_graph(r, files[k][r]) for r, k in voice.items()}
                 pipe = TTSPipeline(backends, settings, phonemizer)
                 mel_err, wav_err, hyps = [], [], []
                 for s, noise, (ref_mel, ref_audio) in zip(sentences, noises, ref):
@@ -500,7 +499,7 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
                 "waveform_log_mel_mean_abs_diff": round(float(np.mean(wav_err)), 5) if wav_err else None,
                 "wer": round(wer, 4),
                 "wer_increase": round(wer - wer_torch, 4),
-                "graphs": {r: _graph_label(voice[r]) for r in ROLES},
+                "graphs": {r: " ".join(voice_sources(voice[r])[0]) for r in ROLES},  # "onnx fp32"
             }
             report["end_to_end"][key] = e2e
             if wer - wer_torch > opts.max_wer_increase:
@@ -563,19 +562,14 @@ def export_tts(acoustic_run: str | Path, opts: TTSExportOptions) -> dict[str, An
     return report
 
 
-def voice_files(files: dict[str, dict[str, Path]], voice: str) -> dict[str, Path]:
-    """role -> the exported file a voice runs (``files``: voice key -> role -> file), picked the
-    way the device picks artifacts (:func:`~edgewise.edge.pipelines.tts.voice_sources`)."""
+def voice_keys(files: dict[str, dict[str, Path]], voice: str) -> dict[str, str]:
+    """role -> the voice key whose exported file the voice runs for it (``files``: voice key ->
+    role -> file), picked the way the device picks artifacts
+    (:func:`~edgewise.edge.pipelines.tts.voice_sources`)."""
     from edgewise.edge.pipelines.tts import voice_key, voice_sources
 
     keys = [voice_key(f, p) for f, p in voice_sources(voice)]
-    return {role: next(files[k][role] for k in keys if role in files.get(k, {})) for role in ROLES}
-
-
-def _graph_label(path: Path) -> str:
-    """``onnx fp32``, ``tflite int8``, ... from an exported file's name (role.stem.suffix)."""
-    stem = path.name.split(".")[1]
-    return f"{path.suffix.lstrip('.')} {stem.split('-')[0]}"
+    return {role: next(k for k in keys if role in files.get(k, {})) for role in ROLES}
 
 
 def _corpus(load: Any, data: Path | None, info: dict[str, Any]) -> Any:
