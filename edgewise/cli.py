@@ -45,6 +45,13 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "summarize a corpus: utterances per split and label, speakers, duration",
     ),
     (
+        "data",
+        "rec",
+        "edgewise.cloud.data.rec_commands",
+        "rec",
+        "make a recommendation dataset: ml-100k, a MovieLens directory, your CSV/Parquet, or synthetic",
+    ),
+    (
         "train",
         "ser",
         "edgewise.cloud.train.commands",
@@ -65,7 +72,21 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "train_vocoder",
         "train the Vocos-style iSTFT vocoder on a TTS corpus (HRF)",
     ),
+    (
+        "train",
+        "rec",
+        "edgewise.cloud.train.rec_commands",
+        "train_rec",
+        "train a recommender: lazy decoder-only, encoder-decoder or SASRec (semantic IDs, HRF, distillation)",
+    ),
     ("eval", "ser", "edgewise.cloud.train.commands", "eval_ser", "evaluate a trained run on a corpus split"),
+    (
+        "eval",
+        "rec",
+        "edgewise.cloud.train.rec_commands",
+        "eval_rec",
+        "evaluate a rec run: HR@K and NDCG@K by full ranking, invalid-ID rate",
+    ),
     (
         "eval",
         "baseline",

@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 EXTRAS="${EDGEWISE_EXTRAS:-dev}"
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION=2.13.0
+RECBOLE_VERSION=1.2.1 # the rec extra reads MovieLens-100K from its wheel
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 APT_PACKAGES=(espeak-ng sox libsndfile1 libportaudio2 mosquitto openssh-client openssh-server python3-venv
   qemu-user-static debootstrap)
@@ -108,8 +109,9 @@ case "$torch_choice" in
   *) die "EDGEWISE_TORCH must be auto, cpu or cuda, got '$torch_choice'" ;;
 esac
 [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] || torch_choice=default
-# Does this install need torch at all? (the edge extra alone does not)
-needs_torch=$(.venv/bin/python - "$EXTRAS" <<'PY'
+# Does this install need torch at all (the edge extra alone does not)? And which extras does it
+# pull in, nested ones included?
+read -r needs_torch extras_closure < <(.venv/bin/python - "$EXTRAS" <<'PY'
 import re, sys
 text = open("pyproject.toml").read()
 extras = {}
@@ -123,11 +125,11 @@ while todo:
     seen.add(extra)
     for inner in re.findall(r'"edgewise\[([^\]]*)\]"', extras[extra]):
         todo += [e.strip() for e in inner.split(",")]
-print("yes" if any(re.search(r'"torch[=<>~!\s]', extras[e]) for e in seen) else "no")
+print("yes" if any(re.search(r'"torch[=<>~!\s]', extras[e]) for e in seen) else "no", ",".join(sorted(seen)))
 PY
 )
 
-stamp=".venv/.edgewise-installed-$EXTRAS-torch-$torch_choice-$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)"
+stamp=".venv/.edgewise-installed-$EXTRAS-torch-$torch_choice-recbole-$RECBOLE_VERSION-$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   "${PIP[@]}" install -q --upgrade pip
   constraints=(-c scripts/constraints.txt)
@@ -152,6 +154,12 @@ if [ ! -f "$stamp" ]; then
   fi
   say "installing edgewise[$EXTRAS] into .venv (torch: $([ "$needs_torch" = yes ] && echo "$torch_choice build" || echo "not needed"))"
   "${PIP[@]}" install -q -e ".[$EXTRAS]" "${constraints[@]}"
+  if [[ ",$extras_closure," == *",rec,"* ]]; then
+    # MovieLens-100K comes from the copy RecBole's wheel ships (read at run time, never copied). RecBole's
+    # own dependencies (ray, numpy < 2 for its code) are not needed to read it: install the wheel alone.
+    say "installing recbole ${RECBOLE_VERSION} without its dependencies (for its MovieLens-100K copy)"
+    "${PIP[@]}" install -q --no-deps "recbole==${RECBOLE_VERSION}"
+  fi
   # scripts/constraints.txt pins every dependency to the versions the suite was last run with: the
   # install is reproducible and pip does not spend minutes backtracking through litert and torch
   # releases. Regenerate it from a working venv with scripts/update-constraints.sh.

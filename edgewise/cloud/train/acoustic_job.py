@@ -18,8 +18,8 @@ from edgewise.cloud.data.tts_corpus import load_tts_corpus
 from edgewise.cloud.models.tts.acoustic import AcousticModel, length_regulate
 from edgewise.cloud.models.tts.config import TTSTrainConfig
 from edgewise.cloud.models.tts.speak import corpus_sentences, word_error_rate_of
+from edgewise.cloud.train.step_loop import Job, StepTrainOptions
 from edgewise.cloud.train.tts_data import SplitData, break_targets, contour, load_split, mel_stats
-from edgewise.cloud.train.tts_trainer import Job, TTSTrainOptions
 from edgewise.errors import DataError
 from edgewise.phonemes import PhonemeIds, boundary_mask, last_word_mask
 from edgewise.tts_dsp import MelSpec, smooth_log_f0
@@ -126,7 +126,7 @@ def losses(model: AcousticModel, batch, cfg: TTSTrainConfig, generator: torch.Ge
     return out
 
 
-def build_acoustic_job(cfg: TTSTrainConfig, opts: TTSTrainOptions, dist) -> Job:
+def build_acoustic_job(cfg: TTSTrainConfig, opts: StepTrainOptions, dist) -> Job:
     corpus = load_tts_corpus(opts.data)
     table = PhonemeIds(corpus.id_map)
     if table.n_symbols > cfg.model.n_symbols:

@@ -47,10 +47,10 @@ def _overrides(args) -> list[str]:
 def train_tts_run(args: argparse.Namespace) -> int:
     from edgewise.cloud.models.tts.config import resolve_tts_config
     from edgewise.cloud.train.acoustic_job import build_acoustic_job
-    from edgewise.cloud.train.tts_trainer import TTSTrainOptions, run_job
+    from edgewise.cloud.train.step_loop import StepTrainOptions, run_job
 
     cfg = resolve_tts_config(args.config, _overrides(args))
-    opts = TTSTrainOptions(
+    opts = StepTrainOptions(
         args.data, args.out, args.resume, not args.no_progress and sys.stderr.isatty(), args.vocoder
     )
     metrics = run_job(cfg, opts, build_acoustic_job)
@@ -61,11 +61,11 @@ def train_tts_run(args: argparse.Namespace) -> int:
 
 def train_vocoder_run(args: argparse.Namespace) -> int:
     from edgewise.cloud.models.tts.config import resolve_tts_config
-    from edgewise.cloud.train.tts_trainer import TTSTrainOptions, run_job
+    from edgewise.cloud.train.step_loop import StepTrainOptions, run_job
     from edgewise.cloud.train.vocoder_job import build_vocoder_job
 
     cfg = resolve_tts_config(args.config, _overrides(args), vocoder=True)
-    opts = TTSTrainOptions(args.data, args.out, args.resume, not args.no_progress and sys.stderr.isatty())
+    opts = StepTrainOptions(args.data, args.out, args.resume, not args.no_progress and sys.stderr.isatty())
     metrics = run_job(cfg, opts, build_vocoder_job)
     if metrics:
         print(json.dumps(metrics, indent=2))

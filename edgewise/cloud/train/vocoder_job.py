@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from edgewise.cloud.data.tts_corpus import load_tts_corpus
 from edgewise.cloud.models.tts.config import VocoderTrainConfig
 from edgewise.cloud.models.tts.vocoder import TorchLogMel, Vocoder, multi_resolution_stft_loss
+from edgewise.cloud.train.step_loop import Job, StepTrainOptions
 from edgewise.cloud.train.tts_data import load_split
-from edgewise.cloud.train.tts_trainer import Job, TTSTrainOptions
 from edgewise.errors import DataError
 from edgewise.tts_dsp import MelSpec
 
 
-def build_vocoder_job(cfg: VocoderTrainConfig, opts: TTSTrainOptions, dist) -> Job:
+def build_vocoder_job(cfg: VocoderTrainConfig, opts: StepTrainOptions, dist) -> Job:
     corpus = load_tts_corpus(opts.data)
     train = load_split(corpus, "train")
     val = load_split(corpus, "val")

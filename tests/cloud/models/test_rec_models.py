@@ -1,0 +1,154 @@
+"""The recommenders' models: HRF merge equivalence, the lazy decoder's shared K/V, teacher forcing against
+incremental decoding, and trie-constrained beam search against exhaustive scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgewise.cloud.models.hrf import count_parameters, reparameterize_model
+from edgewise.cloud.models.rec.beam import TorchTrie, beam_search
+from edgewise.cloud.models.rec.config import RecModelConfig
+from edgewise.cloud.models.rec.generative import EncoderDecoderRec, LazyDecoderRec
+from edgewise.cloud.models.rec.sasrec import SASRec
+from edgewise.rec_ids import PrefixTrie, SemanticIds
+from tests.cloud.models.conftest import randomize_
+
+SIZES = (4, 4, 3)
+N_ITEMS = 40
+
+
+def _ids() -> SemanticIds:
+    # 40 of the 48 possible code rows, so the unconstrained decoder can emit rows that are no item
+    codes = np.array([[i // 12, (i // 3) % 4, i % 3] for i in range(N_ITEMS)], dtype=np.int32)
+    return SemanticIds(codes=codes, level_sizes=SIZES)
+
+
+def _tokens(ids: SemanticIds) -> torch.Tensor:
+    tokens = np.zeros((ids.n_items + 1, ids.n_levels), dtype=np.int64)
+    tokens[1:] = ids.tokens()
+    return torch.from_numpy(tokens)
+
+
+def _model(cls, **overrides):
+    settings = dict(d_model=32, n_heads=4, n_kv_heads=2, kv_group=2, n_layers=3, context_layers=1, max_len=12)
+    cfg = RecModelConfig(kind=cls.kind, dropout=0.0, **{**settings, **overrides})
+    if cls is SASRec:
+        return SASRec(cfg, N_ITEMS)
+    return cls(cfg, _tokens(_ids()), SIZES)
+
+
+def _history(seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    history = torch.randint(1, N_ITEMS + 1, (3, 9), generator=gen)
+    history[0, :4] = 0  # a short, left-padded history
+    return history
+
+
+@pytest.mark.parametrize("cls", [LazyDecoderRec, EncoderDecoderRec, SASRec])
+def test_hrf_merges_into_the_plain_model(cls):
+    model = randomize_(_model(cls)).eval()
+    merged = reparameterize_model(model)
+    plain = _model(cls, hrf=None)
+    assert set(merged.state_dict()) == set(plain.state_dict())
+    assert count_parameters(merged) < count_parameters(model)
+    plain.load_state_dict(merged.state_dict())
+    history = _history()
+    with torch.no_grad():
+        if cls is SASRec:
+            a, b = model(history), plain.eval()(history)
+        else:
+            target = _tokens(_ids())[history[:, -1:]]
+            a, b = model(history, target), plain.eval()(history, target)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_lazy_decoder_layers_have_no_kv_projections_and_groups_share_one():
+    model = _model(LazyDecoderRec, n_layers=4, kv_group=2)
+    assert all(block.cross.kv is None for block in model.blocks)
+    assert len(model.ctx_kv) == 2  # 4 layers in groups of 2
+    assert model.ctx_kv[0].out_features == 2 * 2 * (32 // 4)  # K and V, 2 KV heads (GQA), head dim 8
+    ctx = model.eval().context(_history(), every_position=False)
+    assert ctx.kv[0][0] is ctx.kv[1][0] and ctx.kv[2][0] is ctx.kv[3][0]
+    assert ctx.kv[0][0] is not ctx.kv[2][0]
+    encdec = _model(EncoderDecoderRec)
+    assert all(block.cross.kv is not None for block in encdec.blocks)
+
+
+def test_lazy_every_position_pass_equals_one_pass_per_prefix():
+    model = randomize_(_model(LazyDecoderRec), seed=1).eval()
+    history = _history()
+    tokens = model.embed.item_tokens[history]
+    with torch.no_grad():
+        every = model(history, tokens)  # (B, T, L, V): target at t is read after history[:t + 1]
+        for t in (4, 6, 8):
+            single = model(history[:, : t + 1], tokens[:, t : t + 1])
+            torch.testing.assert_close(every[1:, t], single[1:, 0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cls", [LazyDecoderRec, EncoderDecoderRec])
+def test_incremental_decoding_with_the_cache_equals_teacher_forcing(cls):
+    model = randomize_(_model(cls), seed=2).eval()
+    history = _history()
+    target = model.embed.item_tokens[torch.tensor([[3], [17], [40]])]  # (B, 1, L)
+    with torch.no_grad():
+        forced = model(history, target)[:, 0]
+        ctx = model.context(history, every_position=False)
+        tokens, caches = None, None
+        for level in range(len(SIZES)):
+            logits, caches = model.step(ctx, tokens, level, caches)
+            torch.testing.assert_close(logits[:, 0], forced[:, level], atol=1e-5, rtol=1e-4)
+            tokens = target[:, :, level]
+
+
+@pytest.mark.parametrize("cls", [LazyDecoderRec, EncoderDecoderRec])
+def test_beam_search_finds_the_exhaustive_best_items(cls):
+    ids = _ids()
+    model = randomize_(_model(cls), seed=3).eval()
+    trie = TorchTrie.from_trie(PrefixTrie.build(ids))
+    history = _history()
+    tokens = model.embed.item_tokens[1:]  # (n, L)
+    with torch.no_grad():
+        scores = []
+        for item in range(N_ITEMS):
+            logits = model(history, tokens[item].expand(3, 1, -1))[:, 0]
+            total = torch.zeros(3)
+            for level, (offset, size) in enumerate(zip(model.level_offsets, SIZES, strict=True)):
+                logp = torch.log_softmax(logits[:, level, offset : offset + size], -1)
+                total = total + logp[:, int(tokens[item, level]) - offset]
+            scores.append(total)
+    exhaustive = torch.stack(scores, 1)
+    result = beam_search(model, history, trie, beam=N_ITEMS)  # wide enough to be exact
+    best = exhaustive.topk(10, dim=1)
+    assert (result.items[:, :10] == best.indices.numpy()).all()
+    np.testing.assert_allclose(result.scores[:, :10], best.values.numpy(), atol=1e-4)
+    narrow = beam_search(model, history, trie, beam=5)
+    assert (narrow.items >= 0).all() and narrow.items.shape == (3, 5)
+    assert all(len(set(row)) == 5 for row in narrow.items.tolist())
+
+
+def test_without_the_trie_the_decoder_can_emit_ids_that_are_no_item():
+    ids = _ids()
+    model = randomize_(_model(LazyDecoderRec), seed=4).eval()
+    trie = TorchTrie.from_trie(PrefixTrie.build(ids))
+    free = beam_search(model, _history(), trie, beam=48, constrained=False)
+    assert (free.items < 0).any()  # 8 of the 48 code rows are no item
+    rows = {tuple(r) for r in ids.codes.tolist()}
+    for items, codes in zip(free.items.reshape(-1), free.codes.reshape(-1, 3), strict=True):
+        assert (items >= 0) == (tuple(codes.tolist()) in rows)
+    constrained = beam_search(model, _history(), trie, beam=40)
+    assert (constrained.items >= 0).all()
+
+
+def test_sasrec_scores_every_item_and_ignores_padding():
+    model = randomize_(_model(SASRec), seed=5).eval()
+    history = _history()
+    with torch.no_grad():
+        hidden = model(history)
+        scores = model.scores(hidden[:, -1])
+        # more left padding does not change the last position's output
+        wider = torch.cat([torch.zeros(3, 2, dtype=torch.long), history], 1)
+        again = model.scores(model(wider)[:, -1])
+    assert scores.shape == (3, N_ITEMS)
+    torch.testing.assert_close(scores[0], again[0], atol=1e-5, rtol=1e-4)

@@ -1,0 +1,167 @@
+"""``edgewise train rec`` and ``edgewise eval rec`` end to end on a small synthetic data set (real files,
+real training, the CLI's exit codes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgewise.cli import main
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "--set",
+    "model.d_model=16",
+    "--set",
+    "model.n_heads=2",
+    "--set",
+    "model.n_kv_heads=1",
+    "--set",
+    "model.n_layers=2",
+    "--set",
+    "model.encoder_layers=1",
+    "--set",
+    "model.context_layers=0",
+    "--set",
+    "model.d_ff=32",
+    "--set",
+    "model.max_len=12",
+    "--set",
+    "optim.batch_size=32",
+    "--set",
+    "optim.warmup_steps=5",
+    "--set",
+    "tokenizer.codebook_size=6",
+    "--set",
+    "tokenizer.levels=2",
+    "--set",
+    "tokenizer.embedding.dim=8",
+    "--set",
+    "threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rec") / "data"
+    code = main(
+        [
+            "-q",
+            "data",
+            "rec",
+            "synthetic",
+            "--users",
+            "120",
+            "--items",
+            "60",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def _train(data: Path, out: Path, config: str, steps: int, *extra: str) -> int:
+    args = ["-q", "train", "rec", "--config", config, "--data", str(data), "--out", str(out)]
+    return main([*args, *TINY, "--set", f"optim.steps={steps}", "--set", "eval_every=10", *extra])
+
+
+@pytest.fixture(scope="module")
+def lazy_run(data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "lazy"
+    assert _train(data, run, "lazy-small", 30) == 0
+    return run
+
+
+def test_a_lazy_run_has_the_run_layout_and_merged_weights(lazy_run: Path):
+    for name in ("config.yaml", "model.json", "model.safetensors", "metrics.json", "history.jsonl"):
+        assert (lazy_run / name).is_file(), name
+    assert (lazy_run / "checkpoints" / "best.safetensors").is_file()
+    info = json.loads((lazy_run / "model.json").read_text())
+    assert info["task"] == "rec" and info["kind"] == "lazy" and info["n_items"] == 60
+    assert info["model"]["hrf"] is None and info["trained_with"]["hrf"] is not None
+    metrics = json.loads((lazy_run / "metrics.json").read_text())
+    assert metrics["merge_max_abs_diff"] < 1e-4
+    assert metrics["parameters"] < metrics["parameters_training_form"]
+    assert metrics["test"]["invalid_rate"] == 0.0  # the trie allows only real items
+    assert 0 <= metrics["test"]["ndcg@10"] <= metrics["test"]["hr@10"] <= 1
+    assert 0 <= metrics["tokenizer"]["collision_rate"] <= 1 and metrics["tokenizer"]["levels"] == 2
+    ids = json.loads((lazy_run / "semantic_ids.json").read_text())
+    assert len(ids["codes"]) == 60
+    items = json.loads((lazy_run / "items.json").read_text())
+    assert len(items["ids"]) == 60
+
+
+def test_eval_rec_reproduces_the_runs_test_metrics(lazy_run: Path, capsys):
+    capsys.readouterr()
+    assert main(["-q", "eval", "rec", str(lazy_run), "--split", "test"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    metrics = json.loads((lazy_run / "metrics.json").read_text())["test"]
+    for key in ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "invalid_rate"):
+        assert printed[key] == pytest.approx(metrics[key]), key
+
+
+def test_training_learns_something_an_untrained_model_does_not(data, lazy_run: Path, tmp_path):
+    untrained = tmp_path / "untrained"
+    assert _train(data, untrained, "lazy-small", 1, "--set", "optim.lr=1e-9") == 0
+    trained = json.loads((lazy_run / "metrics.json").read_text())["valid"]
+    chance = json.loads((untrained / "metrics.json").read_text())["valid"]
+    assert trained["hr@10"] > chance["hr@10"] + 0.05
+
+
+@pytest.mark.parametrize("config", ["sasrec", "encdec"])
+def test_the_other_kinds_train_and_evaluate_under_the_same_protocol(data, tmp_path, config):
+    run = tmp_path / config
+    assert _train(data, run, config, 20) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"hr@5", "ndcg@5", "hr@10", "ndcg@10"}
+    assert metrics["merge_max_abs_diff"] < 1e-4
+    assert (run / "semantic_ids.json").is_file() == (config != "sasrec")
+
+
+def test_resume_continues_the_run_to_more_steps(data, tmp_path):
+    run = tmp_path / "resumed"
+    assert _train(data, run, "sasrec", 10) == 0
+    assert _train(data, run, "sasrec", 20, "--resume") == 0
+    steps = [json.loads(line)["step"] for line in (run / "history.jsonl").read_text().splitlines()]
+    assert steps == [10, 20]
+
+
+def test_resume_refuses_a_changed_model(data, tmp_path, capsys):
+    run = tmp_path / "changed"
+    assert _train(data, run, "sasrec", 10) == 0
+    capsys.readouterr()
+    assert _train(data, run, "sasrec", 20, "--resume", "--set", "model.d_model=32") == 2
+    assert "model.d_model" in capsys.readouterr().err
+
+
+def test_a_student_distils_from_a_teacher_with_its_semantic_ids(data, lazy_run: Path, tmp_path):
+    student = tmp_path / "student"
+    extra = ["--teacher", str(lazy_run), "--set", "model.n_layers=1", "--set", "tokenizer.seed=7"]
+    assert _train(data, student, "lazy-small", 10, *extra) == 0
+    info = json.loads((student / "model.json").read_text())
+    assert info["teacher"]["kind"] == "lazy"
+    ours = json.loads((student / "semantic_ids.json").read_text())
+    theirs = json.loads((lazy_run / "semantic_ids.json").read_text())
+    assert np.array_equal(ours["codes"], theirs["codes"])  # not re-tokenized (tokenizer.seed differs)
+    history = [json.loads(line) for line in (student / "history.jsonl").read_text().splitlines()]
+    assert all("train_kd" in h for h in history)
+
+
+def test_bad_input_is_a_clear_error(data, lazy_run: Path, tmp_path, capsys):
+    capsys.readouterr()
+    assert _train(tmp_path / "nothing-here", tmp_path / "r1", "lazy-small", 5) == 2
+    assert "nothing-here" in capsys.readouterr().err
+    assert _train(data, tmp_path / "r2", "sasrec", 5, "--teacher", str(lazy_run)) == 2
+    assert "teacher" in capsys.readouterr().err
+    assert main(["-q", "eval", "rec", str(tmp_path)]) == 2
+    assert "not a finished training run" in capsys.readouterr().err
+    assert _train(data, tmp_path / "r3", "no-such-preset", 5) == 2
+    assert "no-such-preset" in capsys.readouterr().err
