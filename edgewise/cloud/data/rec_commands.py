@@ -15,19 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgewise.cloud.data.commands import _positive_int
+
 log = logging.getLogger(__name__)
 
 ROLES_HELP = "user, item, timestamp, rating, watch_time, item_duration, disliked; title, category, description, duration"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
 
 
 def _columns(text: str) -> dict[str, str]:

@@ -237,25 +237,6 @@ def build_rec_dataset(
 
 
 # --- saving ----------------------------------------------------------------------------------
-def _check_target(out: Path, force: bool) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise DataError(f"{out}: exists and is not a directory; choose another --out")
-    if not any(out.iterdir()):
-        return
-    if not force:
-        raise DataError(
-            f"{out}: already exists and is not empty; choose another --out "
-            "(or pass --force to replace a dataset written by edgewise data rec)"
-        )
-    if not (out / DATASET_FILE).is_file():
-        raise DataError(
-            f"{out}: refusing to replace a directory that is not a rec dataset (no {DATASET_FILE}); "
-            "remove it yourself or choose another --out"
-        )
-
-
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
@@ -268,10 +249,10 @@ def save_rec_dataset(
     as a DATA directory, atomically: everything goes into a temporary sibling directory that is
     renamed to ``out_dir`` once complete, so a failure leaves nothing behind. An existing non-empty
     ``out_dir`` is refused, unless ``force`` and it holds a dataset (replaced only at the end)."""
-    from edgewise.cloud.data.synth import _move_into_place
+    from edgewise.cloud.data.synth import _move_into_place, check_target
 
     out = Path(out_dir).expanduser().absolute()
-    _check_target(out, force)
+    check_target(out, force, DATASET_FILE, "a rec dataset")
     ds.validate()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -307,7 +288,7 @@ def save_rec_dataset(
         for path in staging.iterdir():
             _fsync(path)
         fsync_dir(staging)
-        _check_target(out, force)
+        check_target(out, force, DATASET_FILE, "a rec dataset")
         _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -459,14 +440,6 @@ class LeaveLastOut:
     test_target: np.ndarray
     n_dropped: int
     min_interactions: int
-
-    @property
-    def valid_users(self) -> np.ndarray:
-        return self.users
-
-    @property
-    def test_users(self) -> np.ndarray:
-        return self.users
 
 
 def leave_last_out(ds: RecDataset, min_interactions: int = 3) -> LeaveLastOut:

@@ -424,7 +424,7 @@ def items_from_frame(table: Table, names: Mapping[str, str], on_bad_rows: str) -
     frame = table.frame
     checks = RowChecks(table)
     ids = check_ids(frame[names["item"]], names["item"], checks, "item")
-    id_text = pd.Series(_id_strings(ids) if ids.dtype.kind in "iu" else ids, dtype=object)
+    id_text = pd.Series(_id_strings(ids) if ids.dtype.kind in "iuf" else ids, dtype=object)
     dup = id_text.duplicated(keep="first").to_numpy() & (id_text != "").to_numpy()
     first_row = dict(zip(id_text[~dup], table.rows[~dup]))
     checks.add(

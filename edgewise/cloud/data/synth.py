@@ -542,8 +542,9 @@ def _render_all(
     return [row for rows in results for row in rows]
 
 
-def check_target(out: Path, force: bool) -> None:
-    """Refuse to overwrite a non-empty ``out`` unless ``force``, and never anything but a corpus."""
+def check_target(out: Path, force: bool, marker: str = CORPUS_FILE, kind: str = "an edgewise corpus") -> None:
+    """Refuse to overwrite a non-empty ``out`` unless ``force``, and never anything but ``kind``
+    (a directory holding ``marker``)."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -553,11 +554,11 @@ def check_target(out: Path, force: bool) -> None:
     if not force:
         raise DataError(
             f"{out}: already exists and is not empty; pass --force to replace it "
-            "(the old corpus is replaced only once the new one is complete)"
+            f"(the old one is replaced only once the new one is complete)"
         )
-    if not (out / CORPUS_FILE).is_file():
+    if not (out / marker).is_file():
         raise DataError(
-            f"{out}: refusing to replace a directory that is not an edgewise corpus (no {CORPUS_FILE}); "
+            f"{out}: refusing to replace a directory that is not {kind} (no {marker}); "
             "remove it yourself or choose another --out"
         )
 

@@ -32,10 +32,3 @@ def ranking_metrics(
             float(np.where(found, 1.0 / np.log2(position + 2.0), 0.0).mean()) if len(target) else 0.0
         )
     return out
-
-
-def top_k_of_scores(scores: np.ndarray, k: int) -> np.ndarray:
-    """(U, n_items) scores -> (U, k) item indices, best first (ties: lower index first)."""
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import Field
@@ -14,6 +14,7 @@ from edgewise.errors import ConfigError
 from edgewise.features import LogMelConfig
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs" / "ser"
+T = TypeVar("T")
 
 
 class FeatureSettings(StrictModel):
@@ -97,15 +98,28 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def resolve_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
-    """A shipped preset name or a YAML path, validated, with overrides applied."""
+def resolve_preset(
+    model_cls: type[T],
+    preset_dir: Path,
+    name_or_path: str,
+    overrides: list[str] | None,
+    what: str,
+    names: list[str],
+) -> T:
+    """A shipped preset (``preset_dir/NAME.yaml``, one of ``names``) or a YAML path, with ``--set``
+    overrides, validated as ``model_cls``; ``what`` names the config in the error."""
     path = Path(name_or_path)
-    if not path.suffix and (PRESET_DIR / f"{name_or_path}.yaml").is_file():
-        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.suffix and name_or_path in names and (preset_dir / f"{name_or_path}.yaml").is_file():
+        path = preset_dir / f"{name_or_path}.yaml"
     elif not path.is_file():
         raise ConfigError(
-            f"config {name_or_path!r}: not a shipped preset ({', '.join(preset_names())}) nor a YAML file"
+            f"{what} {name_or_path!r}: not a shipped preset ({', '.join(names)}) nor a YAML file"
         )
     data = apply_overrides(read_yaml(path), overrides or [])
     label = str(path) if not overrides else f"{path} (with --set {' '.join(overrides)})"
-    return load_config(TrainConfig, data, name=label)
+    return load_config(model_cls, data, name=label)
+
+
+def resolve_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
+    """A shipped preset name or a YAML path, validated, with overrides applied."""
+    return resolve_preset(TrainConfig, PRESET_DIR, name_or_path, overrides, "config", preset_names())

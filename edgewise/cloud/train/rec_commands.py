@@ -69,23 +69,33 @@ def eval_rec_run(args: argparse.Namespace) -> int:
     from edgewise.cloud.models.rec.config import RecTrainConfig
     from edgewise.cloud.train.rec_job import RecData, evaluate_model, load_rec_run
     from edgewise.config import load_config, read_yaml
-    from edgewise.errors import ConfigError
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, info = load_rec_run(args.run)
     cfg = load_config(RecTrainConfig, read_yaml(args.run / "config.yaml"), name=str(args.run / "config.yaml"))
     if args.beam is not None:
-        if args.beam < cfg.top_k:
-            raise ConfigError(
-                f"--beam {args.beam}: must be at least top_k ({cfg.top_k}) to rank {cfg.top_k} items"
-            )
-        cfg.beam = args.beam
+        cfg = load_config(RecTrainConfig, {**cfg.model_dump(mode="json"), "beam": args.beam}, name="--beam")
     data = RecData(cfg, args.data or info["data"]["path"], teacher_ids=info["semantic_ids"])
-    if data.n_items != info["n_items"]:
-        raise ConfigError(
-            f"{args.run}: the run knows {info['n_items']} items, the data set has {data.n_items}"
-        )
+    _check_same_items(args.run, data.dataset.item_ids)
     metrics = evaluate_model(model, data, args.split, cfg, constrained=not args.no_trie)
     print(json.dumps({"run": str(args.run), "kind": info["kind"], "split": args.split, **metrics}, indent=2))
     return 0
+
+
+def _check_same_items(run: Path, item_ids: list[str]) -> None:
+    """A data set other than the run's must hold the same items at the same indices."""
+    from edgewise.errors import DataError
+
+    path = run / "items.json"
+    try:
+        known = json.loads(path.read_text())["ids"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: cannot read the run's item table ({exc})") from None
+    if len(known) != len(item_ids):
+        raise DataError(f"{run}: the run knows {len(known)} items, the data set has {len(item_ids)}")
+    for index, (a, b) in enumerate(zip(known, item_ids, strict=True)):
+        if str(a) != str(b):
+            raise DataError(
+                f"{run}: item {index} is {a!r} in the run and {b!r} in the data set; not the same items"
+            )

@@ -71,7 +71,9 @@ class RecData:
         self.valid_target = np.asarray(split.valid_target, dtype=np.int64)  # 0-based
         self.test_history = [np.asarray(s, dtype=np.int64) + 1 for s in split.test_history]
         self.test_target = np.asarray(split.test_target, dtype=np.int64)
+        self.users_evaluated, self.users_dropped = len(split.users), int(split.n_dropped)
         self.ids = self.trie = self.tokenizer_report = None
+        self._torch_tries: dict[str, Any] = {}
         if cfg.model.kind != "sasrec":
             self._tokenize(cfg, split, teacher_ids)
         self.seconds = round(time.perf_counter() - started, 2)
@@ -99,6 +101,15 @@ class RecData:
                 f"the semantic IDs cover {self.ids.n_items} items, the data set has {self.n_items}"
             )
         self.trie = PrefixTrie.build(self.ids)
+
+    def torch_trie(self, device: torch.device):
+        """The trie as tensors on ``device`` (built once per device)."""
+        from edgewise.cloud.models.rec.beam import TorchTrie
+
+        key = str(device)
+        if key not in self._torch_tries:
+            self._torch_tries[key] = TorchTrie.from_trie(self.trie).to(device)
+        return self._torch_tries[key]
 
     def item_tokens(self) -> torch.Tensor:
         """(n_items + 1, L) global token ids; row 0 (padding) is all zeros."""
@@ -136,18 +147,14 @@ def generative_loss_terms(
     ``targets`` (B, Q) 1-based items (0: no target). Each level's logits are its slice of the
     vocabulary; with ``constrained`` the codes the trie forbids after the target's prefix are -inf.
     """
-    from edgewise.cloud.models.rec.beam import TorchTrie
-
     m = model.module if hasattr(model, "module") else model
     tokens = m.embed.item_tokens[targets]  # (B, Q, L)
     logits = model(history, tokens)  # (B, Q, L, V)
     keep = targets > 0
     rows = logits[keep]  # (N, L, V)
     codes = tokens[keep]
-    trie = data.torch_trie if hasattr(data, "torch_trie") else None
-    if constrained and trie is None:
-        trie = data.torch_trie = TorchTrie.from_trie(data.trie)
-    nodes = torch.zeros(rows.shape[0], dtype=torch.long)
+    trie = data.torch_trie(rows.device) if constrained else None
+    nodes = torch.zeros(rows.shape[0], dtype=torch.long, device=rows.device)
     per_level, labels = [], []
     for level, size in enumerate(m.level_sizes):
         offset = m.level_offsets[level]
@@ -173,10 +180,12 @@ def build_rec_job(cfg: RecTrainConfig, opts: StepTrainOptions, dist) -> Job:
     teacher, teacher_info = None, None
     if opts.teacher is not None:
         teacher, teacher_info = load_rec_run(opts.teacher)
-        if (teacher_info["kind"] == "sasrec") != (cfg.model.kind == "sasrec"):
+        if teacher_info["kind"] != cfg.model.kind:
             raise DataError(
-                f"{opts.teacher}: a {teacher_info['kind']} teacher cannot teach a {cfg.model.kind} student"
+                f"{opts.teacher}: a {teacher_info['kind']} teacher cannot teach a {cfg.model.kind} student "
+                "(distillation pairs runs of the same kind)"
             )
+        teacher = teacher.to(dist.device)
     data = RecData(cfg, opts.data, teacher_ids=None if teacher is None else teacher_info["semantic_ids"])
     if teacher is not None and teacher_info["n_items"] != data.n_items:
         raise DataError(
@@ -196,6 +205,7 @@ def build_rec_job(cfg: RecTrainConfig, opts: StepTrainOptions, dist) -> Job:
             windows = pad_left(sample_windows(data.train, users, length + 1, rng), length + 1)
             history, targets = torch.from_numpy(windows[:, :-1]), torch.from_numpy(windows[:, 1:])
             targets = targets * (history > 0)  # no target without a history item before it
+        history, targets = history.to(dist.device), targets.to(dist.device)
         out: dict[str, torch.Tensor] = {}
         if kind == "sasrec":
             hidden = m(history)
@@ -235,20 +245,21 @@ def build_rec_job(cfg: RecTrainConfig, opts: StepTrainOptions, dist) -> Job:
         if kind != "sasrec":
             out["test_unconstrained"] = evaluate_model(merged, data, "test", cfg, constrained=False)
             out["tokenizer"] = data.tokenizer_report
-        history = torch.from_numpy(pad_left(data.valid_history[:64], length))
+        history = torch.from_numpy(pad_left(data.valid_history[:64], length)).to(dist.device)
         with torch.inference_mode():
             if kind == "sasrec":
                 a, b = trained(history)[:, -1], merged(history)[:, -1]
             else:
-                tokens = merged.embed.item_tokens[torch.from_numpy(data.valid_target[:64] + 1)][:, None]
+                target = torch.from_numpy(data.valid_target[:64] + 1).to(dist.device)
+                tokens = merged.embed.item_tokens[target][:, None]
                 a, b = trained(history, tokens), merged(history, tokens)
         out["merge_max_abs_diff"] = float((a - b).abs().max())
         out["data_seconds"] = data.seconds
-        if dist.is_main:
-            write_run_extras(opts.out, data)
+        out["users"] = {"evaluated": data.users_evaluated, "dropped_too_short": data.users_dropped}
         return out
 
     def model_json():
+        write_run_extras(opts.out, data)  # before model.json: a run that looks finished has its IDs
         info = {
             "kind": kind,
             "model": cfg.model.model_copy(update={"hrf": None}).model_dump(mode="json"),
@@ -278,23 +289,26 @@ def rank_items(
     *,
     constrained: bool = True,
     batch: int = 256,
-) -> np.ndarray:
-    """(U, K) 0-based item indices best first: top ``top_k`` scores (SASRec) or the beam (generative)."""
-    from edgewise.cloud.models.rec.beam import TorchTrie, beam_search
+) -> tuple[np.ndarray, np.ndarray]:
+    """(U, K) 0-based item indices best first: the top ``top_k`` scores (SASRec) or the beam
+    (generative; -1 where a beam is no item), and (U, K) bool: generated IDs that are no item."""
+    from edgewise.cloud.models.rec.beam import beam_search
 
     model.eval()
+    device = next(model.parameters()).device
     length = model.config.max_len
-    width = max(cfg.beam, cfg.top_k) if model.kind != "sasrec" else cfg.top_k
-    out = []
-    trie = TorchTrie.from_trie(data.trie) if model.kind != "sasrec" else None
+    ranked, invalid = [], []
     for start in range(0, len(histories), batch):
-        history = torch.from_numpy(pad_left(histories[start : start + batch], length))
+        history = torch.from_numpy(pad_left(histories[start : start + batch], length)).to(device)
         if model.kind == "sasrec":
-            scores = model.scores(model(history)[:, -1])
-            out.append(scores.topk(width, dim=1).indices.numpy())
+            top = model.scores(model(history)[:, -1]).topk(cfg.top_k, dim=1).indices.cpu().numpy()
+            ranked.append(top)
+            invalid.append(np.zeros(top.shape, dtype=bool))
         else:
-            out.append(beam_search(model, history, trie, cfg.beam, constrained=constrained).items)
-    return np.concatenate(out) if out else np.zeros((0, width), dtype=np.int64)
+            result = beam_search(model, history, data.torch_trie(device), cfg.beam, constrained=constrained)
+            ranked.append(result.items)
+            invalid.append(result.invalid)
+    return np.concatenate(ranked), np.concatenate(invalid)
 
 
 def evaluate_model(
@@ -304,11 +318,12 @@ def evaluate_model(
 
     histories, target = data.split_rows(split, limit)
     started = time.perf_counter()
-    ranked = rank_items(model, data, histories, cfg, constrained=constrained)
+    ranked, invalid = rank_items(model, data, histories, cfg, constrained=constrained)
     seconds = time.perf_counter() - started
     metrics = {k: round(v, 5) for k, v in ranking_metrics(ranked, target, ks=(5, 10)).items()}
     if model.kind != "sasrec":
-        metrics["invalid_rate"] = round(float((ranked < 0).mean()), 5)
+        metrics["invalid_rate"] = round(float(invalid.mean()), 5)
+    metrics["users"] = len(target)
     metrics["ms_per_user"] = round(1000 * seconds / max(1, len(target)), 3)
     return metrics
 

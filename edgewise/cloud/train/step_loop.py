@@ -32,6 +32,7 @@ import yaml
 from edgewise import __version__
 from edgewise.cloud.models.hrf import count_parameters, reparameterize_model
 from edgewise.cloud.train.checkpoint import (
+    load_tensors,
     load_training_state,
     load_weights_into,
     save_training_state,
@@ -44,7 +45,7 @@ from edgewise.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
 # fields a --resume may change (others would make the continued run a different experiment)
-RESUMABLE = ("optim.steps", "threads", "eval_every", "eval_sentences", "eval_users")
+RESUMABLE = ("optim.steps", "threads", "eval_every", "eval_sentences", "patience")
 
 
 @dataclass
@@ -110,12 +111,21 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
     start = 0
     last = out / "checkpoints" / "last.safetensors"
     best_path = out / "checkpoints" / "best.safetensors"
-    best_value, bad_evals = None, 0
+    best_value, bad_evals, stopped = None, 0, False
     patience = getattr(cfg, "patience", None)
     if opts.resume:
         meta = load_training_state(last, model, optimizer)
         start = int(meta["step"])
-        best_value, bad_evals = meta.get("best"), int(meta.get("bad_evals", 0))
+        best_value, bad_evals, stopped = (
+            meta.get("best"),
+            int(meta.get("bad_evals", 0)),
+            bool(meta.get("stopped")),
+        )
+        if job.best_metric is not None and best_path.is_file():  # written just before last: it may be newer
+            best_value = load_tensors(best_path)[1].get(job.best_metric, best_value)
+        if stopped:
+            log.info("%s stopped early at step %d; --resume finishes it without more training", out, start)
+            start = cfg.optim.steps
         rng = np.random.default_rng([cfg.seed + 1000 * dist.rank, start])
         torch.manual_seed(cfg.seed + dist.rank + start)
         log.info("resuming %s at step %d of %d", out, start, cfg.optim.steps)
@@ -182,14 +192,11 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
                         save_weights(model, best_path, {"step": done, job.best_metric: value})
                     else:
                         bad_evals += 1
-                save_training_state(
-                    last,
-                    model,
-                    optimizer,
-                    {"step": done, "kind": job.kind, "best": best_value, "bad_evals": bad_evals},
-                )
+                stopped = bool(patience) and job.best_metric is not None and bad_evals >= patience
+                state = {"step": done, "kind": job.kind, "best": best_value, "bad_evals": bad_evals}
+                save_training_state(last, model, optimizer, {**state, "stopped": stopped})
             window = {}
-            stop = bool(patience) and job.best_metric is not None and bad_evals >= patience
+            stop = stopped
             if dist.enabled:  # every rank stops at the same step
                 flag = torch.tensor([float(stop)], device=dist.device)
                 torch.distributed.broadcast(flag, 0)

@@ -89,7 +89,7 @@ def test_leave_last_out_matches_recbole_protocol():
     assert split.valid_target.tolist() == [0, 0]
     assert [s.tolist() for s in split.test_history] == [[1, 3, 0], [2, 0]]
     assert split.test_target.tolist() == [2, 3]
-    assert split.valid_users.tolist() == split.test_users.tolist() == [0, 1]
+    assert split.users.tolist() == [0, 1]
     assert leave_last_out(tiny(), min_interactions=4).users.tolist() == [0]
     with pytest.raises(ValueError, match="at least 3"):
         leave_last_out(tiny(), min_interactions=2)

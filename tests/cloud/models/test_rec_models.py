@@ -102,30 +102,64 @@ def test_incremental_decoding_with_the_cache_equals_teacher_forcing(cls):
             tokens = target[:, :, level]
 
 
+def _item_log_probs(model, history, trie: PrefixTrie, constrained: bool) -> torch.Tensor:
+    """(B, n_items) log-probability of every item, teacher-forced, level by level: the softmax of a
+    level over the trie's children of the item's prefix (``constrained``), or over the whole level."""
+    tokens = model.embed.item_tokens[1:]  # (n, L)
+    codes = tokens.numpy() - np.asarray(model.level_offsets)
+    scores = []
+    with torch.no_grad():
+        for item in range(N_ITEMS):
+            logits = model(history, tokens[item].expand(history.shape[0], 1, -1))[:, 0]
+            total = torch.zeros(history.shape[0])
+            node = np.zeros(1, dtype=np.int64)
+            for level, (offset, size) in enumerate(zip(model.level_offsets, SIZES, strict=True)):
+                lg = logits[:, level, offset : offset + size]
+                if constrained:
+                    allowed = torch.from_numpy(trie.allowed(node, level)[0])
+                    lg = lg.masked_fill(~allowed, float("-inf"))
+                total = total + torch.log_softmax(lg, -1)[:, codes[item, level]]
+                node = trie.step(node, codes[item, level : level + 1])
+            scores.append(total)
+    return torch.stack(scores, 1)
+
+
 @pytest.mark.parametrize("cls", [LazyDecoderRec, EncoderDecoderRec])
 def test_beam_search_finds_the_exhaustive_best_items(cls):
-    ids = _ids()
+    trie = PrefixTrie.build(_ids())
     model = randomize_(_model(cls), seed=3).eval()
-    trie = TorchTrie.from_trie(PrefixTrie.build(ids))
     history = _history()
-    tokens = model.embed.item_tokens[1:]  # (n, L)
-    with torch.no_grad():
-        scores = []
-        for item in range(N_ITEMS):
-            logits = model(history, tokens[item].expand(3, 1, -1))[:, 0]
-            total = torch.zeros(3)
-            for level, (offset, size) in enumerate(zip(model.level_offsets, SIZES, strict=True)):
-                logp = torch.log_softmax(logits[:, level, offset : offset + size], -1)
-                total = total + logp[:, int(tokens[item, level]) - offset]
-            scores.append(total)
-    exhaustive = torch.stack(scores, 1)
-    result = beam_search(model, history, trie, beam=N_ITEMS)  # wide enough to be exact
+    exhaustive = _item_log_probs(model, history, trie, constrained=True)
+    result = beam_search(model, history, TorchTrie.from_trie(trie), beam=N_ITEMS)  # wide enough to be exact
     best = exhaustive.topk(10, dim=1)
     assert (result.items[:, :10] == best.indices.numpy()).all()
     np.testing.assert_allclose(result.scores[:, :10], best.values.numpy(), atol=1e-4)
-    narrow = beam_search(model, history, trie, beam=5)
+    narrow = beam_search(model, history, TorchTrie.from_trie(trie), beam=5)
     assert (narrow.items >= 0).all() and narrow.items.shape == (3, 5)
     assert all(len(set(row)) == 5 for row in narrow.items.tolist())
+
+
+def test_a_beam_score_is_minus_the_constrained_training_loss():
+    """Beam search scores an item with the normalization training optimizes (constrained_loss)."""
+    from types import SimpleNamespace
+
+    from edgewise.cloud.train.rec_job import generative_loss_terms
+
+    ids = _ids()
+    trie = PrefixTrie.build(ids)
+    model = randomize_(_model(LazyDecoderRec), seed=6).eval()
+    history = _history()
+    targets = torch.tensor([[7], [20], [33]])  # 1-based
+    data = SimpleNamespace(torch_trie=lambda device: TorchTrie.from_trie(trie))
+    with torch.no_grad():
+        per_level, labels = generative_loss_terms(model, data, history, targets, constrained=True)
+        ce = sum(
+            torch.nn.functional.cross_entropy(lg, y, reduction="none") for lg, y in zip(per_level, labels)
+        )
+    result = beam_search(model, history, TorchTrie.from_trie(trie), beam=N_ITEMS)
+    for row, target in enumerate(targets[:, 0].tolist()):
+        position = list(result.items[row]).index(target - 1)
+        assert result.scores[row, position] == pytest.approx(-float(ce[row]), abs=1e-4)
 
 
 def test_without_the_trie_the_decoder_can_emit_ids_that_are_no_item():

@@ -90,6 +90,7 @@ def test_a_lazy_run_has_the_run_layout_and_merged_weights(lazy_run: Path):
     metrics = json.loads((lazy_run / "metrics.json").read_text())
     assert metrics["merge_max_abs_diff"] < 1e-4
     assert metrics["parameters"] < metrics["parameters_training_form"]
+    assert metrics["users"]["evaluated"] + metrics["users"]["dropped_too_short"] == 120
     assert metrics["test"]["invalid_rate"] == 0.0  # the trie allows only real items
     assert 0 <= metrics["test"]["ndcg@10"] <= metrics["test"]["hr@10"] <= 1
     assert 0 <= metrics["tokenizer"]["collision_rate"] <= 1 and metrics["tokenizer"]["levels"] == 2
@@ -165,3 +166,37 @@ def test_bad_input_is_a_clear_error(data, lazy_run: Path, tmp_path, capsys):
     assert "not a finished training run" in capsys.readouterr().err
     assert _train(data, tmp_path / "r3", "no-such-preset", 5) == 2
     assert "no-such-preset" in capsys.readouterr().err
+    assert _train(data, tmp_path / "r4", "encdec", 5, "--teacher", str(lazy_run)) == 2
+    assert "a lazy teacher cannot teach a encdec student" in capsys.readouterr().err
+    assert _train(data, tmp_path / "r5", "lazy-small", 5, "--set", "beam=5") == 2
+    assert "beam" in capsys.readouterr().err
+    assert main(["-q", "eval", "rec", str(lazy_run), "--beam", "4"]) == 2
+    assert "beam" in capsys.readouterr().err
+
+
+def test_eval_refuses_a_data_set_with_other_items(lazy_run: Path, tmp_path, capsys):
+    other = tmp_path / "other"
+    args = [
+        "-q",
+        "data",
+        "rec",
+        "synthetic",
+        "--users",
+        "80",
+        "--items",
+        "60",
+        "--seed",
+        "9",
+        "--out",
+        str(other),
+    ]
+    assert main(args) == 0
+    items = json.loads((lazy_run / "items.json").read_text())
+    ours = (other / "items.jsonl").read_text().splitlines()
+    if [json.loads(line)["id"] for line in ours] == items["ids"]:  # same ids by construction: rename one
+        rows = [json.loads(line) for line in ours]
+        rows[3]["id"] = "renamed"
+        (other / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert main(["-q", "eval", "rec", str(lazy_run), "--data", str(other)]) == 2
+    assert "not the same items" in capsys.readouterr().err

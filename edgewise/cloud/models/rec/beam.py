@@ -1,8 +1,11 @@
 """Beam search over the semantic-ID levels, constrained by the prefix trie, with a KV cache (PyTorch).
 
 At each level every beam's next code is restricted to its trie node's children (``constrained``),
-so every finished beam is an item; without the trie only the level's code range is enforced and
-a beam can end on a code sequence no item has (counted as invalid, item -1). The context (history
+and the level's softmax runs over those children only, as in training (``constrained_loss``), so a
+beam's score is the log-probability the trained model gives the item; every finished beam is an
+item. Without the trie only the level's code range is enforced (the softmax runs over the whole
+level) and a beam can end on a code sequence no item has (item -1, with a finite score). A beam
+with score -inf is not a candidate at all (fewer items reachable than the beam is wide). The context (history
 K/V) is computed once per request; the self-attention K/V of the code tokens are cached and
 reordered with their beams. This is the reference the edge runtime's numpy beam search matches.
 """
@@ -20,12 +23,14 @@ from edgewise.cloud.models.rec.generative import GenerativeRec
 
 @dataclass
 class BeamResult:
-    items: np.ndarray  # (B, beam) 0-based item indices, best first; -1: not an item (unconstrained only)
-    scores: np.ndarray  # (B, beam) summed log-probabilities
+    items: np.ndarray  # (B, beam) 0-based item indices, best first; -1: not an item
+    scores: np.ndarray  # (B, beam) summed log-probabilities (-inf: no candidate)
     codes: np.ndarray  # (B, beam, L)
 
-    def top(self, k: int) -> np.ndarray:
-        return self.items[:, :k]
+    @property
+    def invalid(self) -> np.ndarray:
+        """(B, beam) bool: a generated code sequence that is no item (only possible without the trie)."""
+        return (self.items < 0) & np.isfinite(self.scores)
 
 
 class TorchTrie:
@@ -34,6 +39,10 @@ class TorchTrie:
     def __init__(self, children: np.ndarray, leaf_item: np.ndarray) -> None:
         self.children = torch.from_numpy(np.array(children, dtype=np.int64))
         self.leaf_item = torch.from_numpy(np.array(leaf_item, dtype=np.int64))
+
+    def to(self, device: torch.device | str) -> TorchTrie:
+        self.children, self.leaf_item = self.children.to(device), self.leaf_item.to(device)
+        return self
 
     @classmethod
     def from_trie(cls, trie) -> TorchTrie:
@@ -66,18 +75,22 @@ def beam_search(
 ) -> BeamResult:
     """Top ``beam`` code sequences for each history (B, T), best first."""
     model.eval()
-    b = history.shape[0]
+    b, device = history.shape[0], history.device
     ctx = model.context(history, every_position=False)
-    scores = torch.zeros(b, 1)
-    nodes = torch.zeros(b, 1, dtype=torch.long)  # the root
-    codes = torch.zeros(b, 1, 0, dtype=torch.long)
+    scores = torch.zeros(b, 1, device=device)
+    nodes = torch.zeros(b, 1, dtype=torch.long, device=device)  # the root
+    codes = torch.zeros(b, 1, 0, dtype=torch.long, device=device)
     tokens, caches = None, None
     for level, size in enumerate(model.level_sizes):
         offset = model.level_offsets[level]
         logits, caches = model.step(ctx, tokens, level, caches)
-        logp = torch.log_softmax(logits[..., offset : offset + size], dim=-1)  # (B, Q, size)
+        logits = logits[..., offset : offset + size]  # (B, Q, size)
         if constrained:
-            logp = logp.masked_fill(~trie.allowed(nodes, size), float("-inf"))
+            allowed = trie.allowed(nodes, size)
+            logp = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+            logp = logp.masked_fill(~allowed, float("-inf"))  # a node with no child: all -inf, no NaN
+        else:
+            logp = torch.log_softmax(logits, dim=-1)
         q_old = logp.shape[1]
         total = (scores.unsqueeze(-1) + logp).flatten(1)  # (B, Q * size)
         width = min(beam, total.shape[1])
@@ -91,4 +104,4 @@ def beam_search(
         tokens = chosen + offset
     items = trie.leaf_item[nodes.clamp(min=0)]
     items = torch.where((nodes >= 0) & torch.isfinite(scores), items, torch.full_like(items, -1))
-    return BeamResult(items.numpy(), scores.numpy(), codes.numpy())
+    return BeamResult(items.cpu().numpy(), scores.cpu().numpy(), codes.cpu().numpy())

@@ -20,8 +20,7 @@ from pydantic import Field, model_validator
 
 from edgewise.cloud.models.hrf import HRFConfig
 from edgewise.cloud.rec.tokenizer import TokenizerConfig
-from edgewise.config import StrictModel, load_config, read_yaml
-from edgewise.errors import ConfigError
+from edgewise.config import StrictModel
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "rec"
 KINDS = ("sasrec", "encdec", "lazy")
@@ -80,25 +79,23 @@ class RecTrainConfig(StrictModel):
     eval_every: int = Field(200, gt=0)
     eval_users: int = Field(0, ge=0)  # validation users scored at each evaluation (0: all)
     patience: int | None = Field(5, gt=0)  # evaluations without a better validation NDCG@10
-    beam: int = Field(20, ge=1)  # beam width of the generative kinds' evaluation
-    top_k: int = Field(10, ge=1)
+    beam: int = Field(20, ge=10)  # beam width of the generative kinds' evaluation
+    top_k: int = Field(10, ge=10)  # items ranked per user in evaluation (HR@10 and NDCG@10 need 10)
+
+    @model_validator(mode="after")
+    def _beam_holds_top_k(self) -> RecTrainConfig:
+        if self.beam < self.top_k:
+            raise ValueError(f"beam ({self.beam}) must be at least top_k ({self.top_k})")
+        return self
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    """The shipped ``edgewise train rec`` presets (``align-*`` files configure ``edgewise train align``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if not p.stem.startswith("align-"))
 
 
 def resolve_rec_config(name_or_path: str, overrides: list[str] | None = None) -> RecTrainConfig:
-    """A shipped preset (``lazy``, ``encdec``, ``sasrec``, ...) or a YAML path, with ``--set`` overrides."""
-    from edgewise.cloud.train.config import apply_overrides
+    """A shipped preset (``lazy``, ``lazy-small``, ``encdec``, ``sasrec``) or a YAML path, with ``--set`` overrides."""
+    from edgewise.cloud.train.config import resolve_preset
 
-    path = Path(name_or_path)
-    if not path.suffix and (PRESET_DIR / f"{name_or_path}.yaml").is_file():
-        path = PRESET_DIR / f"{name_or_path}.yaml"
-    elif not path.is_file():
-        raise ConfigError(
-            f"rec config {name_or_path!r}: not a shipped preset ({', '.join(preset_names())}) nor a YAML file"
-        )
-    data = apply_overrides(read_yaml(path), overrides or [])
-    label = str(path) if not overrides else f"{path} (with --set {' '.join(overrides)})"
-    return load_config(RecTrainConfig, data, name=label)
+    return resolve_preset(RecTrainConfig, PRESET_DIR, name_or_path, overrides, "rec config", preset_names())
