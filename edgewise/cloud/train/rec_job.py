@@ -139,8 +139,32 @@ def build_model(cfg: RecTrainConfig, data: RecData) -> torch.nn.Module:
     return cls(cfg.model, data.item_tokens(), data.ids.level_sizes)
 
 
+def sample_positions(targets: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``k`` positions of each row with a target (the last one always): (positions, targets),
+    both (B, k); rows with fewer get target 0 (no loss) at their last position."""
+    b, t = targets.shape
+    positions = np.full((b, k), t - 1, dtype=np.int64)
+    chosen = np.zeros((b, k), dtype=np.int64)
+    for r in range(b):
+        valid = np.flatnonzero(targets[r] > 0)
+        if not len(valid):
+            continue
+        pick = valid[-1:]
+        if len(valid) > 1 and k > 1:
+            pick = np.concatenate([rng.choice(valid[:-1], min(k - 1, len(valid) - 1), replace=False), pick])
+        pick = np.sort(pick)
+        positions[r, : len(pick)] = pick
+        chosen[r, : len(pick)] = targets[r, pick]
+    return positions, chosen
+
+
 def generative_loss_terms(
-    model, data: RecData, history: torch.Tensor, targets: torch.Tensor, constrained: bool
+    model,
+    data: RecData,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    constrained: bool,
+    positions: torch.Tensor | None = None,
 ):
     """(logits of the valid targets' levels as a list per level, their code labels, a mask of rows).
 
@@ -149,7 +173,7 @@ def generative_loss_terms(
     """
     m = model.module if hasattr(model, "module") else model
     tokens = m.embed.item_tokens[targets]  # (B, Q, L)
-    logits = model(history, tokens)  # (B, Q, L, V)
+    logits = model(history, tokens, positions)  # (B, Q, L, V)
     keep = targets > 0
     rows = logits[keep]  # (N, L, V)
     codes = tokens[keep]
@@ -205,6 +229,10 @@ def build_rec_job(cfg: RecTrainConfig, opts: StepTrainOptions, dist) -> Job:
             windows = pad_left(sample_windows(data.train, users, length + 1, rng), length + 1)
             history, targets = torch.from_numpy(windows[:, :-1]), torch.from_numpy(windows[:, 1:])
             targets = targets * (history > 0)  # no target without a history item before it
+        positions = None
+        if kind == "lazy" and cfg.targets_per_sequence:
+            positions, targets = sample_positions(targets.numpy(), cfg.targets_per_sequence, rng)
+            positions, targets = torch.from_numpy(positions).to(dist.device), torch.from_numpy(targets)
         history, targets = history.to(dist.device), targets.to(dist.device)
         out: dict[str, torch.Tensor] = {}
         if kind == "sasrec":
@@ -219,14 +247,18 @@ def build_rec_job(cfg: RecTrainConfig, opts: StepTrainOptions, dist) -> Job:
                 out["kd"] = _soft_ce(scores, t_scores, kd.temperature)
                 total = (1 - kd.alpha) * total + kd.alpha * out["kd"]
         else:
-            per_level, labels = generative_loss_terms(m, data, history, targets, cfg.constrained_loss)
+            per_level, labels = generative_loss_terms(
+                m, data, history, targets, cfg.constrained_loss, positions
+            )
             out["ce"] = sum(F.cross_entropy(lg, y) for lg, y in zip(per_level, labels, strict=True)) / len(
                 labels
             )
             total = out["ce"]
             if teacher is not None:
                 with torch.no_grad():
-                    t_levels, _ = generative_loss_terms(teacher, data, history, targets, cfg.constrained_loss)
+                    t_levels, _ = generative_loss_terms(
+                        teacher, data, history, targets, cfg.constrained_loss, positions
+                    )
                 out["kd"] = sum(
                     _soft_ce(s, t, kd.temperature) for s, t in zip(per_level, t_levels, strict=True)
                 ) / len(labels)

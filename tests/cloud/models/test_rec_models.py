@@ -87,6 +87,24 @@ def test_lazy_every_position_pass_equals_one_pass_per_prefix():
             torch.testing.assert_close(every[1:, t], single[1:, 0], atol=1e-5, rtol=1e-4)
 
 
+def test_lazy_sampled_positions_equal_the_every_position_pass():
+    from edgewise.cloud.train.rec_job import sample_positions
+
+    model = randomize_(_model(LazyDecoderRec), seed=7).eval()
+    history = _history()
+    targets = torch.cat([history[:, 1:], torch.zeros(3, 1, dtype=torch.long)], 1) * (history > 0)
+    positions, chosen = sample_positions(targets.numpy(), 3, np.random.default_rng(0))
+    assert (chosen[:, -1] > 0).all() and (np.diff(positions, axis=1) > 0).all()
+    assert (chosen == np.take_along_axis(targets.numpy(), positions, 1)).all()
+    tokens = model.embed.item_tokens[history]
+    with torch.no_grad():
+        every = model(history, tokens)
+        picked = torch.from_numpy(positions)
+        sampled = model(history, tokens.gather(1, picked[..., None].expand(-1, -1, tokens.shape[2])), picked)
+    expected = every.gather(1, picked[:, :, None, None].expand(-1, -1, *every.shape[2:]))
+    torch.testing.assert_close(sampled, expected, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("cls", [LazyDecoderRec, EncoderDecoderRec])
 def test_incremental_decoding_with_the_cache_equals_teacher_forcing(cls):
     model = randomize_(_model(cls), seed=2).eval()

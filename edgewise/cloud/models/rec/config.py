@@ -76,6 +76,9 @@ class RecTrainConfig(StrictModel):
     optim: OptimConfig = OptimConfig()
     kd: KDConfig = KDConfig()
     constrained_loss: bool = True  # generative kinds: softmax over the trie's valid next codes only
+    # lazy only: train on this many positions of each history window (the last one always), not all
+    # of them; the context is computed once either way, the decoder's cost scales with it
+    targets_per_sequence: int | None = Field(None, ge=1)
     eval_every: int = Field(200, gt=0)
     eval_users: int = Field(0, ge=0)  # validation users scored at each evaluation (0: all)
     patience: int | None = Field(5, gt=0)  # evaluations without a better validation NDCG@10

@@ -90,7 +90,9 @@ class GenerativeRec(nn.Module):
     def n_items(self) -> int:
         return self.embed.item_tokens.shape[0] - 1
 
-    def context(self, history: Tensor, every_position: bool) -> Context:  # pragma: no cover - abstract
+    def context(
+        self, history: Tensor, every_position: bool, positions: Tensor | None = None
+    ) -> Context:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def decoder_input(self, target_tokens: Tensor) -> Tensor:
@@ -102,10 +104,12 @@ class GenerativeRec(nn.Module):
     def logits(self, h: Tensor) -> Tensor:
         return self.out_norm(h) @ self.embed.tokens.weight.t()
 
-    def forward(self, history: Tensor, target_tokens: Tensor) -> Tensor:
+    def forward(self, history: Tensor, target_tokens: Tensor, positions: Tensor | None = None) -> Tensor:
         """Teacher-forced logits (B, Q, L, vocab). ``target_tokens`` is (B, Q, L): Q = T (the item after
-        every history position) for the lazy model, Q = 1 for the encoder-decoder."""
-        ctx = self.context(history, every_position=target_tokens.shape[1] > 1)
+        every history position) or Q = 1 (the item after the whole history); the lazy model also
+        takes ``positions`` (B, Q): the history position each target follows."""
+        every = positions is None and target_tokens.shape[1] > 1
+        ctx = self.context(history, every_position=every, positions=positions)
         x = self.drop(self.decoder_input(target_tokens))
         for i, block in enumerate(self.blocks):
             x, _ = block(x, *ctx.kv[i], ctx.masks[i])
@@ -162,7 +166,10 @@ class LazyDecoderRec(GenerativeRec):
             for _ in range(config.n_layers)
         )
 
-    def context(self, history: Tensor, every_position: bool) -> Context:
+    def context(self, history: Tensor, every_position: bool, positions: Tensor | None = None) -> Context:
+        """``every_position``: one target after each history position (training); ``positions``
+        (B, Q): one target after each given position (training on a sample of positions); neither:
+        one target after the whole history (inference)."""
         t = history.shape[1]
         valid = history > 0
         pos = torch.arange(t, device=history.device)
@@ -174,7 +181,11 @@ class LazyDecoderRec(GenerativeRec):
                 x = layer(x, causal)
         x = self.ctx_norm(x)
         n_tokens = self.n_levels
-        if every_position:  # query t (target: item t + 1) sees history 0..t
+        if positions is not None:  # query q (after history position positions[b, q]) sees 0..that
+            distance = positions[:, :, None] - pos[None, None, :]  # (B, Q, T)
+            allowed = (distance >= 0) & valid[:, None, :]
+            allowed = allowed.repeat_interleave(n_tokens, dim=1)[:, None]  # (B, 1, Q * L, T)
+        elif every_position:  # query t (target: item t + 1) sees history 0..t
             distance = pos[:, None] - pos[None, :]  # (T, T)
             allowed = (distance >= 0)[None] & valid[:, None, :]  # (B, T, T)
             allowed = allowed.repeat_interleave(n_tokens, dim=1)[:, None]  # (B, 1, T * L, T)
@@ -186,10 +197,14 @@ class LazyDecoderRec(GenerativeRec):
         for g in range(self.n_groups):
             k, v = self.ctx_kv[g](x).chunk(2, dim=-1)
             kv.append((split_heads(k, self.config.n_kv_heads), split_heads(v, self.config.n_kv_heads)))
-            bias = self.recency_bias[g][:, index]  # (H, T, T) or (H, 1, T)
-            if every_position:
-                bias = bias.repeat_interleave(n_tokens, dim=1)
-            masks.append(_additive(allowed, bias[None]))
+            bias = self.recency_bias[g][:, index]  # (H, T, T), (H, 1, T) or (H, B, Q, T)
+            if positions is not None:
+                bias = bias.transpose(0, 1).repeat_interleave(n_tokens, dim=2)  # (B, H, Q * L, T)
+            else:
+                if every_position:
+                    bias = bias.repeat_interleave(n_tokens, dim=1)
+                bias = bias[None]
+            masks.append(_additive(allowed, bias))
         per_layer = [i // self.config.kv_group for i in range(self.config.n_layers)]
         return Context([kv[g] for g in per_layer], [masks[g] for g in per_layer])
 
@@ -211,8 +226,8 @@ class EncoderDecoderRec(GenerativeRec):
             DecoderBlock(d, h, config.d_ff, config.dropout, hrf, kv_proj=True) for _ in range(config.n_layers)
         )
 
-    def context(self, history: Tensor, every_position: bool) -> Context:
-        if every_position:
+    def context(self, history: Tensor, every_position: bool, positions: Tensor | None = None) -> Context:
+        if every_position or positions is not None:
             raise ValueError("the encoder-decoder reads one target per history (Q = 1)")
         t = history.shape[1]
         valid = history > 0
