@@ -143,6 +143,13 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "speak text with a tts bundle (torch-free): write a wav, play it, print the timings",
     ),
     (
+        "recommend",
+        None,
+        "edgewise.edge.rec_command",
+        "recommend",
+        "recommend items with a rec bundle (torch-free): a history of item ids in, the next items out",
+    ),
+    (
         "daemon",
         None,
         "edgewise.edge.commands",

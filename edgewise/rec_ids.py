@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -517,3 +518,14 @@ def _check_trie(
         raise DataError(f"leaf_item: the items must be 0..{items.size - 1}, each once")
     if not live[: bounds[n_levels]].any(axis=1).all():
         raise DataError("children: a node above the last level has no child (a dead-end prefix)")
+
+
+def pad_left(rows: Sequence[np.ndarray | list[int]], length: int) -> np.ndarray:
+    """(len(rows), length) int64: each row of 1-based item indices cut to its last ``length`` and
+    left-padded with 0, the layout every recommender (and its exported graphs) reads."""
+    out = np.zeros((len(rows), length), dtype=np.int64)
+    for r, row in enumerate(rows):
+        row = np.asarray(row, dtype=np.int64)[-length:] if length else np.zeros(0, dtype=np.int64)
+        if row.size:
+            out[r, length - row.size :] = row
+    return out

@@ -1,13 +1,13 @@
 """The task registry: one row per model family, read by export, the edge runtime, the daemon and bench.
 
-A bundle's ``task`` (``ser``, ``tts``) names its row. Each row says, as lazy ``module:attribute``
+A bundle's ``task`` (``ser``, ``tts``, ``rec``) names its row. Each row says, as lazy ``module:attribute``
 references (so importing this module imports neither torch nor any runtime):
 
 - ``roles``: the model roles a bundle of the task carries (the graphs the device loads);
 - ``pipeline``: the edge pipeline class (``from_bundle(bundle, profile, ...)``, ``process(item)``);
 - ``exporter``: the function ``edgewise export`` calls for a run of this task;
-- ``input_kind``: what the pipeline takes ("audio", "text"), which is also what the daemon's
-  command for it carries;
+- ``input_kind``: what the pipeline takes ("audio", "text", "history"), which is also what the
+  daemon's command for it carries;
 - ``daemon_command``: the ``cmd`` the daemon answers with this pipeline (None: none beyond ``infer``);
 - ``bench``: how ``edgewise bench`` measures a bundle of the task.
 
@@ -58,6 +58,16 @@ TASKS: dict[str, TaskSpec] = {
         input_kind="text",
         daemon_command="tts",
         bench="edgewise.bench.tts:bench_bundle",
+    ),
+    "rec": TaskSpec(
+        name="rec",
+        description="generative recommendation: a history of item ids in, the next items out",
+        roles=("rec_context", "rec_decoder"),
+        pipeline="edgewise.edge.pipelines.rec:RecPipeline",
+        exporter="edgewise.export.commands:export_rec",
+        input_kind="history",
+        daemon_command="recommend",
+        bench="edgewise.bench.rec:bench_bundle",
     ),
 }
 

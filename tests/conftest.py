@@ -204,6 +204,53 @@ def tts_bundle(tts_runs, tmp_path_factory):
 
 
 # --------------------------------------------------------------------------------------------------
+# Recommendation: a tiny lazy decoder-only run on a synthetic data set (30 steps) and its bundle
+# (ONNX fp32 and int8). Barely trained: the tests check export, parity, the device and the daemon.
+
+REC_TINY = {  # the tiny model of tests/cloud/train/test_rec_train.py
+    "model.d_model": 16, "model.n_heads": 2, "model.n_kv_heads": 1, "model.n_layers": 2,
+    "model.context_layers": 0, "model.d_ff": 32, "model.max_len": 12, "optim.batch_size": 32,
+    "optim.warmup_steps": 5, "optim.steps": 30, "eval_every": 10, "tokenizer.codebook_size": 6,
+    "tokenizer.levels": 2, "tokenizer.embedding.dim": 8, "threads": 1,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def rec_run(tmp_path_factory):
+    """A lazy-small run with :data:`REC_TINY` on 120 synthetic users and 60 items."""
+    require_module("torch")
+    from edgewise.cli import main
+
+    root = tmp_path_factory.mktemp("rec")
+    assert main(["-q", "data", "rec", "synthetic", "--users", "120", "--items", "60", "--seed", "3",
+                 "--out", str(root / "data")]) == 0  # fmt: skip
+    overrides = [arg for key, value in REC_TINY.items() for arg in ("--set", f"{key}={value}")]
+    train = [
+        "-q",
+        "train",
+        "rec",
+        "--config",
+        "lazy-small",
+        "--data",
+        str(root / "data"),
+        "--out",
+        str(root / "run"),
+    ]
+    assert main([*train, *overrides]) == 0
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def rec_bundle(rec_run, tmp_path_factory):
+    """The rec bundle of :func:`rec_run` (ONNX fp32 and int8, gate enforced)."""
+    from edgewise.cli import main
+
+    out = tmp_path_factory.mktemp("rec-bundles")
+    assert main(["-q", "export", str(rec_run), "--out", str(out), "--threads", "2"]) == 0
+    return out / "rec-lazy-small-1.0.0"
+
+
+# --------------------------------------------------------------------------------------------------
 # Emulated boards (tests/board): their arm64 rootfs takes minutes to build the first time on a
 # machine (then it is cached). The build starts in the background when the session starts, on the
 # core the rest of the suite leaves idle, and the board tests run last.

@@ -7,6 +7,7 @@ worker processes), so ``--help`` stays fast and a device without them still benc
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import platform
 import shlex
@@ -254,8 +255,25 @@ def _bench_family(args: argparse.Namespace, task: str) -> int:
             f"benchmarking a {task} bundle over --host is not supported yet: run edgewise bench on the device"
         )
     threads = args.threads or usable_cores() or 1
-    report = task_spec(task).load("bench")(args.bundle, args.out, threads=threads, seed=args.seed or 0)
-    for label, row in report["rows"].items():
+    bench = task_spec(task).load("bench")
+    params = inspect.signature(bench).parameters
+    extra = {}
+    if args.run is not None:
+        if "run" not in params:
+            raise ConfigError(f"--run is not used when benchmarking a {task} bundle")
+        extra["run"] = args.run
+    defaults = argparse.ArgumentParser()
+    bench_add_arguments(defaults)
+    for action in defaults._actions:  # measurement flags the family's bench takes, when given
+        value = getattr(args, action.dest, None)
+        if action.dest in ("runs", "rounds", "warmup") and action.dest in params and value != action.default:
+            if value < (0 if action.dest == "warmup" else 1):
+                raise ConfigError(f"{action.option_strings[-1]} must be at least 1, got {value}")
+            extra[action.dest] = value
+    report = bench(args.bundle, args.out, threads=threads, seed=args.seed or 0, **extra)
+    for line in report.get("summary") or []:  # a family's own summary lines (rec)
+        print(line)
+    for label, row in report["rows"].items() if "summary" not in report else ():
         print(
             f"{label}: RTF {row['rtf_median']:.3f}, first audio (20 words) {row['first_audio_20_words_s'] * 1000:.0f} ms, "
             f"peak RSS {row['peak_rss_mb']:.0f} MB"

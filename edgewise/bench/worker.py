@@ -254,11 +254,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def main() -> int:
+def main(worker: Any = None) -> int:
+    """Answer requests on stdin with ``worker``'s ``op_<name>`` methods (default: a :class:`Worker`;
+    another family's bench passes its own, :mod:`edgewise.bench.rec`)."""
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # library chatter on stdout would corrupt the protocol: send it to stderr
     replies = os.fdopen(reply_fd, "w", buffering=1)
-    worker = Worker()
+    worker = worker if worker is not None else Worker()
     for line in sys.stdin:
         if not line.strip():
             continue

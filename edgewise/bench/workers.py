@@ -30,13 +30,14 @@ def worker_env() -> dict[str, str]:
 
 
 class WorkerProcess:
-    """``python -m edgewise.bench.worker``; ``call(op, **args)`` returns its reply or raises WorkerError."""
+    """``python -m edgewise.bench.worker`` (or another ``module`` speaking its protocol);
+    ``call(op, **args)`` returns its reply or raises WorkerError."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, module: str = "edgewise.bench.worker") -> None:
         self.label = label
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgewise.bench.worker"],
+            [sys.executable, "-m", module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

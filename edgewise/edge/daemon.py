@@ -288,8 +288,11 @@ class Daemon:
         return report
 
     def _self_test(self, pipeline: Any) -> None:
-        """One inference on a second of quiet noise (a short sentence for a voice): the model
-        loads, runs and gives finite output."""
+        """One inference on a second of quiet noise (a short sentence for a voice, the pipeline's own
+        ``self_test`` where it has one): the model loads, runs and gives finite output."""
+        if callable(getattr(pipeline, "self_test", None)):
+            pipeline.self_test()
+            return
         if pipeline.input_kind == "text":
             utterance = pipeline.synthesize("Ready.")
             if utterance.audio.size == 0 or not np.isfinite(utterance.audio).all():
@@ -391,7 +394,8 @@ class Daemon:
             self.stats.add_error()
             message = f"the running model ({pipeline.task}) takes {pipeline.input_kind}, not audio"
             if raise_errors:
-                raise EdgewiseError(f"{message}: send it the {pipeline.task} command")
+                command = {v: k for k, v in task_commands().items()}.get(pipeline.task, pipeline.task)
+                raise EdgewiseError(f"{message}: send it the {command} command")
             log.warning("%s: utterance of %.2f s skipped", message, audio.size / 16000)
             return None
         where = source.get("name") or source.get("kind", "audio")
@@ -579,6 +583,8 @@ class Daemon:
             return self._infer_command(args)
         if action == "tts":
             return self._tts_command(command.id, args)
+        if action in task_commands():
+            return self._task_command(command.id, action, args)
         raise ConfigError(f"unknown action {action!r}")
 
     @staticmethod
@@ -702,6 +708,42 @@ class Daemon:
         )
         return self._infer(audio, {"kind": "command", "sample_rate": 16000}, raise_errors=True)
 
+    def _task_command(self, command_id: str, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A family's command from the task registry (``recommend``: ``{"history": [...], "k": 10,
+        "beam": 20}``): the running pipeline's ``process(args)`` checks the args and answers; the
+        result is the ack's, and an ``event`` (the pipeline's task) carries it with the latency."""
+        pipeline, key = self._snapshot()
+        if pipeline is None:
+            raise EdgewiseError("no model is loaded")
+        wanted = task_commands()[action]
+        if pipeline.task != wanted:
+            raise EdgewiseError(
+                f"the running model ({pipeline.task}) does not answer {action}: deploy a {wanted} bundle"
+            )
+        t0 = time.perf_counter()
+        try:
+            result = pipeline.process(args)
+        except EdgewiseError:
+            self.stats.add_error()
+            raise
+        latency = float((result.get("timings") or {}).get("total_ms", (time.perf_counter() - t0) * 1000))
+        self._command_event(pipeline.task, key, command_id, latency, result)
+        return result
+
+    def _command_event(
+        self, task: str, key: str, command_id: str, latency_ms: float, result: dict[str, Any]
+    ) -> None:
+        """Count a command's answer in telemetry and publish its ``event``."""
+        self.stats.add(latency_ms, None)
+        name, version = key.split("/", 1)
+        self.client.publish_event(
+            task=task,
+            model={"name": name, "version": version},
+            latency_ms=latency_ms,
+            source={"kind": "command", "name": command_id},
+            result=result,
+        )
+
     def _tts_command(self, command_id: str, args: dict[str, Any]) -> dict[str, Any]:
         """``{"text": ..., "play": false, "seed": 0, "steps": N}``: speak ``text`` with the running
         voice; the audio goes to ``ROOT/speech/<id>.wav`` (the last ``SPEECH_KEEP`` are kept) and,
@@ -726,16 +768,21 @@ class Daemon:
         if play:
             result["played"] = play_audio(utterance.audio, utterance.sample_rate)
         latency = utterance.timings.get("first_audio", utterance.timings.get("total", 0.0)) * 1000
-        self.stats.add(latency, None)
-        name, version = key.split("/", 1)
-        self.client.publish_event(
-            task=pipeline.task,
-            model={"name": name, "version": version},
-            latency_ms=latency,
-            source={"kind": "command", "name": command_id},
-            result={k: v for k, v in result.items() if k != "text"} | {"text": text[:500]},
-        )
+        event = {k: v for k, v in result.items() if k != "text"} | {"text": text[:500]}
+        self._command_event(pipeline.task, key, command_id, latency, event)
         return result
+
+
+def task_commands() -> dict[str, str]:
+    """Command -> task, for the families whose pipeline answers its command through ``process``
+    (the task registry's ``daemon_command``; ``infer`` and ``tts`` have handlers of their own)."""
+    from edgewise.tasks import TASKS
+
+    return {
+        spec.daemon_command: spec.name
+        for spec in TASKS.values()
+        if spec.daemon_command and spec.daemon_command not in ("infer", "tts")
+    }
 
 
 def _safe_name(text: str) -> str:

@@ -183,8 +183,10 @@ def _switch_link(root: Path, target: Path) -> None:
 
 
 def bundle_files(opened: Any) -> list[str]:
-    """The files an install copies: the manifest, its signature, every artifact the manifest lists
-    and every file an artifact's ``extra.reference`` names (the TensorRT reference set)."""
+    """The files an install copies: the manifest, its signature, every artifact the manifest lists,
+    every file an artifact's ``extra.reference`` names (the TensorRT reference set) and a family's
+    supporting files, ``preprocessing.<task>.files.<name>.path`` (the recommender's item table,
+    semantic IDs and trie; its pipeline checks their sha256 when it loads)."""
     from edgewise.bundle import SIGNATURE_NAME
     from edgewise.bundle.schema import _check_relpath
 
@@ -200,6 +202,16 @@ def bundle_files(opened: Any) -> list[str]:
             except ValueError as exc:
                 raise InstallError(
                     f"{opened.root / MANIFEST_NAME}: {art.path} extra.reference: {exc}"
+                ) from None
+    for task, section in opened.manifest.preprocessing.items():
+        listed = section.get("files") if isinstance(section, dict) else None
+        for name, record in (listed or {}).items() if isinstance(listed, dict) else ():
+            try:
+                files.append(_check_relpath(record["path"]))
+            except (TypeError, KeyError, ValueError) as exc:
+                raise InstallError(
+                    f"{opened.root / MANIFEST_NAME}: preprocessing.{task}.files.{name}: expected "
+                    f"{{path, sha256, size_bytes}} inside the bundle ({exc!r})"
                 ) from None
     return list(dict.fromkeys(files))
 

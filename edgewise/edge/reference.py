@@ -310,8 +310,11 @@ class OutputCheck:
 
 
 def output_diff(got: np.ndarray, expected: np.ndarray, compare: str = "abs") -> float:
-    """max |got - expected|; for ``circular`` outputs (radians) the difference wrapped into [-pi, pi]."""
-    diff = np.asarray(got, dtype=np.float64) - np.asarray(expected, dtype=np.float64)
+    """max |got - expected|; for ``circular`` outputs (radians) the difference wrapped into [-pi, pi].
+    Equal values differ by 0, equal infinities too (an additive attention mask's -inf padding)."""
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(got == expected, 0.0, got - expected)
     if compare == "circular":
         diff = np.remainder(diff + np.pi, 2 * np.pi) - np.pi
     return float(np.abs(diff).max()) if diff.size else 0.0

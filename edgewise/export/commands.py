@@ -47,7 +47,8 @@ def export_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "run",
         type=Path,
-        help="a finished training run (edgewise train ser, or edgewise train tts with --vocoder)",
+        help="a finished training run (edgewise train ser, edgewise train tts with --vocoder, or a lazy "
+        "edgewise train rec run)",
     )
     p.add_argument(
         "--out", required=True, type=Path, help="folder to write NAME-VERSION/ and NAME-VERSION.tar.gz in"
@@ -138,6 +139,21 @@ def export_add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="POINTS",
         help="how many WER points an artifact set may lose against PyTorch (default: 1)",
     )
+    rec = p.add_argument_group("rec runs (the lazy decoder-only model)")
+    rec.add_argument(
+        "--gate-users",
+        type=int,
+        default=0,
+        metavar="N",
+        help="validation users the end-to-end gate ranks with PyTorch and the device's beam search (default: all)",
+    )
+    rec.add_argument(
+        "--max-ndcg-drop",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="how many NDCG@10 points (x100) an artifact set may lose against PyTorch (default: 1)",
+    )
 
 
 def export_run(args: argparse.Namespace) -> int:
@@ -148,7 +164,6 @@ def export_run(args: argparse.Namespace) -> int:
 
 
 def export_tts(args: argparse.Namespace) -> int:
-    import json
 
     from edgewise.export.tts import FORMATS as FORMATS_TTS
     from edgewise.export.tts import INT8_ROLES, PRECISIONS, TTSExportOptions
@@ -182,11 +197,50 @@ def export_tts(args: argparse.Namespace) -> int:
         threads=max(1, args.threads),
         overwrite=args.force,
     )
-    report = run_export(args.run, opts)
+    return _print_report(run_export(args.run, opts), args.sign_key)
+
+
+def _print_report(report: dict, sign_key: Path | None) -> int:
+    """A family exporter's report (JSON) and where the bundle went."""
+    import json
+
     print(json.dumps({k: v for k, v in report.items() if k != "bundle"}, indent=2))
-    signed = " (signed)" if args.sign_key else ""
-    print(f"bundle: {report['bundle']}{signed}")
+    print(f"bundle: {report['bundle']}{' (signed)' if sign_key else ''}")
     return 0
+
+
+def export_rec(args: argparse.Namespace) -> int:
+
+    from edgewise.export.rec import PRECISIONS, RecExportOptions
+    from edgewise.export.rec import export_rec as run_export
+
+    unsupported = sorted(set(args.formats or []) - {"onnx"})
+    if unsupported:
+        raise ConfigError(
+            f"a recommender exports to onnx; --format {', '.join(unsupported)} is not supported"
+        )
+    if args.quant and set(args.quant) != {"dynamic"}:
+        raise ConfigError(
+            "a recommender's int8 graphs are dynamically quantized: --quant static is not supported"
+        )
+    if args.gate_users < 0:
+        raise ConfigError(f"--gate-users must be 0 (all) or more, got {args.gate_users}")
+    if not args.max_ndcg_drop >= 0:
+        raise ConfigError(f"--max-ndcg-drop must be >= 0, got {args.max_ndcg_drop}")
+    opts = RecExportOptions(
+        out=args.out,
+        precisions=args.precisions or list(PRECISIONS),
+        name=args.name,
+        version=args.version,
+        data=args.data,
+        sign_key=args.sign_key,
+        gate=not args.no_gate,
+        gate_users=args.gate_users,
+        max_ndcg_drop=args.max_ndcg_drop / 100,
+        threads=max(1, args.threads),
+        overwrite=args.force,
+    )
+    return _print_report(run_export(args.run, opts), args.sign_key)
 
 
 def export_ser(args: argparse.Namespace) -> int:

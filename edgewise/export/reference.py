@@ -349,14 +349,15 @@ def attach_graph_references(
     sentences: Sequence[Any],
     workdir: Path,
     *,
-    mel_mean: np.ndarray,
-    mel_std: np.ndarray,
-    window: int,
+    mel_mean: np.ndarray | None = None,
+    mel_std: np.ndarray | None = None,
+    window: int | None = None,
     atol: dict[str, float | None],
     threads: int = 1,
     steps: int = 2,
     circular: Collection[str] = CIRCULAR_OUTPUTS,
     open_graph: Callable[[str, Path], Any] | None = None,
+    cases: dict[str, list[dict[str, np.ndarray]]] | None = None,
 ) -> GraphReferences:
     """Reference sets for multi-input, multi-output graphs, and their check on this machine.
 
@@ -371,6 +372,9 @@ def attach_graph_references(
     ``atol`` has (``tflite-fp32``); ``extra`` is keyed the same way.
     Returns a :class:`GraphReferences`: merge ``extra[role][precision]`` into the artifact's
     ``extra["reference"]`` and call :meth:`GraphReferences.add_to` with the bundle writer.
+    ``cases`` (role -> the inputs of each case, by input name) replaces the TTS cases of
+    :func:`graph_cases` for another family's graphs (the recommender's); the mel statistics and
+    the window are then not needed.
     """
     from edgewise.edge.backends import OnnxBackend
 
@@ -382,7 +386,12 @@ def attach_graph_references(
     unknown = sorted(set(files) - set(atol))
     if unknown:
         raise ExportError(f"graph reference set: no tolerance rule for precision(s) {unknown}")
-    cases = graph_cases(modules, sentences, mel_mean=mel_mean, mel_std=mel_std, window=window, steps=steps)
+    if cases is None:
+        if mel_mean is None or mel_std is None or window is None:
+            raise ExportError("graph reference set: TTS cases need mel_mean, mel_std and window")
+        cases = graph_cases(
+            modules, sentences, mel_mean=mel_mean, mel_std=mel_std, window=window, steps=steps
+        )
     made = GraphReferences()
     present = list(dict.fromkeys(role for by_role in files.values() for role in by_role))
     for role in present:

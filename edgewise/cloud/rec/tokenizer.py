@@ -52,7 +52,7 @@ class TokenizerConfig(StrictModel):
     max_fit_items: int | None = Field(200_000, ge=1, description="fit codebooks on a sample this large")
     balanced: bool = Field(False, description="OneRec-V2 balanced assignment (equal-size clusters)")
     seed: int = 0
-    source: Literal["collaborative", "text", "both"] = Field(
+    source: Literal["collaborative", "text", "both", "darec"] = Field(
         "collaborative", description="what the clustered embeddings come from (see item_embeddings)"
     )
     embedding: ItemEmbeddingConfig = Field(default_factory=ItemEmbeddingConfig)

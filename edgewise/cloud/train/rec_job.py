@@ -29,18 +29,9 @@ import torch.nn.functional as F
 from edgewise.cloud.models.rec.config import RecTrainConfig
 from edgewise.cloud.train.step_loop import Job, StepTrainOptions
 from edgewise.errors import DataError
+from edgewise.rec_ids import pad_left
 
 log = logging.getLogger(__name__)
-
-
-def pad_left(rows: list[np.ndarray], length: int) -> np.ndarray:
-    """Rows of 1-based item indices, each cut to its last ``length`` and left-padded with 0."""
-    out = np.zeros((len(rows), length), dtype=np.int64)
-    for r, row in enumerate(rows):
-        row = row[-length:]
-        if len(row):
-            out[r, length - len(row) :] = row
-    return out
 
 
 def sample_windows(seqs: list[np.ndarray], users: np.ndarray, length: int, rng: np.random.Generator) -> list:

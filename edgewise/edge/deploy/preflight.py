@@ -143,11 +143,31 @@ def open_and_test(
         spec = TASKS.get(bundle.manifest.task)
         if spec is not None and spec.input_kind == "text":
             return speak_test(bundle, profile)
+        if spec is not None and callable(getattr(spec.load("pipeline"), "self_test", None)):
+            return pipeline_test(bundle, profile)
         runtime = ModelRuntime.open(bundle, profile, role=primary_role(bundle), engine_dir=engine_dir)
         try:
             return {**runtime.describe(), **smoke_test(runtime)}
         finally:
             runtime.backend = None  # release the session before the bundle folder goes
+
+
+def pipeline_test(bundle: Bundle, profile: DeviceProfile) -> dict[str, Any]:
+    """The smoke test of a family whose pipeline tests itself (``self_test``: the recommender's one
+    request); raises DeployError naming what failed."""
+    from edgewise.tasks import task_spec
+
+    pipeline = task_spec(bundle.manifest.task).load("pipeline").from_bundle(bundle, profile)
+    t0 = time.perf_counter()
+    try:
+        pipeline.self_test()
+    except Exception as exc:  # any failure is the bundle's problem on this device, reported
+        raise DeployError(f"{bundle.root.name}: self-test failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        described = pipeline.describe()
+        pipeline.close()
+    ms = (time.perf_counter() - t0) * 1000
+    return {**described, "inference": f"self-test in {ms:.1f} ms", "inference_ms": round(ms, 3)}
 
 
 def speak_test(bundle: Bundle, profile: DeviceProfile) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from edgewise.errors import ConfigError
 
 class Pipeline(Protocol):
     task: str
-    input_kind: str  # what process() takes: "audio" (float32 mono at 16 kHz), "text", later "history"
+    input_kind: str  # what process() takes: "audio" (float32 mono at 16 kHz), "text", "history" (rec)
 
     def process(self, item: Any) -> dict[str, Any]: ...
 

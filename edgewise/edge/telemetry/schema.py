@@ -78,7 +78,8 @@ while the device is offline are not queued by the broker.
 
 ====================  =============================================================================
 ``id``                the sender's id for the command (1-128 characters), echoed in the ack
-``action``            ``"deploy"``, ``"rollback"``, ``"reload"``, ``"infer"``, ``"status"`` or ``"tts"``
+``action``            ``"deploy"``, ``"rollback"``, ``"reload"``, ``"status"``, or a model family's
+                      command: ``"infer"`` (ser), ``"tts"``, ``"recommend"`` (rec)
 ``args``              JSON object of action arguments (``{}`` by default)
 ``ts``                when it was sent, or ``null``
 ====================  =============================================================================
@@ -117,9 +118,13 @@ from edgewise import safejson
 from edgewise.bundle import plain_json
 from edgewise.config import StrictModel, format_validation_error
 from edgewise.errors import EdgewiseError
+from edgewise.tasks import TASKS
 
 SCHEMA_VERSION = 1
-ACTIONS = ("deploy", "rollback", "reload", "infer", "status", "tts")
+# the daemon's own actions, then each model family's command (the task registry's daemon_command)
+ACTIONS = ("deploy", "rollback", "reload", "status") + tuple(
+    dict.fromkeys(spec.daemon_command for spec in TASKS.values() if spec.daemon_command)
+)
 MAX_DEPTH = safejson.MAX_DEPTH  # arrays and objects inside one another, the payload counting as 1
 MAX_PROBLEMS = 10  # validation problems listed in one error message
 _MAX_NODES = 1_000_000  # values in one free-form field built from Python objects
