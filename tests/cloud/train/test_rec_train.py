@@ -10,74 +10,30 @@ import numpy as np
 import pytest
 
 from edgewise.cli import main
+from tests.conftest import REC_TINY
 
 pytestmark = pytest.mark.slow
 
+# the session's tiny rec config (tests/conftest.py), but each test sets its own steps
 TINY = [
-    "--set",
-    "model.d_model=16",
-    "--set",
-    "model.n_heads=2",
-    "--set",
-    "model.n_kv_heads=1",
-    "--set",
-    "model.n_layers=2",
-    "--set",
-    "model.encoder_layers=1",
-    "--set",
-    "model.context_layers=0",
-    "--set",
-    "model.d_ff=32",
-    "--set",
-    "model.max_len=12",
-    "--set",
-    "optim.batch_size=32",
-    "--set",
-    "optim.warmup_steps=5",
-    "--set",
-    "tokenizer.codebook_size=6",
-    "--set",
-    "tokenizer.levels=2",
-    "--set",
-    "tokenizer.embedding.dim=8",
-    "--set",
-    "threads=1",
+    a for k, v in REC_TINY.items() if k not in ("optim.steps", "eval_every") for a in ("--set", f"{k}={v}")
 ]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rec") / "data"
-    code = main(
-        [
-            "-q",
-            "data",
-            "rec",
-            "synthetic",
-            "--users",
-            "120",
-            "--items",
-            "60",
-            "--seed",
-            "3",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
-    return out
+def lazy_run(rec_run) -> Path:
+    """The session's tiny lazy run (30 steps on 120 synthetic users, 60 items)."""
+    return rec_run
+
+
+@pytest.fixture(scope="module")
+def data(rec_run) -> Path:
+    return rec_run.parent / "data"
 
 
 def _train(data: Path, out: Path, config: str, steps: int, *extra: str) -> int:
     args = ["-q", "train", "rec", "--config", config, "--data", str(data), "--out", str(out)]
     return main([*args, *TINY, "--set", f"optim.steps={steps}", "--set", "eval_every=10", *extra])
-
-
-@pytest.fixture(scope="module")
-def lazy_run(data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "lazy"
-    assert _train(data, run, "lazy-small", 30) == 0
-    return run
 
 
 def test_a_lazy_run_has_the_run_layout_and_merged_weights(lazy_run: Path):
