@@ -79,6 +79,13 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "train_rec",
         "train a recommender: lazy decoder-only, encoder-decoder or SASRec (semantic IDs, HRF, distillation)",
     ),
+    (
+        "train",
+        "align",
+        "edgewise.cloud.train.rec_align",
+        "train_align",
+        "align a generative recommender with user feedback (simulator or reward model, DARS, GBPO/ECPO)",
+    ),
     ("eval", "ser", "edgewise.cloud.train.commands", "eval_ser", "evaluate a trained run on a corpus split"),
     (
         "eval",
