@@ -1,0 +1,241 @@
+"""The recommenders side by side on ML-100K: the figures issue 14 asks for, from one set of runs.
+
+For each seed it trains (or reuses, when finished) under ``--runs DIR``:
+
+    sasrec-S      SASRec, the classic baseline              edgewise train rec --config sasrec
+    encdec-S      the encoder-decoder generator (TIGER)     edgewise train rec --config encdec
+    lazy-S        the lazy decoder-only generator (cloud)   edgewise train rec --config lazy
+    small-S       the device decoder, distilled from lazy   edgewise train rec --config lazy-small --teacher lazy-S
+
+and then reports, all on the same leave-last-out split with full ranking:
+
+* quality: HR@5/10 and NDCG@5/10 on the test users, mean and standard deviation over seeds, plus
+  any extra runs given with ``--run LABEL=RUN`` (e.g. an aligned run) and the edge decoder's own
+  figures when ``--edge LABEL=BENCH_JSON`` files are given;
+* compute: training FLOPs per (history, next item) sample and inference FLOPs per request (full
+  50-item history, beam 20) counted by PyTorch's FLOP counter, with the wall time of one training
+  step and one request, for the lazy model against the encoder-decoder (and SASRec);
+* invalid IDs: the share of generated IDs that are no item, decoding with the trie and without it.
+
+Writes OUT/rec_report.{json,md} and OUT/rec_report.png::
+
+    .venv/bin/python benchmarks/rec_report.py --runs ~/edgewise-runs/rec-report --seeds 0 1 2 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from report_files import write_report
+
+KINDS = {  # label -> (preset, teacher label)
+    "sasrec": ("sasrec", None),
+    "encdec": ("encdec", None),
+    "lazy": ("lazy", None),
+    "small": ("lazy-small", "lazy"),
+}
+NAMES = {
+    "sasrec": "SASRec",
+    "encdec": "encoder-decoder",
+    "lazy": "lazy decoder-only",
+    "small": "lazy decoder-only, device size (distilled)",
+}
+METRICS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10")
+
+
+def _python() -> str:
+    return str(Path(sys.executable))
+
+
+def train_command(label: str, seed: int, runs: Path, data: str, threads: int) -> list[str]:
+    preset, teacher = KINDS[label]
+    cmd = [_python(), "-m", "edgewise", "-q", "train", "rec", "--config", preset, "--data", data]
+    cmd += ["--out", str(runs / f"{label}-{seed}"), "--seed", str(seed), "--set", f"threads={threads}"]
+    if teacher:
+        cmd += ["--teacher", str(runs / f"{teacher}-{seed}")]
+    return cmd
+
+
+def ensure_run(label: str, seed: int, runs: Path, data: str, threads: int, log: list[str]) -> Path:
+    run = runs / f"{label}-{seed}"
+    cmd = train_command(label, seed, runs, data, threads)
+    log.append(" ".join(cmd[1:]).replace(_python(), "python"))
+    if (run / "metrics.json").is_file():
+        return run
+    if (run / "checkpoints" / "last.safetensors").is_file():
+        cmd.append("--resume")
+    print("training:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return run
+
+
+def compute_costs(runs: dict[str, Path], threads: int) -> dict[str, Any]:
+    """FLOPs and wall time per training sample and per request for each model kind."""
+    import torch
+
+    from edgewise.cloud.models.rec.beam import TorchTrie
+    from edgewise.cloud.rec.compute import inference_cost, training_flops_per_sample
+    from edgewise.cloud.train.rec_job import load_rec_run
+    from edgewise.rec_ids import PrefixTrie
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    out = {}
+    for label, run in runs.items():
+        model, info = load_rec_run(run)
+        n, length = info["n_items"], model.config.max_len
+        window = torch.from_numpy(rng.integers(1, n + 1, (64, length + 1)))
+        if info["kind"] == "encdec":
+            history, targets = window[:, :-1], window[:, -1:]
+        else:
+            history, targets = window[:, :-1], window[:, 1:]
+        train = training_flops_per_sample(model, history, targets)
+        started = time.perf_counter()
+        for _ in range(3):
+            training_flops_per_sample(model, history, targets)
+        step_ms = (time.perf_counter() - started) / 3 * 1000
+        trie = None
+        if info["semantic_ids"] is not None:
+            trie = TorchTrie.from_trie(PrefixTrie.build(info["semantic_ids"]))
+        infer = inference_cost(model, history[:1], trie, 20, 10)
+        out[label] = {
+            "kind": info["kind"],
+            "parameters": info.get("parameters"),
+            "train_mflops_per_sample": round(train["flops_per_sample"] / 1e6, 3),
+            "train_step_ms_per_sample": round(step_ms / max(1, train["samples"]), 4),
+            "infer_mflops_per_request": round(infer["flops_per_request"] / 1e6, 3),
+            "infer_ms_p50": round(infer["ms_p50"], 3),
+        }
+    return out
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    return {"mean": round(float(arr.mean()), 5), "std": round(float(arr.std()), 5), "n": len(values)}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Recommenders on ML-100K (issue 14)", ""]
+    lines += [f"Data: {report['data']}; leave-last-out, full ranking over all items; test users; "
+              f"seeds {report['seeds']}. Generated {report['created']} on {report['machine']}.", ""]  # fmt: skip
+    lines += ["| model | HR@5 | NDCG@5 | HR@10 | NDCG@10 | seeds |", "|---|---|---|---|---|---|"]
+    for row in report["quality"].values():
+        cells = [f"{row[m]['mean']:.4f} ± {row[m]['std']:.4f}" for m in METRICS]
+        lines.append(f"| {row['name']} | {' | '.join(cells)} | {row[METRICS[0]]['n']} |")
+    bar = report.get("bar")
+    if bar:
+        lines += ["", f"Bar (lazy decoder-only above SASRec on NDCG@10, same run): **{bar['verdict']}** "
+                      f"({bar['lazy']:.4f} vs {bar['sasrec']:.4f})."]  # fmt: skip
+    lines += ["", "## Compute (one seed's models; FLOPs counted by torch.utils.flop_counter)", ""]
+    lines += ["| model | parameters | train MFLOPs / sample | train ms / sample | infer MFLOPs / request | infer ms p50 |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for label, row in report["compute"].items():
+        lines.append(
+            f"| {NAMES.get(label, label)} | {row['parameters']} | {row['train_mflops_per_sample']} | "
+            f"{row['train_step_ms_per_sample']} | {row['infer_mflops_per_request']} | {row['infer_ms_p50']} |"
+        )
+    ratio = report.get("lazy_vs_encdec")
+    if ratio:
+        lines += ["", f"Lazy against encoder-decoder: training FLOPs per sample {ratio['train_flops']:.1%} less, "
+                      f"inference FLOPs per request {ratio['infer_flops']:.1%} less."]  # fmt: skip
+    lines += ["", "## Invalid IDs generated (test users, beam 20)", "", "| model | with the trie | without |",
+              "|---|---|---|"]  # fmt: skip
+    for label, row in report["invalid_ids"].items():
+        lines.append(f"| {NAMES.get(label, label)} | {row['with_trie']:.4f} | {row['without_trie']:.4f} |")
+    lines += ["", "## Commands", "", "```"] + report["commands"] + ["```", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(report["quality"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("hr@10", "ndcg@10"), strict=True):
+        means = [report["quality"][k][metric]["mean"] for k in labels]
+        stds = [report["quality"][k][metric]["std"] for k in labels]
+        ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color="#4c72b0")
+        ax.set_xticks(range(len(labels)), labels, rotation=20)
+        ax.set_title(f"{metric.upper()} on ML-100K test users")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, required=True, help="where the runs are trained (or found)")
+    parser.add_argument("--data", default="ml-100k")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument(
+        "--run", action="append", default=[], help="LABEL=RUN: one more finished run per label"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+
+    commands: list[str] = []
+    runs: dict[str, dict[int, Path]] = {}
+    for seed in args.seeds:
+        for label in args.kinds:
+            runs.setdefault(label, {})[seed] = ensure_run(
+                label, seed, args.runs, args.data, args.threads, commands
+            )
+    for item in args.run:
+        label, sep, path = item.partition("=")
+        if not sep:
+            parser.error(f"--run {item!r}: expected LABEL=RUN")
+        runs.setdefault(label, {})[len(runs.get(label, {}))] = Path(path)
+    quality, invalid = {}, {}
+    for label, by_seed in runs.items():
+        metrics = [json.loads((run / "metrics.json").read_text()) for run in by_seed.values()]
+        row: dict[str, Any] = {"name": NAMES.get(label, label)}
+        for m in METRICS:
+            row[m] = summarize([x["test"][m] for x in metrics])
+        quality[label] = row
+        if "test_unconstrained" in metrics[0]:
+            invalid[label] = {
+                "with_trie": float(np.mean([x["test"]["invalid_rate"] for x in metrics])),
+                "without_trie": float(np.mean([x["test_unconstrained"]["invalid_rate"] for x in metrics])),
+            }
+    first = {label: by_seed[min(by_seed)] for label, by_seed in runs.items() if label in KINDS}
+    compute = compute_costs(first, args.threads)
+    report: dict[str, Any] = {
+        "data": args.data,
+        "seeds": args.seeds,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {args.threads} threads",
+        "quality": quality,
+        "compute": compute,
+        "invalid_ids": invalid,
+        "commands": commands + [" ".join(["python", *sys.argv])],
+    }
+    if "lazy" in quality and "sasrec" in quality:
+        lazy, sas = quality["lazy"]["ndcg@10"]["mean"], quality["sasrec"]["ndcg@10"]["mean"]
+        report["bar"] = {"lazy": lazy, "sasrec": sas, "verdict": "met" if lazy > sas else "not met"}
+    if "lazy" in compute and "encdec" in compute:
+        report["lazy_vs_encdec"] = {
+            "train_flops": 1
+            - compute["lazy"]["train_mflops_per_sample"] / compute["encdec"]["train_mflops_per_sample"],
+            "infer_flops": 1
+            - compute["lazy"]["infer_mflops_per_request"] / compute["encdec"]["infer_mflops_per_request"],
+        }
+    write_report(args.out, "rec_report", report, markdown(report))
+    plot(report, args.out / "rec_report.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
