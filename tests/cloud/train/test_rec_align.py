@@ -1,6 +1,6 @@
-"""``edgewise train align`` end to end on a tiny synthetic data set: a lazy policy trained for a few
-steps, aligned with simulator feedback (real files, real training, the CLI's exit codes), read back
-by ``edgewise eval rec``."""
+"""``edgewise train align`` end to end on a tiny synthetic data set: the session's tiny lazy run
+aligned with simulator feedback (real files, real training, the CLI's exit codes), read back by
+``edgewise eval rec``."""
 
 from __future__ import annotations
 
@@ -29,24 +29,14 @@ EASY = [
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("align") / "data"
-    args = [
-        "-q",
-        "data",
-        "rec",
-        "synthetic",
-        "--users",
-        "120",
-        "--items",
-        "60",
-        "--seed",
-        "3",
-        "--out",
-        str(out),
-    ]
-    assert main(args) == 0
-    return out
+def policy(rec_run) -> Path:
+    """The session's tiny lazy run (tests/conftest.py: 30 steps on 120 synthetic users, 60 items)."""
+    return rec_run
+
+
+@pytest.fixture(scope="module")
+def data(rec_run) -> Path:
+    return rec_run.parent / "data"
 
 
 def _train(data: Path, out: Path, config: str, steps: int) -> int:
@@ -59,13 +49,6 @@ def _align(policy: Path, data: Path, out: Path, steps: int, *extra: str) -> int:
     return main(
         [*args, "--set", "threads=1", "--set", f"optim.steps={steps}", "--set", "eval_every=10", *extra]
     )
-
-
-@pytest.fixture(scope="module")
-def policy(data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "lazy"
-    assert _train(data, run, "lazy-small", 30) == 0
-    return run
 
 
 @pytest.fixture(scope="module")
