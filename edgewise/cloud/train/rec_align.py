@@ -470,7 +470,7 @@ def build_align_job(cfg: AlignConfig, opts, dist, *, policy: Path):
 
     import torch
 
-    from edgewise.cloud.train.rec_commands import _check_same_items as check_same_items
+    from edgewise.cloud.train.rec_commands import check_same_items
     from edgewise.cloud.train.rec_job import RecData, evaluate_model, pad_left, write_run_extras
     from edgewise.cloud.train.step_loop import Job
 

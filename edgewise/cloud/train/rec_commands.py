@@ -77,13 +77,13 @@ def eval_rec_run(args: argparse.Namespace) -> int:
     if args.beam is not None:
         cfg = load_config(RecTrainConfig, {**cfg.model_dump(mode="json"), "beam": args.beam}, name="--beam")
     data = RecData(cfg, args.data or info["data"]["path"], teacher_ids=info["semantic_ids"])
-    _check_same_items(args.run, data.dataset.item_ids)
+    check_same_items(args.run, data.dataset.item_ids)
     metrics = evaluate_model(model, data, args.split, cfg, constrained=not args.no_trie)
     print(json.dumps({"run": str(args.run), "kind": info["kind"], "split": args.split, **metrics}, indent=2))
     return 0
 
 
-def _check_same_items(run: Path, item_ids: list[str]) -> None:
+def check_same_items(run: Path, item_ids: list[str]) -> None:
     """A data set other than the run's must hold the same items at the same indices."""
     from edgewise.errors import DataError
 
