@@ -84,12 +84,12 @@ def test_a_model_that_fails_to_load_leaves_the_old_one_running(
     sub = subscribe(broker, TOPICS)
     d = daemons(root, broker, {"source": "stdin", "stdin_format": "raw"}).start(stdin=subprocess.PIPE)
     d.wait_health(lambda h: h["ok"])
-    bad = bundle_version(ser_bundle, tmp_path, "2.0.0", task="rec")  # verifies, but no pipeline runs it
+    bad = bundle_version(ser_bundle, tmp_path, "2.0.0", task="asr")  # verifies, but no pipeline runs it
     switched_at = time.time()
     activate(root, install_bundle(root, bad))
     d.signal(signal.SIGHUP)
     health = d.wait_health(lambda h: h["model"] == "ser-tiny/2.0.0", after=switched_at)
-    assert health["ok"] is False and "no edge pipeline for bundle task 'rec'" in health["error"]
+    assert health["ok"] is False and "no edge pipeline for bundle task 'asr'" in health["error"]
     errors = sub.wait_for(lambda ps: any(p.type == "error" and p.code == "model_load" for p in ps))
     assert any("ser-tiny/2.0.0" in p.message for p in errors if p.type == "error")
     d.proc.stdin.write(stream_of(speech_track))
