@@ -164,7 +164,6 @@ def export_run(args: argparse.Namespace) -> int:
 
 
 def export_tts(args: argparse.Namespace) -> int:
-
     from edgewise.export.tts import FORMATS as FORMATS_TTS
     from edgewise.export.tts import INT8_ROLES, PRECISIONS, TTSExportOptions
     from edgewise.export.tts import export_tts as run_export
@@ -210,7 +209,6 @@ def _print_report(report: dict, sign_key: Path | None) -> int:
 
 
 def export_rec(args: argparse.Namespace) -> int:
-
     from edgewise.export.rec import PRECISIONS, RecExportOptions
     from edgewise.export.rec import export_rec as run_export
 
