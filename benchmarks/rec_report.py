@@ -7,11 +7,14 @@ For each seed it trains (or reuses, when finished) under ``--runs DIR``:
     lazy-S        the lazy decoder-only generator (cloud)   edgewise train rec --config lazy
     small-S       the device decoder, distilled from lazy   edgewise train rec --config lazy-small --teacher lazy-S
 
-and then reports, all on the same leave-last-out split with full ranking:
+then exports each ``small-S`` run (``edgewise export``: ONNX fp32 and int8, gated) into
+``bundles-S`` and reports, all on the same leave-last-out split with full ranking:
 
 * quality: HR@5/10 and NDCG@5/10 on the test users, mean and standard deviation over seeds, plus
-  any extra runs given with ``--run LABEL=RUN`` (e.g. an aligned run) and the edge decoder's own
-  figures when ``--edge LABEL=BENCH_JSON`` files are given;
+  any extra runs given with ``--run LABEL=RUN`` (e.g. an aligned run), and the edge decoder: the
+  bundle's int8 graphs in the torch-free runtime (onnxruntime, numpy beam search) on the same users;
+* edge latency: ``edgewise bench`` of the first seed's bundle against its PyTorch run (top-10,
+  beam 20, one request at a time): p50 and p99 per engine;
 * compute: training FLOPs per (history, next item) sample and inference FLOPs per request (full
   50-item history, beam 20) counted by PyTorch's FLOP counter, with the wall time of one training
   step and one request, for the lazy model against the encoder-decoder (and SASRec);
@@ -75,6 +78,56 @@ def ensure_run(label: str, seed: int, runs: Path, data: str, threads: int, log: 
     print("training:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return run
+
+
+def ensure_bundle(run: Path, runs: Path, seed: int, threads: int, log: list[str]) -> Path:
+    """The export of the device decoder's run (fp32 and int8 ONNX, parity-gated): RUNS/bundles-S/NAME."""
+    out = runs / f"bundles-{seed}"
+    cmd = [_python(), "-m", "edgewise", "-q", "export", str(run), "--out", str(out)]
+    cmd += ["--threads", str(threads)]
+    log.append(" ".join(cmd[1:]))
+    found = sorted(p for p in out.glob("*") if (p / "manifest.json").is_file()) if out.is_dir() else []
+    if not found:
+        print("exporting:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        found = sorted(p for p in out.glob("*") if (p / "manifest.json").is_file())
+    return found[0]
+
+
+def edge_quality(bundle: Path, run: Path, data: str, precision: str, threads: int) -> dict[str, float]:
+    """HR/NDCG@5/10 of the bundle's ``precision`` graphs in the edge runtime on the test users."""
+    from edgewise.cloud.models.rec.config import RecTrainConfig
+    from edgewise.cloud.rec.metrics import ranking_metrics
+    from edgewise.cloud.train.rec_job import RecData, load_rec_run
+    from edgewise.config import load_config, read_yaml
+    from edgewise.edge.pipelines.rec import RecPipeline
+    from edgewise.export.rec import edge_beams
+    from edgewise.rec_ids import pad_left
+
+    pipe, _ = RecPipeline.open_precision(bundle, precision, threads)
+    _, info = load_rec_run(run)
+    cfg = load_config(RecTrainConfig, read_yaml(run / "config.yaml"), name=str(run / "config.yaml"))
+    rec_data = RecData(cfg, data, teacher_ids=info["semantic_ids"])
+    histories = pad_left(rec_data.test_history, pipe.settings.max_len)
+    beams = edge_beams(pipe.context, pipe.decoder, histories, pipe.tables.trie, pipe.settings, cfg.beam)
+    return ranking_metrics(beams.items[:, : cfg.top_k], rec_data.test_target, ks=(5, 10))
+
+
+def edge_latency(bundle: Path, run: Path, runs: Path, threads: int, log: list[str]) -> dict[str, Any]:
+    """``edgewise bench`` of ``bundle`` against its PyTorch run: p50/p99 per engine (ms)."""
+    out = runs / f"bench-{bundle.name}"
+    cmd = [_python(), "-m", "edgewise", "-q", "bench", str(bundle), "--run", str(run), "--out", str(out)]
+    cmd += ["--threads", str(threads)]
+    log.append(" ".join(cmd[1:]))
+    if not (out / "bench.json").is_file():
+        print("benchmarking:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    return {
+        label: {"p50_ms": row["latency_ms"]["p50"], "p99_ms": row["latency_ms"]["p99"], **{
+            k: row[k] for k in ("hr@10", "ndcg@10", "same_topk") if k in row}}
+        for label, row in rows.items()
+    }  # fmt: skip
 
 
 def compute_costs(runs: dict[str, Path], threads: int) -> dict[str, Any]:
@@ -146,6 +199,11 @@ def markdown(report: dict[str, Any]) -> str:
     if ratio:
         lines += ["", f"Lazy against encoder-decoder: training FLOPs per sample {ratio['train_flops']:.1%} less, "
                       f"inference FLOPs per request {ratio['infer_flops']:.1%} less."]  # fmt: skip
+    if report.get("edge_latency"):
+        lines += ["", "## Edge decoding, top-10 with beam 20, one request at a time, 1 thread (`edgewise bench`)", "",
+                  "| engine | p50 ms | p99 ms |", "|---|---|---|"]  # fmt: skip
+        for label, row in report["edge_latency"].items():
+            lines.append(f"| {label} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")
     lines += ["", "## Invalid IDs generated (test users, beam 20)", "", "| model | with the trie | without |",
               "|---|---|---|"]  # fmt: skip
     for label, row in report["invalid_ids"].items():
@@ -183,6 +241,7 @@ def main() -> int:
         "--run", action="append", default=[], help="LABEL=RUN: one more finished run per label"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-edge", action="store_true", help="skip the export, edge quality and latency")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 
@@ -210,6 +269,17 @@ def main() -> int:
                 "with_trie": float(np.mean([x["test"]["invalid_rate"] for x in metrics])),
                 "without_trie": float(np.mean([x["test_unconstrained"]["invalid_rate"] for x in metrics])),
             }
+    latency = None
+    if "small" in runs and not args.no_edge:
+        edge_rows = []
+        for seed, run in sorted(runs["small"].items()):
+            bundle = ensure_bundle(run, args.runs, seed, args.threads, commands)
+            edge_rows.append(edge_quality(bundle, run, args.data, "int8", args.threads))
+            if latency is None:
+                latency = edge_latency(bundle, run, args.runs, 1, commands)
+        quality["edge-int8"] = {"name": "device decoder, ONNX int8 in the edge runtime"} | {
+            m: summarize([r[m] for r in edge_rows]) for m in METRICS
+        }
     first = {label: by_seed[min(by_seed)] for label, by_seed in runs.items() if label in KINDS}
     compute = compute_costs(first, args.threads)
     report: dict[str, Any] = {
@@ -220,6 +290,7 @@ def main() -> int:
         "quality": quality,
         "compute": compute,
         "invalid_ids": invalid,
+        "edge_latency": latency,
         "commands": commands + [" ".join(["python", *sys.argv])],
     }
     if "lazy" in quality and "sasrec" in quality:

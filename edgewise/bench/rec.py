@@ -61,22 +61,9 @@ class RecWorker:
         return {"load_s": time.perf_counter() - t0, "memory": memory(), **info}
 
     def _load_onnx(self, bundle_path: str, precision: str, threads: int) -> dict[str, Any]:
-        from edgewise.bundle import load_bundle
-        from edgewise.devices import RuntimeChoice
-        from edgewise.edge.pipelines.rec import ROLES, RecPipeline, open_tables
-        from edgewise.edge.runtime import open_backend
+        from edgewise.edge.pipelines.rec import RecPipeline
 
-        bundle = load_bundle(bundle_path)
-        arts = {}
-        for role in ROLES:
-            found = bundle.artifacts(role, format="onnx", precision=precision)
-            if not found:
-                raise ValueError(f"{bundle.root.name}: no onnx {precision} {role}")
-            arts[role] = found[0]
-        settings, tables = open_tables(bundle)
-        choice = RuntimeChoice(format="onnx", precision=precision)
-        backends = {r: open_backend(bundle, a, choice, threads, single_io=False) for r, a in arts.items()}
-        pipe = RecPipeline(backends, settings, tables)
+        pipe, arts = RecPipeline.open_precision(bundle_path, precision, threads)
 
         def run_one(history: list[str], k: int, beam: int) -> tuple[float, list[str]]:
             result = pipe.recommend(history, k=k, beam=beam)
@@ -87,7 +74,7 @@ class RecWorker:
             "size_bytes": sum(a.size_bytes for a in arts.values()),
             "artifacts": [a.path for a in arts.values()],
             "export_gate_passed": all(a.parity.get("passed") is not False for a in arts.values()),
-            "backend": backends["rec_decoder"].describe(),
+            "backend": pipe.decoder.describe(),
         }
 
     def _load_torch(self, bundle_path: str, run: str | None, threads: int) -> dict[str, Any]:

@@ -158,7 +158,7 @@ def darec_align(
         optimizer.zero_grad()
         losses["total"].backward()
         optimizer.step()
-        record = {k: round(float(v), 5) for k, v in losses.items()}
+        record = {k: round(float(v.detach()), 5) for k, v in losses.items()}
         first = first or record
         last = record
     with torch.no_grad():

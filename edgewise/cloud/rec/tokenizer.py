@@ -2,8 +2,9 @@
 
 Level 1 clusters the item embeddings, level 2 clusters what level 1 left over (each item's
 embedding minus its level-1 centroid), and so on: an item's codes are its cluster at every level.
-Items whose codes all agree get one more digit, their rank in the group (by item index), so every
-item has a unique ID; that collision digit is the last level of :class:`~edgewise.rec_ids.SemanticIds`
+Items whose codes all agree get one more digit, their rank in the group, so every item has a
+unique ID: by training popularity when it is given (the group's most-interacted item gets 0, so the
+digit's prior is the popularity prior and the commonest answer is the easiest one), else by item index; that collision digit is the last level of :class:`~edgewise.rec_ids.SemanticIds`
 and its size is the largest group.
 
 K-means is numpy: k-means++ seeding (greedy, 2 + ln k candidates per centre, as scikit-learn),
@@ -280,11 +281,18 @@ def rq_kmeans(embeddings: np.ndarray, config: TokenizerConfig | None = None) -> 
 # collision digit and the report
 
 
-def collision_digits(codes: np.ndarray) -> np.ndarray:
-    """Each item's rank (by item index) among the items with the same codes: int32 (n,)."""
+def collision_digits(codes: np.ndarray, popularity: np.ndarray | None = None) -> np.ndarray:
+    """Each item's rank among the items with the same codes: int32 (n,). The rank is by
+    ``popularity`` (n,), most popular first, ties by item index; without it, by item index."""
     codes = np.asarray(codes)
     n = codes.shape[0]
-    order = np.lexsort(codes.T[::-1])  # stable: equal rows keep item order
+    keys = list(codes.T[::-1])
+    if popularity is not None:
+        popularity = np.asarray(popularity, dtype=np.float64)
+        if popularity.shape != (n,):
+            raise ValueError(f"popularity has shape {popularity.shape}, expected ({n},)")
+        keys = [-popularity, *keys]
+    order = np.lexsort(keys)  # stable: equal keys keep item order
     starts = np.ones(n, dtype=bool)
     starts[1:] = np.any(codes[order[1:]] != codes[order[:-1]], axis=1)
     group_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
@@ -293,9 +301,11 @@ def collision_digits(codes: np.ndarray) -> np.ndarray:
     return digit
 
 
-def add_collision_digit(codes: np.ndarray, codebook_sizes: tuple[int, ...]) -> SemanticIds:
+def add_collision_digit(
+    codes: np.ndarray, codebook_sizes: tuple[int, ...], popularity: np.ndarray | None = None
+) -> SemanticIds:
     """``codes`` (n, levels) plus the collision digit as the last level (size: the largest group)."""
-    digit = collision_digits(codes)
+    digit = collision_digits(codes, popularity)
     full = np.concatenate([np.asarray(codes, dtype=np.int32), digit[:, None]], axis=1)
     return SemanticIds(codes=full, level_sizes=(*codebook_sizes, int(digit.max()) + 1))
 
@@ -353,14 +363,14 @@ def semantic_id_report(rq: RQResult, ids: SemanticIds) -> dict[str, Any]:
 
 
 def build_semantic_ids(
-    embeddings: np.ndarray, config: TokenizerConfig | None = None
+    embeddings: np.ndarray, config: TokenizerConfig | None = None, popularity: np.ndarray | None = None
 ) -> tuple[SemanticIds, dict[str, Any]]:
-    """RQ-Kmeans codes plus the collision digit for every item, and :func:`semantic_id_report`'s
-    report (with ``seconds`` taken)."""
+    """RQ-Kmeans codes plus the collision digit (ordered by ``popularity`` when given) for every
+    item, and :func:`semantic_id_report`'s report (with ``seconds`` taken)."""
     config = config or TokenizerConfig()
     started = time.perf_counter()
     rq = rq_kmeans(embeddings, config)
-    ids = add_collision_digit(rq.codes, rq.codebook_sizes)
+    ids = add_collision_digit(rq.codes, rq.codebook_sizes, popularity)
     report = semantic_id_report(rq, ids)
     report["seconds"] = round(time.perf_counter() - started, 3)
     return ids, report

@@ -299,6 +299,43 @@ def prepare_feedback(cfg: AlignConfig, data, data_path: Path, max_len: int) -> F
     return Feedback(split_users, rollout, heldout, source, measure, reward, dars, report)
 
 
+DISLIKE_RATING = 2.0  # explicit ratings at or below this count as a dislike
+
+
+def feedback_view(ds, data_path: Path):
+    """The data set as alignment reads it: as it is when it logs watch times and item durations;
+    one with explicit ratings only (MovieLens) gets them as feedback: every item lasts one unit, the
+    watched fraction is the rating rescaled to [0, 1] over the data set's rating range, and a
+    rating of :data:`DISLIKE_RATING` or less is a dislike."""
+    import dataclasses
+
+    import numpy as np
+
+    if ds.watch_time is not None and ds.item_duration is not None:
+        return ds
+    if ds.rating is None or ds.watch_time is not None:
+        missing = [name for name in ("watch_time", "item_duration") if getattr(ds, name) is None]
+        raise DataError(
+            f"{data_path}: this data set has no {' or '.join(missing)}; alignment needs logged watch "
+            "times with item durations (`edgewise data rec synthetic` writes both), or ratings alone"
+        )
+    rating = np.asarray(ds.rating, dtype=np.float32)
+    low, high = float(rating.min()), float(rating.max())
+    fraction = (rating - low) / (high - low) if high > low else np.ones_like(rating)
+    disliked = rating <= DISLIKE_RATING if ds.disliked is None else ds.disliked
+    meta = {
+        **ds.meta,
+        "feedback": f"ratings {low:g}-{high:g} as watched fraction, <= {DISLIKE_RATING:g}: dislike",
+    }
+    return dataclasses.replace(
+        ds,
+        watch_time=fraction.astype(np.float32),
+        item_duration=np.ones(ds.n_items, dtype=np.float32),
+        disliked=np.asarray(disliked, dtype=bool),
+        meta=meta,
+    )
+
+
 def _load_simulator(cfg: AlignConfig, ds, data_path: Path):
     """The data set's simulator: required for ``reward: simulator``, used for measuring when present."""
     from edgewise.cloud.data.rec_data import SIMULATOR_FILE
@@ -479,6 +516,7 @@ def build_align_job(cfg: AlignConfig, opts, dist, *, policy: Path):
         raise ConfigError(f"top_k ({cfg.top_k}) exceeds the policy's beam ({policy_cfg.beam})")
     data = RecData(policy_cfg, opts.data, teacher_ids=info["semantic_ids"])
     check_same_items(policy, data.dataset.item_ids)
+    data.dataset = feedback_view(data.dataset, Path(opts.data))
     fb = prepare_feedback(cfg, data, Path(opts.data), reference.config.max_len)
     reference = reference.to(dist.device).requires_grad_(False)
     model = copy.deepcopy(reference).requires_grad_(True)

@@ -78,14 +78,12 @@ class RecData:
             from edgewise.cloud.rec.item_embeddings import build_item_embeddings
             from edgewise.cloud.rec.tokenizer import build_semantic_ids
 
+            train = [np.asarray(s) for s in split.train]
             emb = build_item_embeddings(
-                cfg.tokenizer.source,
-                [np.asarray(s) for s in split.train],
-                self.n_items,
-                self.dataset.item_texts(),
-                cfg.tokenizer.embedding,
+                cfg.tokenizer.source, train, self.n_items, self.dataset.item_texts(), cfg.tokenizer.embedding
             )
-            self.ids, self.tokenizer_report = build_semantic_ids(emb.vectors, cfg.tokenizer)
+            popularity = np.bincount(np.concatenate(train), minlength=self.n_items) if train else None
+            self.ids, self.tokenizer_report = build_semantic_ids(emb.vectors, cfg.tokenizer, popularity)
             self.tokenizer_report["embeddings"] = emb.report
         if self.ids.n_items != self.n_items:
             raise DataError(

@@ -326,6 +326,27 @@ class RecPipeline:
         }
         return cls({role: rt.backend for role, rt in runtimes.items()}, settings, tables, runtimes)
 
+    @classmethod
+    def open_precision(cls, bundle: str | Path | Bundle, precision: str, threads: int | None = None):
+        """The bundle's two ONNX graphs of ``precision``, opened directly (not through a device
+        profile, and whatever their gate said: benchmarks measure every artifact). Returns the
+        pipeline and the artifacts it opened, by role."""
+        from edgewise.devices import RuntimeChoice
+        from edgewise.edge.runtime import open_backend
+
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle)
+        arts = {}
+        for role in ROLES:
+            found = bundle.artifacts(role, format="onnx", precision=precision)
+            if not found:
+                raise BundleError(f"{bundle.root.name}: no onnx {precision} {role}")
+            arts[role] = found[0]
+        settings, tables = open_tables(bundle)
+        choice = RuntimeChoice(format="onnx", precision=precision)
+        backends = {r: open_backend(bundle, a, choice, threads, single_io=False) for r, a in arts.items()}
+        return cls(backends, settings, tables), arts
+
     # -- requests ---------------------------------------------------------------------------------
 
     def check_k_beam(self, k: Any, beam: Any) -> tuple[int, int]:

@@ -71,6 +71,16 @@ def test_collision_digits_rank_items_in_index_order():
     assert ids.codes[:, 2].tolist() == [0, 0, 1, 2, 1, 0]
 
 
+def test_collision_digits_rank_by_popularity_when_given():
+    codes = np.array([[1, 2], [0, 0], [1, 2], [1, 2], [0, 0], [3, 1]])
+    popularity = np.array([5, 1, 9, 5, 7, 0])  # item 2 leads its group; items 0 and 3 tie: index order
+    assert collision_digits(codes, popularity).tolist() == [1, 1, 0, 2, 0, 0]
+    ids = add_collision_digit(codes, (4, 3), popularity)
+    assert ids.codes[:, 2].tolist() == [1, 1, 0, 2, 0, 0]
+    with pytest.raises(ValueError, match=r"popularity has shape \(5,\), expected \(6,\)"):
+        collision_digits(codes, popularity[:5])
+
+
 def test_duplicate_embeddings_get_collision_digits_and_an_exact_report():
     a, b, c = np.eye(3, dtype=np.float32) * 10
     x = np.stack([a, b, a, c, a, b])  # groups: a {0, 2, 4}, b {1, 5}, c {3}

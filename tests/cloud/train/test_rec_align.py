@@ -158,3 +158,56 @@ def test_a_bad_config_names_the_field(policy, data, tmp_path, capsys):
     assert "method" in capsys.readouterr().err
     assert _align(policy, data, tmp_path / "out2", 2, "--config", "no-such-align") == 2
     assert "align-gbpo" in capsys.readouterr().err
+
+
+def _ratings_only(data: Path, out: Path) -> Path:
+    """The synthetic data set as a ratings-only one (as MovieLens is): 1-5 stars from the watched
+    fraction, no watch times, durations, dislikes or simulator."""
+    import dataclasses
+
+    import numpy as np
+
+    from edgewise.cloud.data.rec_data import load_rec_dataset, save_rec_dataset
+
+    ds = load_rec_dataset(data)
+    fraction = np.clip(ds.watch_time / ds.item_duration[ds.item], 0, 1)
+    stars = 1 + np.round(4 * fraction)
+    save_rec_dataset(
+        dataclasses.replace(ds, rating=stars, watch_time=None, disliked=None, item_duration=None), out
+    )
+    return out
+
+
+def test_ratings_become_feedback_and_a_ratings_only_data_set_aligns(policy, data, tmp_path):
+    from edgewise.cloud.data.rec_data import load_rec_dataset
+    from edgewise.cloud.train.rec_align import feedback_view
+
+    rated = _ratings_only(data, tmp_path / "rated")
+    ds = load_rec_dataset(rated)
+    view = feedback_view(ds, rated)
+    assert view.item_duration.tolist() == [1.0] * ds.n_items
+    assert view.watch_time.min() == 0.0 and view.watch_time.max() == 1.0  # 1..5 stars onto [0, 1]
+    assert view.disliked.tolist() == (ds.rating <= 2).tolist()
+    assert feedback_view(load_rec_dataset(data), data).watch_time is not None  # logged feedback kept as is
+
+    run = tmp_path / "aligned-rated"
+    extra = ["--config", "align-model", "--set", "reward_model.steps=30", "--set", "rollout.users=8"]
+    assert _align(policy, rated, run, 3, *extra, "--set", "rollout.group=4") == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["heldout"]["aligned"]["source"] == "model"  # no simulator: the reward model measures
+    assert metrics["reward_model"]["heldout"]["examples"] > 0
+
+
+def test_a_data_set_without_feedback_is_refused_with_what_it_lacks(policy, data, tmp_path, capsys):
+    import dataclasses
+
+    from edgewise.cloud.data.rec_data import load_rec_dataset, save_rec_dataset
+
+    bare = tmp_path / "bare"
+    ds = load_rec_dataset(data)
+    save_rec_dataset(dataclasses.replace(ds, watch_time=None, disliked=None, item_duration=None), bare)
+    capsys.readouterr()
+    assert _align(policy, bare, tmp_path / "out", 2, "--config", "align-model") == 2
+    err = capsys.readouterr().err
+    assert str(bare) in err and "no watch_time or item_duration" in err and "ratings" in err
+    assert not (tmp_path / "out" / "model.json").exists()
