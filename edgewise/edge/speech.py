@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edgewise.edge.command_args import check_command_args
 from edgewise.edge.pipelines.tts import MAX_STEPS, MAX_TEXT_CHARS
 from edgewise.errors import ConfigError
 
@@ -22,13 +23,7 @@ TTS_ARGS = {"text", "play", "seed", "steps", "length_scale"}
 
 def check_tts_args(args: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
     """(text, synthesis options, play) from a ``tts`` command's args; ConfigError names what is wrong."""
-    if not isinstance(args, dict):
-        raise ConfigError(f"tts: args must be an object, got {type(args).__name__}")
-    unknown = sorted(set(args) - TTS_ARGS)
-    if unknown:
-        raise ConfigError(f"tts: unknown argument(s) {unknown}; expected {sorted(TTS_ARGS)}")
-    if "text" not in args:
-        raise ConfigError("tts: args.text is required: the text to say")
+    args = check_command_args("tts", args, TTS_ARGS, {"text": "the text to say"}, ConfigError)
     text = args["text"]
     if not isinstance(text, str):
         raise ConfigError(f"tts: args.text must be a string, got {type(text).__name__}")

@@ -36,7 +36,7 @@ import importlib.util
 import logging
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -204,6 +204,30 @@ def export_graph(
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return minify(path)
+
+
+def export_role_graphs(
+    modules: Mapping[str, Any],
+    examples: Mapping[str, tuple[tuple, Any]],
+    io: Mapping[str, tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]],
+    workdir: Path,
+) -> dict[str, Path]:
+    """Export each role's module as ``workdir/<role>.fp32.onnx`` (:func:`export_graph`), one timed
+    step a graph. ``examples``: role -> (example args, dynamic shapes); ``io``: role -> (inputs,
+    outputs) as the manifest records them (dicts with a ``name``), which name the graph's tensors."""
+    from edgewise.export.pipeline import step  # pipeline -> formats -> this module: not at the top
+
+    out = {}
+    for role, module in modules.items():
+        inputs, outputs = io[role]
+        args, dyn = examples[role]
+        with step(f"export {role} onnx fp32"):
+            out[role] = export_graph(
+                module, args, workdir / f"{role}.fp32.onnx",
+                input_names=[i["name"] for i in inputs], output_names=[o["name"] for o in outputs],
+                dynamic_shapes=dyn,
+            )  # fmt: skip
+    return out
 
 
 def input_dims(path: str | Path, index: int = 0) -> list[Any]:

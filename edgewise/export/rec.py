@@ -157,7 +157,7 @@ def export_graphs(modules: dict[str, Any], model: Any, workdir: Path) -> dict[st
     """Both graphs as portable fp32 ONNX files with every batch and length axis dynamic."""
     import torch
 
-    from edgewise.export.onnx_export import export_graph
+    from edgewise.export.onnx_export import export_role_graphs
 
     auto = torch.export.Dim.AUTO  # rows = batch * beams, which no named Dim can express
     cfg, n = model.config, names(model)
@@ -180,17 +180,7 @@ def export_graphs(modules: dict[str, Any], model: Any, workdir: Path) -> dict[st
             ({0: auto, 1: auto}, None, (*ctx_dims, *[{0: auto, 2: auto} for _ in past])),
         ),
     }
-    out = {}
-    for role, module in modules.items():
-        inputs, outputs = graph_io(model)[role]
-        args, dyn = examples[role]
-        with step(f"export {role} onnx fp32"):
-            out[role] = export_graph(
-                module, args, workdir / f"{role}.fp32.onnx",
-                input_names=[i["name"] for i in inputs], output_names=[o["name"] for o in outputs],
-                dynamic_shapes=dyn,
-            )  # fmt: skip
-    return out
+    return export_role_graphs(modules, examples, graph_io(model), workdir)
 
 
 class TorchGraph:

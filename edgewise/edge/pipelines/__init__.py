@@ -9,8 +9,10 @@ call from several threads at once: the daemon calls it from its audio thread and
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
+from edgewise.bundle import Bundle, load_bundle
 from edgewise.errors import ConfigError
 
 
@@ -34,3 +36,18 @@ def pipeline_for_task(task: str):
             f"no edge pipeline for bundle task {task!r}; this edgewise runs: {', '.join(TASKS)}"
         )
     return TASKS[task].load("pipeline")
+
+
+def open_task_bundle(
+    bundle: str | Path | Bundle, task: str, needs: str, *, public_key: str | Path | None = None
+) -> Bundle:
+    """``bundle``, loaded (and its signature checked with ``public_key``) when given as a path; a
+    ConfigError when its manifest's task is not ``task`` (``needs`` says what the pipeline runs:
+    "a voice", "a recommender")."""
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle, public_key=public_key)
+    if bundle.manifest.task != task:
+        raise ConfigError(
+            f"{bundle.root}: a {bundle.manifest.task!r} bundle, not {needs}: this needs a {task} bundle"
+        )
+    return bundle

@@ -47,6 +47,8 @@ import numpy as np
 
 from edgewise.bundle import Bundle, BundleError, IntegrityError, load_bundle, sha256_file
 from edgewise.devices import DeviceProfile
+from edgewise.edge.command_args import check_command_args
+from edgewise.edge.pipelines import open_task_bundle
 from edgewise.edge.runtime import ModelRuntime
 from edgewise.errors import ConfigError, DataError
 from edgewise.rec_ids import PrefixTrie, SemanticIds, pad_left
@@ -266,13 +268,9 @@ def beam_search(
 def check_request(args: Any) -> tuple[list[str], Any, Any]:
     """(history ids, k, beam) of a ``recommend`` request (the daemon's command args; k and beam None
     when not given); RecInputError naming what is wrong."""
-    if not isinstance(args, dict):
-        raise RecInputError(f"recommend: args must be an object, got {type(args).__name__}")
-    unknown = sorted(set(args) - RECOMMEND_ARGS)
-    if unknown:
-        raise RecInputError(f"recommend: unknown argument(s) {unknown}; expected {sorted(RECOMMEND_ARGS)}")
-    if "history" not in args:
-        raise RecInputError("recommend: args.history is required: a list of item ids, oldest first")
+    args = check_command_args(
+        "recommend", args, RECOMMEND_ARGS, {"history": "a list of item ids, oldest first"}, RecInputError
+    )
     history = args["history"]
     if not isinstance(history, list) or not all(
         isinstance(x, (str, int)) and not isinstance(x, bool) for x in history
@@ -312,12 +310,7 @@ class RecPipeline:
         threads: int | None = None,
         **_: Any,
     ) -> RecPipeline:
-        if not isinstance(bundle, Bundle):
-            bundle = load_bundle(bundle, public_key=public_key)
-        if bundle.manifest.task != cls.task:
-            raise ConfigError(
-                f"{bundle.root}: a {bundle.manifest.task!r} bundle, not a recommender: this needs a rec bundle"
-            )
+        bundle = open_task_bundle(bundle, cls.task, "a recommender", public_key=public_key)
         settings, tables = open_tables(bundle)
         check_manifest_vocab(bundle, settings)
         runtimes = {

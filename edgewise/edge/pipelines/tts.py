@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.bundle import Bundle, load_bundle
+from edgewise.bundle import Bundle
 from edgewise.devices import DeviceProfile
+from edgewise.edge.pipelines import open_task_bundle
 from edgewise.edge.runtime import ModelRuntime
 from edgewise.errors import ConfigError, DataError
 from edgewise.phonemes import PhonemeIds, Phonemizer
@@ -150,12 +151,7 @@ class TTSPipeline:
         phonemizer: str | None = None,
         **_: Any,
     ) -> TTSPipeline:
-        if not isinstance(bundle, Bundle):
-            bundle = load_bundle(bundle, public_key=public_key)
-        if bundle.manifest.task != cls.task:
-            raise ConfigError(
-                f"{bundle.root}: a {bundle.manifest.task!r} bundle, not a voice: this needs a tts bundle"
-            )
+        bundle = open_task_bundle(bundle, cls.task, "a voice", public_key=public_key)
         settings = TTSSettings.from_manifest(
             bundle.manifest.preprocessing, str(bundle.root / "manifest.json")
         )

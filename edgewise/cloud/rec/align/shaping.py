@@ -167,11 +167,12 @@ def make_reward(
     log_items: np.ndarray,
     log_watch_time: np.ndarray,
     *,
-    buckets: int = 8,
-    prior_weight: float = 5.0,
-    dislike_penalty: float = 1.0,
+    buckets: int,
+    prior_weight: float,
+    dislike_penalty: float,
 ) -> Reward:
-    """The reward named ``kind`` (``dars``, ``watch_time`` or ``watch_fraction``) fitted on the logs."""
+    """The reward named ``kind`` (``dars``, ``watch_time`` or ``watch_fraction``) fitted on the logs;
+    the settings come from the align config's ``shaping`` (its defaults are the only ones)."""
     if kind == "dars":
         return DurationAwareReward(
             item_duration,
