@@ -38,6 +38,7 @@ from edgewise.cloud.train.checkpoint import (
     save_training_state,
     save_weights,
 )
+from edgewise.cloud.train.early_stopping import EarlyStopping
 from edgewise.cloud.train.run import RUN_SCHEMA_VERSION
 from edgewise.cloud.train.trainer import Dist, _check_out_dir, init_distributed, lr_at, refuse_config_changes
 from edgewise.config import load_config, read_yaml
@@ -111,19 +112,15 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
     start = 0
     last = out / "checkpoints" / "last.safetensors"
     best_path = out / "checkpoints" / "best.safetensors"
-    best_value, bad_evals, stopped = None, 0, False
-    patience = getattr(cfg, "patience", None)
+    early = EarlyStopping(getattr(cfg, "patience", None) if job.best_metric is not None else None)
     if opts.resume:
         meta = load_training_state(last, model, optimizer)
         start = int(meta["step"])
-        best_value, bad_evals, stopped = (
-            meta.get("best"),
-            int(meta.get("bad_evals", 0)),
-            bool(meta.get("stopped")),
-        )
+        early = EarlyStopping.from_state(meta, early.patience, "best", "bad_evals")
         if job.best_metric is not None and best_path.is_file():  # written just before last: it may be newer
-            best_value = load_tensors(best_path)[1].get(job.best_metric, best_value)
-        if stopped:
+            saved = load_tensors(best_path)[1].get(job.best_metric)
+            early.best = early.best if saved is None else float(saved)
+        if early.stopped:
             log.info("%s stopped early at step %d; --resume finishes it without more training", out, start)
             start = cfg.optim.steps
         rng = np.random.default_rng([cfg.seed + 1000 * dist.rank, start])
@@ -187,16 +184,12 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
                 )
                 if job.best_metric is not None:
                     value = float(record[job.best_metric])
-                    if best_value is None or value > best_value:
-                        best_value, bad_evals = value, 0
+                    if early.update(value):
                         save_weights(model, best_path, {"step": done, job.best_metric: value})
-                    else:
-                        bad_evals += 1
-                stopped = bool(patience) and job.best_metric is not None and bad_evals >= patience
-                state = {"step": done, "kind": job.kind, "best": best_value, "bad_evals": bad_evals}
-                save_training_state(last, model, optimizer, {**state, "stopped": stopped})
+                state = {"step": done, "kind": job.kind, **early.state("best", "bad_evals")}
+                save_training_state(last, model, optimizer, state)
             window = {}
-            stop = stopped
+            stop = early.stopped
             if dist.enabled:  # every rank stops at the same step
                 flag = torch.tensor([float(stop)], device=dist.device)
                 torch.distributed.broadcast(flag, 0)
@@ -206,7 +199,7 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
                 log.info(
                     "stopping early at step %d: %d evaluations without a better %s",
                     done,
-                    bad_evals,
+                    early.bad,
                     job.best_metric,
                 )
                 break

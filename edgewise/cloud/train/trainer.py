@@ -33,6 +33,7 @@ from edgewise.cloud.train.checkpoint import (
 )
 from edgewise.cloud.train.config import TrainConfig
 from edgewise.cloud.train.distill import HiddenProjector, distillation_loss
+from edgewise.cloud.train.early_stopping import EarlyStopping
 from edgewise.cloud.train.featcache import FeatureSet, compute_features, default_cache_dir, fit_normalization
 from edgewise.cloud.train.metrics import classification_report, plot_confusion
 from edgewise.cloud.train.run import RUN_SCHEMA_VERSION, load_run_model
@@ -266,17 +267,17 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
     core = _WithHidden(model, projector).to(dist.device)
     optimizer = torch.optim.AdamW(core.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
-    start_epoch, best_ua, bad_epochs, stopped = 0, -1.0, 0, False
+    start_epoch, early = 0, EarlyStopping(cfg.patience)
     ckpt_dir = out / "checkpoints"
     if opts.resume:
         meta = load_training_state(ckpt_dir / "last.safetensors", core, optimizer)
-        start_epoch, best_ua, bad_epochs = meta["epoch"] + 1, meta["best_ua"], meta["bad_epochs"]
-        stopped = bool(meta.get("stopped", False))
+        start_epoch = meta["epoch"] + 1
+        early = EarlyStopping.from_state(meta, cfg.patience, "best_ua", "bad_epochs")
         log.info(
             "resuming at epoch %d (best val UA so far %.4f)%s",
             start_epoch,
-            best_ua,
-            "; it had stopped early, finishing" if stopped else "",
+            early.best if early.best is not None else float("nan"),
+            "; it had stopped early, finishing" if early.stopped else "",
         )
         if dist.is_main:
             _truncate_history(out / "history.jsonl", start_epoch)
@@ -310,7 +311,7 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
     from tqdm import tqdm
 
     bar = tqdm(
-        range(start_epoch, cfg.optim.epochs if not stopped else start_epoch),
+        range(start_epoch, cfg.optim.epochs if not early.stopped else start_epoch),
         desc="epochs",
         unit="ep",
         disable=not (opts.progress and dist.is_main),
@@ -364,18 +365,13 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
             val = classification_report(
                 sets["val"].labels, predict_logits(model, sets["val"], feat).argmax(1), labels
             )
-            improved = val["ua"] > best_ua
-            if improved:
-                best_ua, bad_epochs = val["ua"], 0
+            if early.update(val["ua"]):
                 save_weights(model, ckpt_dir / "best.safetensors", {"epoch": epoch, "val_ua": val["ua"]})
-            else:
-                bad_epochs += 1
-            stopped = bad_epochs >= cfg.patience
             save_training_state(
                 ckpt_dir / "last.safetensors",
                 core,
                 optimizer,
-                {"epoch": epoch, "best_ua": best_ua, "bad_epochs": bad_epochs, "stopped": stopped},
+                {"epoch": epoch, **early.state("best_ua", "bad_epochs")},
             )
             record = {
                 "epoch": epoch,
@@ -388,10 +384,10 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
             with (out / "history.jsonl").open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             bar.set_postfix(
-                loss=f"{record['train_loss']:.3f}", val_ua=f"{val['ua']:.3f}", best=f"{best_ua:.3f}"
+                loss=f"{record['train_loss']:.3f}", val_ua=f"{val['ua']:.3f}", best=f"{early.best:.3f}"
             )
             log.debug("epoch %d: %s", epoch, record)
-            if stopped:
+            if early.stopped:
                 log.info(
                     "early stopping at epoch %d: no better validation UA for %d epochs", epoch, cfg.patience
                 )
@@ -407,7 +403,7 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
     result = {}
     if dist.is_main:
         result = _finish(
-            cfg, opts, model, sets, feat, labels, corpus, teacher_path, best_ua, train_seconds, ddp_info
+            cfg, opts, model, sets, feat, labels, corpus, teacher_path, early.best, train_seconds, ddp_info
         )
     # Leave together: a rank that tears the process group down while its peer still uses it dies
     # in gloo's teardown ("terminate called without an active exception"), about 1 run in 10 here.

@@ -80,3 +80,16 @@ def test_feature_cache_follows_label_order_and_survives_damage(tone_corpus, tmp_
         entry.write_bytes(entry.read_bytes()[:50])  # damaged: recomputed, not a crash
     again = compute_features(utts, names, LogMelConfig(), tmp_path, progress=False)
     np.testing.assert_array_equal(again.frames, first.frames)
+
+
+def test_early_stopping_counts_evaluations_without_a_better_value_and_survives_its_state():
+    from edgewise.cloud.train.early_stopping import EarlyStopping
+
+    early = EarlyStopping(patience=2)
+    assert [early.update(v) for v in (0.5, 0.6, 0.6, 0.55)] == [True, True, False, False]
+    assert (early.best, early.bad, early.stopped) == (0.6, 2, True)
+    again = EarlyStopping.from_state(early.state("best_ua", "bad_epochs"), 2, "best_ua", "bad_epochs")
+    assert (again.best, again.bad, again.stopped) == (0.6, 2, True)
+    never = EarlyStopping(patience=None)
+    assert not any(never.update(0.1) and never.stopped for _ in range(5)) and not never.stopped
+    assert EarlyStopping.from_state({}, 3, "best", "bad_evals") == EarlyStopping(3)
