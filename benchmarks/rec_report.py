@@ -6,6 +6,8 @@ For each seed it trains (or reuses, when finished) under ``--runs DIR``:
     encdec-S      the encoder-decoder generator (TIGER)     edgewise train rec --config encdec
     lazy-S        the lazy decoder-only generator (cloud)   edgewise train rec --config lazy
     small-S       the device decoder, distilled from lazy   edgewise train rec --config lazy-small --teacher lazy-S
+    aligned-S     lazy-S aligned with feedback              edgewise train align --policy lazy-S --config align-model
+                  (ML-100K has ratings only: they are the feedback, and a reward model learns them)
 
 then exports each ``small-S`` run (``edgewise export``: ONNX fp32 and int8, gated) into
 ``bundles-S`` and reports, all on the same leave-last-out split with full ranking:
@@ -18,7 +20,11 @@ then exports each ``small-S`` run (``edgewise export``: ONNX fp32 and int8, gate
 * compute: training FLOPs per (history, next item) sample and inference FLOPs per request (full
   50-item history, beam 20) counted by PyTorch's FLOP counter, with the wall time of one training
   step and one request, for the lazy model against the encoder-decoder (and SASRec);
-* invalid IDs: the share of generated IDs that are no item, decoding with the trie and without it.
+* invalid IDs: the share of generated IDs that are no item, decoding with the trie and without it;
+* tokenizer sources (``--sources``): for each item-embedding source (collaborative, text, both,
+  DaRec) the embeddings' own next-item recall (the test user's last history item's nearest
+  neighbours, itself excluded, against the test item: recall@10 and @50) and the semantic IDs'
+  collision rate; cached in RUNS/sources.json.
 
 Writes OUT/rec_report.{json,md} and OUT/rec_report.png::
 
@@ -39,17 +45,19 @@ from typing import Any
 import numpy as np
 from report_files import write_report
 
-KINDS = {  # label -> (preset, teacher label)
+KINDS = {  # label -> (preset, the run it starts from: a teacher, or the policy to align)
     "sasrec": ("sasrec", None),
     "encdec": ("encdec", None),
     "lazy": ("lazy", None),
     "small": ("lazy-small", "lazy"),
+    "aligned": ("align-model", "lazy"),
 }
 NAMES = {
     "sasrec": "SASRec",
     "encdec": "encoder-decoder",
     "lazy": "lazy decoder-only",
     "small": "lazy decoder-only, device size (distilled)",
+    "aligned": "lazy decoder-only, aligned (GBPO + DARS, reward model on ratings)",
 }
 METRICS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10")
 
@@ -58,18 +66,25 @@ def _python() -> str:
     return str(Path(sys.executable))
 
 
-def train_command(label: str, seed: int, runs: Path, data: str, threads: int) -> list[str]:
-    preset, teacher = KINDS[label]
-    cmd = [_python(), "-m", "edgewise", "-q", "train", "rec", "--config", preset, "--data", data]
-    cmd += ["--out", str(runs / f"{label}-{seed}"), "--seed", str(seed), "--set", f"threads={threads}"]
-    if teacher:
-        cmd += ["--teacher", str(runs / f"{teacher}-{seed}")]
-    return cmd
+def train_command(
+    label: str, seed: int, runs: Path, data: str, threads: int, overrides: list[str] = ()
+) -> list[str]:
+    preset, parent = KINDS[label]
+    cmd = [_python(), "-m", "edgewise", "-q", "train"]
+    if preset.startswith("align-"):
+        cmd += ["align", "--policy", str(runs / f"{parent}-{seed}")]
+    else:
+        cmd += ["rec"] + (["--teacher", str(runs / f"{parent}-{seed}")] if parent else [])
+    cmd += ["--config", preset, "--data", data, "--out", str(runs / f"{label}-{seed}")]
+    cmd += ["--seed", str(seed), "--set", f"threads={threads}"]
+    return cmd + [arg for item in overrides for arg in ("--set", item)]
 
 
-def ensure_run(label: str, seed: int, runs: Path, data: str, threads: int, log: list[str]) -> Path:
+def ensure_run(
+    label: str, seed: int, runs: Path, data: str, threads: int, log: list[str], overrides: list[str] = ()
+) -> Path:
     run = runs / f"{label}-{seed}"
-    cmd = train_command(label, seed, runs, data, threads)
+    cmd = train_command(label, seed, runs, data, threads, overrides)
     log.append(" ".join(cmd[1:]).replace(_python(), "python"))
     if (run / "metrics.json").is_file():
         return run
@@ -170,13 +185,51 @@ def compute_costs(runs: dict[str, Path], threads: int) -> dict[str, Any]:
     return out
 
 
+def tokenizer_sources(data: str, runs: Path) -> dict[str, Any]:
+    """Per item-embedding source: next-item recall of the embeddings, and the IDs' collisions."""
+    cache = runs / "sources.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from edgewise.cloud.data.rec_data import leave_last_out, load_rec_dataset
+    from edgewise.cloud.rec.item_embeddings import SOURCES, ItemEmbeddingConfig, build_item_embeddings
+    from edgewise.cloud.rec.tokenizer import TokenizerConfig, build_semantic_ids
+
+    ds = load_rec_dataset(data)
+    split = leave_last_out(ds)
+    train = [np.asarray(x) for x in split.train]
+    popularity = np.bincount(np.concatenate(train), minlength=ds.n_items)
+    last = np.array([h[-1] for h in split.test_history])
+    target = np.asarray(split.test_target)
+    rows = np.arange(len(last))
+    out = {}
+    for source in SOURCES:
+        started = time.perf_counter()
+        emb = build_item_embeddings(source, train, ds.n_items, ds.item_texts(), ItemEmbeddingConfig())
+        unit = emb.vectors / np.maximum(np.linalg.norm(emb.vectors, axis=1, keepdims=True), 1e-12)
+        sims = unit[last] @ unit.T
+        sims[rows, last] = -np.inf
+        rank = (sims > sims[rows, target][:, None]).sum(1)
+        _, report = build_semantic_ids(emb.vectors, TokenizerConfig(source=source), popularity)
+        out[source] = {
+            "recall@10": round(float((rank < 10).mean()), 4),
+            "recall@50": round(float((rank < 50).mean()), 4),
+            "collision_rate": round(report["collision_rate"], 4),
+            "largest_group": report["largest_group"],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        print("tokenizer source", source, out[source], flush=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
 def summarize(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=float)
     return {"mean": round(float(arr.mean()), 5), "std": round(float(arr.std()), 5), "n": len(values)}
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["# Recommenders on ML-100K (issue 14)", ""]
+    lines = [f"# Recommenders on {report['data']} (issue 14)", ""]
     lines += [f"Data: {report['data']}; leave-last-out, full ranking over all items; test users; "
               f"seeds {report['seeds']}. Generated {report['created']} on {report['machine']}.", ""]  # fmt: skip
     lines += ["| model | HR@5 | NDCG@5 | HR@10 | NDCG@10 | seeds |", "|---|---|---|---|---|---|"]
@@ -208,6 +261,12 @@ def markdown(report: dict[str, Any]) -> str:
               "|---|---|---|"]  # fmt: skip
     for label, row in report["invalid_ids"].items():
         lines.append(f"| {NAMES.get(label, label)} | {row['with_trie']:.4f} | {row['without_trie']:.4f} |")
+    if report.get("sources"):
+        lines += ["", "## Tokenizer sources (embeddings' next-item recall from the last history item; ID collisions)", "",
+                  "| source | recall@10 | recall@50 | collision rate | largest group |", "|---|---|---|---|---|"]  # fmt: skip
+        for source, row in report["sources"].items():
+            lines.append(f"| {source} | {row['recall@10']:.4f} | {row['recall@50']:.4f} | "
+                         f"{row['collision_rate']:.3f} | {row['largest_group']} |")  # fmt: skip
     lines += ["", "## Commands", "", "```"] + report["commands"] + ["```", ""]
     return "\n".join(lines)
 
@@ -241,7 +300,12 @@ def main() -> int:
         "--run", action="append", default=[], help="LABEL=RUN: one more finished run per label"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="passed to every training command (keys both `train rec` and `train align` know, e.g. optim.steps)",
+    )  # fmt: skip
     parser.add_argument("--no-edge", action="store_true", help="skip the export, edge quality and latency")
+    parser.add_argument("--sources", action="store_true", help="compare the tokenizer's embedding sources")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
 
@@ -250,7 +314,7 @@ def main() -> int:
     for seed in args.seeds:
         for label in args.kinds:
             runs.setdefault(label, {})[seed] = ensure_run(
-                label, seed, args.runs, args.data, args.threads, commands
+                label, seed, args.runs, args.data, args.threads, commands, args.overrides
             )
     for item in args.run:
         label, sep, path = item.partition("=")
@@ -280,7 +344,8 @@ def main() -> int:
         quality["edge-int8"] = {"name": "device decoder, ONNX int8 in the edge runtime"} | {
             m: summarize([r[m] for r in edge_rows]) for m in METRICS
         }
-    first = {label: by_seed[min(by_seed)] for label, by_seed in runs.items() if label in KINDS}
+    costed = ("sasrec", "encdec", "lazy", "small")  # an aligned run costs what its policy does
+    first = {label: by_seed[min(by_seed)] for label, by_seed in runs.items() if label in costed}
     compute = compute_costs(first, args.threads)
     report: dict[str, Any] = {
         "data": args.data,
@@ -291,6 +356,7 @@ def main() -> int:
         "compute": compute,
         "invalid_ids": invalid,
         "edge_latency": latency,
+        "sources": tokenizer_sources(args.data, args.runs) if args.sources else None,
         "commands": commands + [" ".join(["python", *sys.argv])],
     }
     if "lazy" in quality and "sasrec" in quality:

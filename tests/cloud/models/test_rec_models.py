@@ -76,8 +76,9 @@ def test_lazy_decoder_layers_have_no_kv_projections_and_groups_share_one():
     assert all(block.cross.kv is not None for block in encdec.blocks)
 
 
-def test_lazy_every_position_pass_equals_one_pass_per_prefix():
-    model = randomize_(_model(LazyDecoderRec), seed=1).eval()
+@pytest.mark.parametrize("positions", [False, True])
+def test_lazy_every_position_pass_equals_one_pass_per_prefix(positions):
+    model = randomize_(_model(LazyDecoderRec, context_positions=positions), seed=1).eval()
     history = _history()
     tokens = model.embed.item_tokens[history]
     with torch.no_grad():
@@ -85,6 +86,18 @@ def test_lazy_every_position_pass_equals_one_pass_per_prefix():
         for t in (4, 6, 8):
             single = model(history[:, : t + 1], tokens[:, t : t + 1])
             torch.testing.assert_close(every[1:, t], single[1:, 0], atol=1e-5, rtol=1e-4)
+
+
+def test_lazy_context_positions_are_read_and_padding_does_not_move_them():
+    model = randomize_(_model(LazyDecoderRec, context_positions=True), seed=3).eval()
+    history = _history()[1:]  # two full histories
+    padded = torch.cat([torch.zeros(2, 3, dtype=torch.long), history], 1)  # the same, with more padding
+    target = model.embed.item_tokens[history[:, -1:]]
+    with torch.no_grad():
+        out = model(history, target)
+        torch.testing.assert_close(model(padded, target), out, atol=1e-5, rtol=1e-4)
+        model.position.weight.zero_()
+        assert not torch.allclose(model(history, target), out, atol=1e-4)
 
 
 def test_lazy_sampled_positions_equal_the_every_position_pass():

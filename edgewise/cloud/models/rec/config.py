@@ -39,6 +39,7 @@ class RecModelConfig(StrictModel):
     max_len: int = Field(50, ge=2)  # history items the model reads (the most recent)
     dropout: float = Field(0.2, ge=0, lt=1)
     item_id_embedding: bool = True  # generative kinds: add a per-item embedding to the history's code sum
+    context_positions: bool = False  # lazy only: a learned embedding of each history item's place (oldest 0)
     hrf: HRFConfig | None = HRFConfig(expansion=1.0)
 
     @model_validator(mode="after")

@@ -161,6 +161,10 @@ class LazyDecoderRec(GenerativeRec):
             nn.Linear(d, 2 * config.n_kv_heads * self.head_dim) for _ in range(self.n_groups)
         )
         self.recency_bias = nn.Parameter(torch.zeros(self.n_groups, h, config.max_len))
+        self.position = None  # each history item's place in the window, the oldest 0 (padding skipped)
+        if config.context_positions:
+            self.position = nn.Embedding(config.max_len, d)
+            nn.init.normal_(self.position.weight, std=0.02)
         self.blocks = nn.ModuleList(
             DecoderBlock(d, h, config.d_ff, config.dropout, hrf, kv_proj=False)
             for _ in range(config.n_layers)
@@ -173,7 +177,11 @@ class LazyDecoderRec(GenerativeRec):
         t = history.shape[1]
         valid = history > 0
         pos = torch.arange(t, device=history.device)
-        x = self.drop(self.embed(history))
+        x = self.embed(history)
+        if self.position is not None:
+            place = (valid.long().cumsum(1) - 1).clamp(min=0)  # a prefix keeps its items' places
+            x = x + self.position(place) * valid.unsqueeze(-1).to(x.dtype)
+        x = self.drop(x)
         if self.ctx_layers:
             causal = (pos[None, :] <= pos[:, None])[None, None] & valid[:, None, None, :]
             causal = causal | ~causal.any(-1, keepdim=True)
