@@ -337,16 +337,11 @@ def feedback_view(ds, data_path: Path):
 
 
 def _load_simulator(cfg: AlignConfig, ds, data_path: Path):
-    """The data set's simulator: required for ``reward: simulator``, used for measuring when present."""
+    """The data set's simulator: required for ``reward: simulator``, used for measuring when present
+    (``ds`` is :func:`feedback_view`'s: it has watch times and item durations)."""
     from edgewise.cloud.data.rec_data import SIMULATOR_FILE
     from edgewise.cloud.data.rec_synth import UserSimulator
 
-    missing = [name for name in ("watch_time", "item_duration") if getattr(ds, name) is None]
-    if missing:
-        raise DataError(
-            f"{data_path}: this data set has no {' or '.join(missing)}; alignment needs logged watch "
-            "times and item durations (`edgewise data rec synthetic` writes both)"
-        )
     if cfg.reward != "simulator" and not (data_path / SIMULATOR_FILE).is_file():
         return None
     simulator = UserSimulator.load(data_path)  # its error names DATA/simulator.npz
