@@ -461,21 +461,12 @@ def collect_rollout(policy, reference, data, fb: Feedback, cfg: AlignConfig, rng
 
 def supervised_loss(model, data, kind: str, users, rng):
     """The next-item cross-entropy of ``edgewise train rec`` on windows of ``users``' training sequences."""
-    import numpy as np
-    import torch
     import torch.nn.functional as F
 
-    from edgewise.cloud.train.rec_job import generative_loss_terms, pad_left, sample_windows
+    from edgewise.cloud.train.rec_job import generative_loss_terms, training_batch
 
     length = (model.module if hasattr(model, "module") else model).config.max_len
-    if kind == "encdec":
-        windows = sample_windows(data.train, users, length + 1, rng)
-        history = torch.from_numpy(pad_left([w[:-1] for w in windows], length))
-        targets = torch.from_numpy(np.array([[w[-1]] for w in windows], dtype=np.int64))
-    else:
-        windows = pad_left(sample_windows(data.train, users, length + 1, rng), length + 1)
-        history, targets = torch.from_numpy(windows[:, :-1]), torch.from_numpy(windows[:, 1:])
-        targets = targets * (history > 0)
+    history, targets = training_batch(data, users, kind, length, rng)
     device = next(model.parameters()).device
     per_level, labels = generative_loss_terms(model, data, history.to(device), targets.to(device), True)
     return sum(F.cross_entropy(lg, y) for lg, y in zip(per_level, labels, strict=True)) / len(labels)

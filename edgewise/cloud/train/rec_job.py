@@ -128,6 +128,19 @@ def build_model(cfg: RecTrainConfig, data: RecData) -> torch.nn.Module:
     return cls(cfg.model, data.item_tokens(), data.ids.level_sizes)
 
 
+def training_batch(data: RecData, users: np.ndarray, kind: str, length: int, rng: np.random.Generator):
+    """(history (B, length), targets) of a random training window per user: the encoder-decoder's one
+    target (B, 1) after the window, or every position's next item (B, length), 0 where no history
+    item comes before it."""
+    if kind == "encdec":
+        windows = sample_windows(data.train, users, length + 1, rng)
+        history = torch.from_numpy(pad_left([w[:-1] for w in windows], length))
+        return history, torch.from_numpy(np.array([[w[-1]] for w in windows], dtype=np.int64))
+    windows = pad_left(sample_windows(data.train, users, length + 1, rng), length + 1)
+    history, targets = torch.from_numpy(windows[:, :-1]), torch.from_numpy(windows[:, 1:])
+    return history, targets * (history > 0)
+
+
 def sample_positions(targets: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``k`` positions of each row with a target (the last one always): (positions, targets),
     both (B, k); rows with fewer get target 0 (no loss) at their last position."""
@@ -210,14 +223,7 @@ def build_rec_job(cfg: RecTrainConfig, opts: StepTrainOptions, dist) -> Job:
 
     def step(m, rng):
         users = rng.choice(data.trainable, cfg.optim.batch_size)
-        if kind == "encdec":
-            windows = sample_windows(data.train, users, length + 1, rng)
-            history = torch.from_numpy(pad_left([w[:-1] for w in windows], length))
-            targets = torch.from_numpy(np.array([[w[-1]] for w in windows], dtype=np.int64))
-        else:
-            windows = pad_left(sample_windows(data.train, users, length + 1, rng), length + 1)
-            history, targets = torch.from_numpy(windows[:, :-1]), torch.from_numpy(windows[:, 1:])
-            targets = targets * (history > 0)  # no target without a history item before it
+        history, targets = training_batch(data, users, kind, length, rng)
         positions = None
         if kind == "lazy" and cfg.targets_per_sequence:
             positions, targets = sample_positions(targets.numpy(), cfg.targets_per_sequence, rng)
