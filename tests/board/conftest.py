@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import prebuild
 from tests.conftest import missing_tool
 from tests.edge.audio.conftest import speech_track  # noqa: F401  (fixture)
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _check_machine() -> None:
@@ -37,9 +36,26 @@ def board_env(tmp_path_factory):
     os.environ["EDGEWISE_INVENTORY"] = str(base / "devices.json")
     yield base
     from edgewise.board.board import list_boards
+    from edgewise.edge.deploy import inventory
 
+    # Every board stopped (its processes ended, nothing mounted: stop raises otherwise) and out of
+    # the way, as destroy leaves it; the files go in the background. Deleting a rootfs the disk has
+    # written back takes this machine's disk half a minute (copies made seconds ago go at once), and
+    # nothing waits for it.
+    removed = []
     for board in list_boards():
-        board.destroy(say=lambda *_: None)
+        board.stop(say=lambda *_: None)
+        removed.append(board.path.with_name(f".{board.name}.removed"))
+        board.path.rename(removed[-1])
+        inventory.remove(board.name)
+    if removed:
+        subprocess.Popen(
+            ["rm", "-rf", "--one-file-system", *map(str, removed)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -102,22 +118,15 @@ def fleet(board_env):
 
 
 @pytest.fixture(scope="session")
-def wheelhouse(board_env):
+def wheelhouse(pytestconfig, board_env):
     """This checkout as a wheel, and every aarch64 wheel ``edgewise[edge]`` needs, downloaded here
     with ``edge-deploy wheelhouse`` (the board installs from it without an index: the way an
-    offline device is set up, and a minute faster under emulation than pip on the board)."""
-    dist = board_env / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)],
-        check=True,
-        timeout=300,
-    )
-    wheel = next(dist.glob("edgewise-*.whl"))
-    spec = f"{wheel}[edge]"
-    out = board_env / "wheelhouse"
-    result = edge_deploy("wheelhouse", "--device", "rpi5", "--out", out, "--edgewise-spec", spec)
-    assert result.returncode == 0, result.stderr
-    return {"spec": spec, "dir": out}
+    offline device is set up, and a minute faster under emulation than pip on the board). Made in
+    the background while the rest of the suite runs (tests/prebuild.py), or here."""
+    done = prebuild.prebuilt(pytestconfig, "wheelhouse")
+    if done is not None:
+        return {"spec": f"{next((done / 'dist').glob('edgewise-*.whl'))}[edge]", "dir": done / "wheelhouse"}
+    return prebuild.build_wheelhouse(board_env)
 
 
 @pytest.fixture(scope="session")

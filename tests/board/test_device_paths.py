@@ -209,10 +209,12 @@ def test_a_new_signed_version_arrives_over_mqtt_deploy(daemon, operator, https, 
 
 def test_a_daemon_that_stops_answering_is_rolled_back(daemon, pi, versions):
     """SIGSTOP freezes the daemon on the board: the switch to 1.2.0 is never confirmed, so
-    edge-deploy switches back and the frozen daemon, once continued, still serves 1.1.0."""
+    edge-deploy switches back and the frozen daemon, once continued, still serves 1.1.0. (A frozen
+    daemon answers no timeout, so a short one: edge-deploy waits for it twice, then and after the
+    switch back.)"""
     daemon.signal(signal.SIGSTOP)
     try:
-        result = edge_deploy("--host", pi.name, versions["1.2.0"], "--health-timeout", "10", timeout=600)
+        result = edge_deploy("--host", pi.name, versions["1.2.0"], "--health-timeout", "3", timeout=600)
     finally:
         daemon.signal(signal.SIGCONT)
     assert result.returncode == 2, result.stdout + result.stderr

@@ -17,6 +17,7 @@ from edgewise.edge.pipelines import pipeline_for_task
 from edgewise.edge.pipelines.ser import SERPipeline
 from edgewise.edge.runtime import ModelRuntime, NoRunnableArtifact
 from edgewise.errors import AudioError, ConfigError
+from tests import prebuild
 from tests.conftest import missing_tool
 from tests.edge.fake_tensorrt import FakeTensorRT
 
@@ -134,14 +135,13 @@ def test_ser_pipeline_labels_real_audio_the_same_in_onnx_and_tflite(ser_bundle, 
 
 
 @pytest.fixture(scope="module")
-def trt_bundle(tiny_run, tmp_path_factory):
-    """ONNX fp32/fp16 and TensorRT fp32/fp16 (graph, build spec and reference set), no VAD."""
-    from edgewise.cli import main
-
-    out = tmp_path_factory.mktemp("trt-bundle")
-    export = ["-q", "export", str(tiny_run), "--out", str(out), "--format", "onnx", "--format", "tensorrt"]
-    assert main([*export, "--precision", "fp32", "--precision", "fp16", "--no-vad", "--threads", "1"]) == 0
-    return out / "ser-tiny-1.0.0"
+def trt_bundle(pytestconfig, tiny_run, tmp_path_factory):
+    """ONNX fp32/fp16 and TensorRT fp32/fp16 (graph, build spec and reference set), no VAD (built by
+    tests/prebuild.py, in the background while the suite runs)."""
+    done = prebuild.prebuilt(pytestconfig, "trt-bundle")
+    if done is not None:
+        return done / "ser-tiny-1.0.0"
+    return prebuild.build_trt_bundle(tiny_run, tmp_path_factory.mktemp("trt-bundle"))
 
 
 JETSON_REASONS = {

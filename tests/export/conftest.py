@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from edgewise.cli import main
-
-EXPORT_ALL = ["--precision", "fp32", "--precision", "fp16", "--precision", "int8"]
-EXPORT_ALL += ["--quant", "dynamic", "--quant", "static", "--threads", "1"]
+from tests import prebuild
 
 
 @pytest.fixture(scope="session")
-def exported(tiny_run, tmp_path_factory):
-    """``edgewise export`` with every ONNX precision: (bundle folder, archive, CLI output)."""
-    out = tmp_path_factory.mktemp("bundles")
-    assert main(["-q", "export", str(tiny_run), "--out", str(out), *EXPORT_ALL]) == 0
-    return out / "ser-tiny-1.0.0", out / "ser-tiny-1.0.0.tar.gz"
+def exported(pytestconfig, tiny_run, tmp_path_factory):
+    """``edgewise export`` with every ONNX precision (fp32, fp16, int8 dynamic and static; built by
+    tests/prebuild.py, in the background while the suite runs): (bundle folder, archive)."""
+    done = prebuild.prebuilt(pytestconfig, "exported")
+    if done is not None:
+        return done / "ser-tiny-1.0.0", done / "ser-tiny-1.0.0.tar.gz"
+    return prebuild.build_exported(tiny_run, tmp_path_factory.mktemp("bundles"))

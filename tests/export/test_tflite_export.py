@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from edgewise.bundle import load_bundle
-from edgewise.cli import main
 from edgewise.cloud.train.run import load_run_model
 from edgewise.devices import load_profile
 from edgewise.edge.backends import LiteRTBackend, tflite_runtime_refusal
 from edgewise.edge.pipelines.ser import SERPipeline
 from edgewise.edge.windows import WindowSpec, run_windowed
 from edgewise.features import num_frames
+from tests import prebuild
 from tests.conftest import require_module
 
 require_module("litert_torch")
@@ -23,22 +23,15 @@ STEMS = ["fp32", "fp16", "int8-dynamic", "int8-static"]
 
 
 @pytest.fixture(scope="module")
-def tflite_bundle(tiny_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tflite-bundle")
-    args = [
-        "-q",
-        "export",
-        str(tiny_run),
-        "--out",
-        str(out),
-        "--format",
-        "tflite",
-        "--window-seconds",
-        "1.5",
-    ]
-    args += ["--precision", "fp32", "--precision", "fp16", "--precision", "int8"]
-    assert main([*args, "--quant", "dynamic", "--quant", "static", "--threads", "1"]) == 0
-    bundle = load_bundle(out / "ser-tiny-1.0.0")
+def tflite_bundle(pytestconfig, tiny_run, tmp_path_factory):
+    """Every TFLite precision with a 1.5 s window (built by tests/prebuild.py, in the background
+    while the suite runs)."""
+    done = prebuild.prebuilt(pytestconfig, "tflite-bundle")
+    if done is not None:
+        folder = done / "ser-tiny-1.0.0"
+    else:
+        folder = prebuild.build_tflite_bundle(tiny_run, tmp_path_factory.mktemp("tflite-bundle"))
+    bundle = load_bundle(folder)
     yield bundle
     bundle.close()
 
