@@ -126,6 +126,20 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "benchmark a bundle's artifacts on this device or over ssh",
     ),
     (
+        "cloud",
+        "ingest",
+        "edgewise.cloud.fleet.commands",
+        "ingest",
+        "move device telemetry from the MQTT broker into the fleet store (shared subscription, several workers)",
+    ),
+    (
+        "cloud",
+        "fleet",
+        "edgewise.cloud.fleet.commands",
+        "fleet",
+        "the fleet's devices in the terminal, or its page and /metrics with --serve",
+    ),
+    (
         "board",
         "create",
         "edgewise.board.commands",
@@ -171,6 +185,7 @@ GROUP_HELP = {
     "eval": "evaluate trained models",
     "bundle": "inspect, verify and sign bundles; make signing keys",
     "board": "emulated arm64 devices under qemu-user, reached over ssh on loopback",
+    "cloud": "the cloud half: serve models, ingest the fleet's telemetry, show the fleet",
 }
 
 

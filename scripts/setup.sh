@@ -5,7 +5,7 @@
 #
 # What it changes outside the checkout (README, Quick start):
 # - installs the apt packages below that are missing (with sudo when not root). Of those it
-#   installed itself, mosquitto and openssh-server are NOT started and NOT left enabled as system
+#   installed itself, mosquitto, openssh-server and postgresql are NOT started and NOT left enabled as system
 #   services: the tests and the demo start their own broker and sshd on loopback ports;
 # - creates /run/sshd (sshd's privilege-separation folder, on a tmpfs) when missing.
 #
@@ -20,10 +20,11 @@ TORCH_VERSION=2.13.0
 RECBOLE_VERSION=1.2.1 # the rec extra reads MovieLens-100K from its wheel
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 APT_PACKAGES=(espeak-ng sox libsndfile1 libportaudio2 mosquitto openssh-client openssh-server python3-venv
-  qemu-user-static debootstrap)
+  qemu-user-static debootstrap postgresql chromium)
 # packages whose Debian maintainer scripts enable and start a system service
 SERVICES_OF_mosquitto=mosquitto.service
 SERVICES_OF_openssh_server="ssh.service ssh.socket"
+SERVICES_OF_postgresql=postgresql.service
 
 say() { echo "setup: $*" >&2; }
 die() {

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 {
   echo "# pip constraints: the dependency versions scripts/test.sh last passed with (see setup.sh)"
-  .venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e ' | sed -E 's/^(torch==[0-9.]+)\+cpu$/\1/'
+  # pip list, not pip freeze: a wheel installed from a local file is written name==version, not its path
+  .venv/bin/python -m pip list --format=freeze --exclude-editable | grep -Ev '^(pip|setuptools|wheel)==' | sed -E 's/^(torch==[0-9.]+)\+cpu$/\1/'
 } > scripts/constraints.txt
 echo "wrote scripts/constraints.txt ($(grep -vc '^#' scripts/constraints.txt) packages)"

@@ -4,7 +4,9 @@ A profile says what the device is (architecture, accelerator), which artifact to
 preference (format, precision, quantization mode, onnxruntime execution providers), how many
 threads to use, how much memory the model may take, and where edgewise installs on it. The edge
 runtime walks ``runtimes`` in order and takes the first artifact that the bundle has and that loads
-here, logging why it passed over the others.
+here, logging why it passed over the others. An optional ``offload:`` section says when the device
+asks the cloud and how long it waits (:mod:`edgewise.edge.offload.config`; ``daemon.yaml`` may
+override it key by key).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from edgewise.config import StrictModel, load_config
+from edgewise.edge.offload.config import OffloadConfig
 from edgewise.errors import ConfigError
 
 __all__ = ["DeviceProfile", "RuntimeChoice", "list_profiles", "load_profile"]
@@ -58,6 +61,9 @@ class DeviceProfile(StrictModel):
     notes: str = ""
     # per bundle task (e.g. tts): its own order of preference; tasks not named use ``runtimes``
     task_runtimes: dict[str, list[RuntimeChoice]] = Field(default_factory=dict)
+    # when the device asks the cloud (edgewise.edge.offload.config): checked for shape here, in full
+    # (url, files) where it runs; unset: never
+    offload: OffloadConfig | None = None
 
     def runtimes_for(self, task: str) -> list[RuntimeChoice]:
         return self.task_runtimes.get(task) or self.runtimes

@@ -4,7 +4,9 @@
 
 Threads and what they own:
 
-* main: audio source -> VAD segmenter -> pipeline -> ``events`` (the audio never waits for a reload);
+* main: audio source -> VAD segmenter -> pipeline -> ``events`` (the audio never waits for a reload;
+  it waits for the cloud when ``offload`` asks it, at most ``timeout_s * (retries + 1)`` plus the
+  backoff: edgewise.edge.offload);
 * reloader: on SIGHUP, a ``reload``/``rollback``/``deploy`` command or at start, loads what
   ``ROOT/current`` points at in the background, self-tests it, then swaps it in (load, then switch);
   a model that fails keeps the old one running and is reported (``ROOT/health.json``, an ``error``
@@ -67,6 +69,8 @@ from edgewise.edge.install import (
     recover,
     rollback,
 )
+from edgewise.edge.offload import resolve_offload
+from edgewise.edge.offload.cascade import Offload, describe_result, rec_result, ser_result
 from edgewise.edge.pipelines import pipeline_for_task
 from edgewise.errors import AudioError, ConfigError, EdgewiseError, MissingDependencyError
 from edgewise.fsutil import write_text_atomic
@@ -133,6 +137,8 @@ class DaemonConfig(StrictModel):
     audio: AudioInputConfig = AudioInputConfig()
     download: DownloadSettings = DownloadSettings()
     max_infer_seconds: float = Field(60.0, gt=0)  # longest audio an ``infer`` command may carry
+    # merged over the device profile's ``offload:`` section (edgewise.edge.offload.config)
+    offload: dict[str, Any] | None = None
 
 
 def load_daemon_config(path: str | Path) -> tuple[DaemonConfig, Any]:
@@ -152,7 +158,8 @@ def load_daemon_config(path: str | Path) -> tuple[DaemonConfig, Any]:
             raise ConfigError(f"{path}: public_key: {exc}") from None
     mqtt = {"outbox_path": str(root / "outbox.db"), **cfg.mqtt}
     telemetry = TelemetryConfig.load(mqtt, name=f"{path}: mqtt")
-    load_profile(cfg.device)  # an unknown device fails now, listing the valid ones
+    profile = load_profile(cfg.device)  # an unknown device fails now, listing the valid ones
+    resolve_offload(profile.offload, cfg.offload, str(path))  # so does an unusable offload section
     return cfg, telemetry
 
 
@@ -189,6 +196,8 @@ class Daemon:
         self.root = config.root
         self.profile = load_profile(config.device)
         self.telemetry_config = telemetry_config
+        self.offload_config = resolve_offload(self.profile.offload, config.offload, "daemon.yaml")
+        self.offload: Any = None  # the cascade (edgewise.edge.offload.cascade.Offload), from run()
         self.stats = InferenceStats()
         self.cpu = CpuMeter()
         self.client: Any = None
@@ -234,9 +243,17 @@ class Daemon:
         # Every worker thread (these and the telemetry client's pump and command worker) runs under
         # one supervisor: a worker that dies is restarted with backoff and counted in telemetry.
         self.workers = workers = Supervisor(stop=self._stop, on_restart=report_restart)
-        self.client = TelemetryClient(
+        client_class: Any = TelemetryClient
+        via_mqtt = self.offload_config is not None and self.offload_config.route == "mqtt"
+        if via_mqtt:  # the offload requests ride on the daemon's own broker connection
+            from edgewise.edge.offload.mqtt_route import OffloadTelemetryClient as client_class
+        self.client = client_class(
             self.telemetry_config, command_handler=self._on_command, supervisor=workers
         )
+        if self.offload_config is not None:
+            self.offload = Offload.from_config(
+                self.offload_config, mqtt_client=self.client if via_mqtt else None
+            )
         self.client.start()
         try:
             self._start_model()
@@ -407,6 +424,8 @@ class Daemon:
             probs = np.asarray(list(result.get("probabilities", {}).values()), dtype=np.float64)
             if not np.isfinite(probs).all():
                 raise EdgewiseError(f"{where}: the model returned non-finite probabilities {probs.tolist()}")
+            if pipeline.task == "ser":  # the cascade: the cloud when the device is unsure (bounded)
+                result = ser_result(self.offload, audio, result)
         except Exception as exc:  # one utterance that fails must not stop the audio or the commands
             self.stats.add_error()
             if not isinstance(exc, EdgewiseError):
@@ -540,6 +559,7 @@ class Daemon:
         try:
             self.client.publish_telemetry(
                 **self.stats.take(),
+                offload=self.offload.take_stats() if self.offload is not None else None,
                 cpu_percent=self.cpu.percent(),
                 rss_mb=rss_mb(),
                 temperature_c=temperature_c(),
@@ -565,6 +585,14 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self._started, 3),
             "rss_mb": rss_mb(),
             "torch_loaded": "torch" in sys.modules,  # devices have no room for it: must stay False
+            "offload": None
+            if self.offload is None
+            else {
+                "route": self.offload.route.describe(),
+                "tasks": self.offload.config.tasks,
+                "breaker": self.offload.breaker.state,
+                "max_wait_s": round(self.offload.config.max_wait_s, 3),
+            },
         }
 
     def _on_command(self, command: Any) -> Any:
@@ -583,6 +611,8 @@ class Daemon:
             return self._infer_command(args)
         if action == "tts":
             return self._tts_command(command.id, args)
+        if action == "describe":
+            return self._describe_command(command.id, args)
         if action in task_commands():
             return self._task_command(command.id, action, args)
         raise ConfigError(f"unknown action {action!r}")
@@ -723,6 +753,9 @@ class Daemon:
         t0 = time.perf_counter()
         try:
             result = pipeline.process(args)
+            if pipeline.task == "rec":  # the cascade: the cloud for more than the bundle gives
+                s = pipeline.settings
+                result = rec_result(self.offload, args, result, top_k=s.top_k, beam=s.beam)
         except EdgewiseError:
             self.stats.add_error()
             raise
@@ -743,6 +776,24 @@ class Daemon:
             source={"kind": "command", "name": command_id},
             result=result,
         )
+
+    def _describe_command(self, command_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"image_b64": ..., "prompt": ...}`` (edgewise.edge.offload.describe): the device has no
+        model for images or video, so the cloud answers (``offload.vision``), or the ack says why
+        not. An ``event`` (task ``vision``) carries the answer and the cloud's time."""
+        result = describe_result(self.offload, args)
+        model = result.get("model") or self.offload.config.vision.model
+        try:
+            self.client.publish_event(
+                task="vision",
+                model={"name": model, "version": "cloud"},
+                latency_ms=result["offload"]["timings"]["cloud_ms"],
+                source={"kind": "command", "name": command_id},
+                result={**result, "text": result["text"][:2000]},
+            )
+        except EdgewiseError as exc:
+            log.warning("describe event not stored: %s", exc)
+        return result
 
     def _tts_command(self, command_id: str, args: dict[str, Any]) -> dict[str, Any]:
         """``{"text": ..., "play": false, "seed": 0, "steps": N}``: speak ``text`` with the running

@@ -8,8 +8,11 @@ device there; ``edge-deploy broker-acl`` adds operators or devices by hand and r
 
 Users and what the ACL lets them do (``F`` the fleet, ``D`` a device)::
 
-    F.D        device D    write edgewise/F/D/#     read edgewise/F/D/cmd     (nothing else)
-    NAME       operator    read  edgewise/F/#       write edgewise/F/+/cmd
+    F.D        device D    write edgewise/F/D/#     read edgewise/F/D/cmd, edgewise/F/D/offload/reply
+    NAME       operator    read  edgewise/F/#       write edgewise/F/+/cmd, edgewise/F/+/offload/reply
+
+(``offload`` and ``offload/reply``: a device's requests to the cloud over MQTT and the cloud's
+answers, edgewise.edge.offload)
 
 so a device can neither publish as another device nor read another device's commands, and only an
 operator (the cloud side) sends commands. The broker's ``mosquitto.conf`` needs, in the listener
@@ -103,6 +106,7 @@ def render_acl(
             f"user {check_id(name, 'operator')}",
             f"topic read {base}/#",
             f"topic write {base}/+/cmd",
+            f"topic write {base}/+/offload/reply",
             "",
         ]
     for device in sorted(devices):
@@ -111,6 +115,7 @@ def render_acl(
             f"user {device_user(fleet, device)}",
             f"topic write {base}/{device}/#",
             f"topic read {base}/{device}/cmd",
+            f"topic read {base}/{device}/offload/reply",
             "",
         ]
     return "\n".join(lines)

@@ -57,7 +57,8 @@ ROLES = ("rec_context", "rec_decoder")
 FILES = ("semantic_ids", "prefix_trie", "items")  # preprocessing.rec.files: what the pipeline reads
 MAX_BEAM = 256
 MAX_HISTORY_IDS = 10_000  # ids one request may carry (longer histories: send the most recent)
-RECOMMEND_ARGS = {"history", "k", "beam"}
+RECOMMEND_ARGS = {"history", "k", "beam", "candidates"}
+CANDIDATES = ("device", "cloud")  # whose candidate set: "cloud" asks the cloud (edgewise.edge.offload)
 
 
 class RecInputError(DataError):
@@ -276,6 +277,10 @@ def check_request(args: Any) -> tuple[list[str], Any, Any]:
         isinstance(x, (str, int)) and not isinstance(x, bool) for x in history
     ):
         raise RecInputError("recommend: args.history must be a list of item ids (strings), oldest first")
+    if args.get("candidates", "device") not in CANDIDATES:
+        raise RecInputError(
+            f"recommend: args.candidates must be one of {list(CANDIDATES)}, got {args['candidates']!r}"
+        )
     return [str(x) for x in history], args.get("k"), args.get("beam")
 
 

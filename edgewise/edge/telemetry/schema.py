@@ -40,6 +40,16 @@ One report per interval; ``ts`` is the end of the window and ``interval_s`` its 
                       e.g. ``{"telemetry": 3}`` (filled in by the client; ``{}`` when none)
 ``thread_restarts``   worker thread -> times it failed and was restarted since the process started,
                       e.g. ``{"telemetry-commands": 1}`` (filled in by the client; ``{}`` when none)
+``offload``           the cloud offload in the window (:mod:`edgewise.edge.offload`), ``null`` when
+                      the device has none configured: ``{"asked"`` (requests sent to the cloud or
+                      stopped by the open breaker), ``"cloud"`` (answered by the cloud),
+                      ``"fallbacks"`` (answered by the device after the cloud failed),
+                      ``"failed"`` (cloud-only requests, such as ``describe``, left unanswered),
+                      ``"reasons"`` (failure code -> count, e.g. ``{"timeout": 2}``),
+                      ``"breaker"`` (``"closed"``, ``"open"`` or ``"half-open"`` at the report),
+                      ``"breaker_opened"`` (times it opened in the window), ``"cloud_ms"``
+                      (``{"p50", "p90", "p99"}`` of the cloud leg of answered requests, or
+                      ``null``)``}``
 ====================  =============================================================================
 
 ``event`` (topic ``.../events``, QoS 1)
@@ -78,8 +88,9 @@ while the device is offline are not queued by the broker.
 
 ====================  =============================================================================
 ``id``                the sender's id for the command (1-128 characters), echoed in the ack
-``action``            ``"deploy"``, ``"rollback"``, ``"reload"``, ``"status"``, or a model family's
-                      command: ``"infer"`` (ser), ``"tts"``, ``"recommend"`` (rec)
+``action``            ``"deploy"``, ``"rollback"``, ``"reload"``, ``"status"``, ``"describe"``
+                      (an image or video, answered by the cloud: :mod:`edgewise.edge.offload`),
+                      or a model family's command: ``"infer"`` (ser), ``"tts"``, ``"recommend"`` (rec)
 ``args``              JSON object of action arguments (``{}`` by default)
 ``ts``                when it was sent, or ``null``
 ====================  =============================================================================
@@ -122,7 +133,7 @@ from edgewise.tasks import TASKS
 
 SCHEMA_VERSION = 1
 # the daemon's own actions, then each model family's command (the task registry's daemon_command)
-ACTIONS = ("deploy", "rollback", "reload", "status") + tuple(
+ACTIONS = ("deploy", "rollback", "reload", "status", "describe") + tuple(
     dict.fromkeys(spec.daemon_command for spec in TASKS.values() if spec.daemon_command)
 )
 MAX_DEPTH = safejson.MAX_DEPTH  # arrays and objects inside one another, the payload counting as 1
@@ -217,6 +228,19 @@ class Status(Payload):
     ts: float = Field(default_factory=_now)
 
 
+class OffloadReport(StrictModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    asked: Count = 0
+    cloud: Count = 0
+    fallbacks: Count = 0
+    failed: Count = 0
+    reasons: dict[str, Count] = Field(default_factory=dict)
+    breaker: Literal["closed", "open", "half-open"] = "closed"
+    breaker_opened: Count = 0
+    cloud_ms: Percentiles | None = None
+
+
 class Telemetry(Payload):
     type: Literal["telemetry"] = "telemetry"
     ts: float = Field(default_factory=_now)
@@ -231,6 +255,7 @@ class Telemetry(Payload):
     outbox_depth: Count = 0
     dropped: dict[str, Count] = Field(default_factory=dict)
     thread_restarts: dict[str, Count] = Field(default_factory=dict)
+    offload: OffloadReport | None = None
 
 
 class Event(Payload):

@@ -67,8 +67,10 @@ def test_the_password_hash_is_mosquittos_pbkdf2_format():
         "secret", salt=b"0123456789ab"
     )
     acl = render_acl("lab", ["a"], ["ops"])
-    assert "user lab.a\ntopic write edgewise/lab/a/#\ntopic read edgewise/lab/a/cmd\n" in acl
-    assert "user ops\ntopic read edgewise/lab/#\ntopic write edgewise/lab/+/cmd\n" in acl
+    device = "user lab.a\ntopic write edgewise/lab/a/#\ntopic read edgewise/lab/a/cmd\n"
+    assert device + "topic read edgewise/lab/a/offload/reply\n" in acl
+    operator = "user ops\ntopic read edgewise/lab/#\ntopic write edgewise/lab/+/cmd\n"
+    assert operator + "topic write edgewise/lab/+/offload/reply\n" in acl
 
 
 @pytest.fixture
@@ -131,7 +133,13 @@ def test_a_device_reaches_only_its_own_topics(acl_broker, mqtt_clients):
     b = mqtt_clients(broker, b_user, given[b_user])
     assert operator.connected() and a.connected() and b.connected()
     operator.subscribe(f"edgewise/{FLEET}/#")
-    a.subscribe(f"edgewise/{FLEET}/a/cmd", f"edgewise/{FLEET}/b/cmd", f"edgewise/{FLEET}/b/events")
+    a.subscribe(
+        f"edgewise/{FLEET}/a/cmd",
+        f"edgewise/{FLEET}/b/cmd",
+        f"edgewise/{FLEET}/b/events",
+        f"edgewise/{FLEET}/a/offload/reply",
+        f"edgewise/{FLEET}/b/offload/reply",
+    )
 
     # as device b, on a connection of its own (Mosquitto drops the message and the connection)
     forger = mqtt_clients(broker, a_user, given[a_user])
@@ -141,10 +149,12 @@ def test_a_device_reaches_only_its_own_topics(acl_broker, mqtt_clients):
     assert operator.wait(lambda: f"edgewise/{FLEET}/a/events" in operator.topics(), 5)
     b.publish(f"edgewise/{FLEET}/b/events", b"b's own event")  # a must not read b's events either
     operator.publish(f"edgewise/{FLEET}/b/cmd", b"for b")  # a must not read b's commands
-    operator.publish(f"edgewise/{FLEET}/a/cmd", b"for a")  # ... but gets its own
+    operator.publish(f"edgewise/{FLEET}/b/offload/reply", b"b's answer")  # nor b's cloud answers
+    operator.publish(f"edgewise/{FLEET}/a/offload/reply", b"a's answer")  # the cloud answers a
+    operator.publish(f"edgewise/{FLEET}/a/cmd", b"for a")  # ... and a gets its own commands
     assert a.wait(lambda: f"edgewise/{FLEET}/a/cmd" in a.topics(), 5)
     time.sleep(QUIET_S)
-    assert a.topics() == [f"edgewise/{FLEET}/a/cmd"]
+    assert sorted(a.topics()) == [f"edgewise/{FLEET}/a/cmd", f"edgewise/{FLEET}/a/offload/reply"]
     got = [(m.topic, m.payload) for m in operator.messages]
     assert (f"edgewise/{FLEET}/b/events", b"forged by a") not in got
     assert (f"edgewise/{FLEET}/b/events", b"b's own event") in got
