@@ -127,6 +127,20 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
     ),
     (
         "cloud",
+        "serve",
+        "edgewise.cloud.serve.commands",
+        "serve",
+        "serve models: the embedded OpenAI-compatible app, Ray Serve replicas, or vLLM for the large models",
+    ),
+    (
+        "cloud",
+        "serve-init",
+        "edgewise.cloud.serve.commands",
+        "serve_init",
+        "write a secure serve config folder: config, token (0600), self-signed certificate",
+    ),
+    (
+        "cloud",
         "ingest",
         "edgewise.cloud.fleet.commands",
         "ingest",
@@ -138,6 +152,35 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "edgewise.cloud.fleet.commands",
         "fleet",
         "the fleet's devices in the terminal, or its page and /metrics with --serve",
+    ),
+    (
+        "registry",
+        "push",
+        "edgewise.cloud.registry.commands",
+        "push",
+        "store a signed bundle in the registry (refused when unsigned, wrongly signed or tampered)",
+    ),
+    ("registry", "list", "edgewise.cloud.registry.commands", "list", "the registry's bundles and versions"),
+    (
+        "registry",
+        "promote",
+        "edgewise.cloud.registry.commands",
+        "promote",
+        "make a version a fleet's target: each device gets a deploy command",
+    ),
+    (
+        "registry",
+        "status",
+        "edgewise.cloud.registry.commands",
+        "status",
+        "a fleet's target version and where each device stands (current, pending, failed)",
+    ),
+    (
+        "registry",
+        "pull",
+        "edgewise.cloud.registry.commands",
+        "pull",
+        "download a version, checking its sha256 (and with --key its signature)",
     ),
     (
         "board",
@@ -185,7 +228,8 @@ GROUP_HELP = {
     "eval": "evaluate trained models",
     "bundle": "inspect, verify and sign bundles; make signing keys",
     "board": "emulated arm64 devices under qemu-user, reached over ssh on loopback",
-    "cloud": "the cloud half: serve models, ingest the fleet's telemetry, show the fleet",
+    "registry": "the model registry: signed bundles by name and version, promoted to fleets",
+    "cloud": "the cloud half: serve models (and the fleet page and registry), ingest the fleet's telemetry",
 }
 
 

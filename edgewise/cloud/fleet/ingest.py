@@ -64,7 +64,6 @@ import logging
 import os
 import queue
 import socket
-import ssl
 import threading
 import time
 from collections import Counter
@@ -78,6 +77,7 @@ from edgewise.cloud.fleet.classify import DEFAULT_MAX_BYTES, Message, classify
 from edgewise.cloud.fleet.store import FleetStore, TransientStoreError, open_store
 from edgewise.config import StrictModel, load_config
 from edgewise.edge.telemetry.config import TLSConfig
+from edgewise.edge.telemetry.login import apply_login
 from edgewise.edge.telemetry.topics import ROOT, id_problem
 from edgewise.errors import ConfigError, EdgewiseError
 
@@ -417,17 +417,7 @@ class IngestWorker:
         )
         client.suppress_exceptions = True
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, self._password)
-        if cfg.tls is not None:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca) if cfg.tls.ca else None,
-                certfile=str(cfg.tls.cert) if cfg.tls.cert else None,
-                keyfile=str(cfg.tls.key) if cfg.tls.key else None,
-                cert_reqs=ssl.CERT_NONE if cfg.tls.insecure else ssl.CERT_REQUIRED,
-            )
-            if cfg.tls.insecure:
-                client.tls_insecure_set(True)
+        apply_login(client, username=cfg.username, password=self._password, tls=cfg.tls)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

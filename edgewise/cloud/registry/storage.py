@@ -224,11 +224,20 @@ class Registry:
         history = self.promotions(fleet)
         return history[-1] if history else None
 
-    def promote(self, fleet: str, name: str, version: str, *, by: str | None = None) -> dict[str, Any]:
-        """Make ``name`` ``version`` the fleet's target (it must be stored); the entry added."""
+    def promote(
+        self,
+        fleet: str,
+        name: str,
+        version: str,
+        *,
+        by: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Make ``name`` ``version`` the fleet's target (it must be stored); the entry added
+        (``extra``: more fields to keep with it, such as the rollout's command id)."""
         record = self.record(name, version)
         entry = {"name": record.name, "version": record.version, "sha256": record.sha256}
-        entry |= {"at": round(time.time(), 3), "by": by}
+        entry |= {"at": round(time.time(), 3), "by": by, **(extra or {})}
         with self._locked():
             history = [*self.promotions(fleet), entry]
             path = self._promotions_path(fleet)

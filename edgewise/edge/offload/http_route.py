@@ -61,14 +61,39 @@ class HttpRoute:
 
     def post(self, path: str, body: dict[str, Any], timeout_s: float) -> Any:
         """One attempt: the parsed JSON of a 2xx reply, else OffloadFailure."""
+        return self.request("POST", path, timeout_s, json_body=body)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        timeout_s: float,
+        *,
+        json_body: Any = None,
+        upload: Path | None = None,
+        download: Path | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """One request: the parsed JSON of a 2xx reply (with ``download``, the body is written to
+        that file instead and its size returned), else OffloadFailure. ``upload`` streams a file as
+        the body (``application/gzip``). The registry's client (``edgewise registry``) uses it too."""
         url = self.url + path
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+        sent = {"Accept": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
         if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            sent["Authorization"] = f"Bearer {self.token}"
+        data: Any = None
+        if json_body is not None:
+            data = json.dumps(json_body, separators=(",", ":")).encode("utf-8")
+            sent["Content-Type"] = "application/json"
+        elif upload is not None:
+            data = open(upload, "rb")  # noqa: SIM115 - closed below; urllib streams it
+            sent["Content-Type"] = "application/gzip"
+            sent["Content-Length"] = str(upload.stat().st_size)
+        request = urllib.request.Request(url, data=data, headers=sent, method=method)
         try:
             with self._opener.open(request, timeout=timeout_s) as response:
+                if download is not None:
+                    return _save(response, download)
                 raw = response.read(self.max_reply_bytes + 1)
         except urllib.error.HTTPError as exc:
             with exc:
@@ -83,12 +108,27 @@ class HttpRoute:
             raise _failure(exc.reason, url, timeout_s) from None
         except (OSError, http.client.HTTPException) as exc:
             raise _failure(exc, url, timeout_s) from None
+        finally:
+            if hasattr(data, "close"):
+                data.close()
         if len(raw) > self.max_reply_bytes:
             raise OffloadFailure("malformed", f"{url}: the reply is over {self.max_reply_bytes} bytes")
         try:
             return safejson.load_json(raw, source=url, max_bytes=self.max_reply_bytes, error=_ReplyError)
         except _ReplyError as exc:
             raise OffloadFailure("malformed", str(exc)) from None
+
+
+def _save(response: Any, dest: Path) -> int:
+    """Stream a reply body into ``dest`` (written aside, renamed when whole); its size."""
+    from edgewise.fsutil import atomic_path
+
+    size = 0
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        while chunk := response.read(1 << 20):
+            fh.write(chunk)
+            size += len(chunk)
+    return size
 
 
 def _read_some(exc: urllib.error.HTTPError) -> bytes:

@@ -12,7 +12,8 @@ Delivery
 --------
 Every event, error, telemetry report and command ack is written to the :class:`~.outbox.Outbox`
 (SQLite on disk) before anything else happens, and deleted only when the broker has it: for QoS 1
-when its PUBACK arrives (paho's ``on_publish`` with the message id), for QoS 0 when paho has
+when its PUBACK arrives (paho's ``on_publish`` with the message id; not a PUBACK saying that nobody
+subscribes, see "No subscriber" below), for QoS 0 when paho has
 written it to the socket. A background thread (the pump) hands rows to paho in ``seq`` order, at
 most ``max_inflight`` at a time, whenever the client is connected; after a reconnect it goes on
 where it stopped (paho re-sends its unacknowledged QoS 1 messages itself), and after a restart it
@@ -38,16 +39,46 @@ refuses v5. Reconnects back off exponentially from ``reconnect_min_s`` to ``reco
 broker that cannot be reached is logged once as a warning (host, port and the reason), then again
 only after 2, 4, 8... failed attempts or every 10 minutes, and an info line says when the
 connection is made and after how many attempts.
+
+No subscriber
+-------------
+An MQTT 5 broker that has nobody to deliver a QoS 1 message to still acknowledges it, with PUBACK
+reason code 0x10 ("No matching subscribers"), and drops it. That happens before the cloud's ingest
+worker first subscribes, and after a broker restart: Mosquitto 2.0.11 restores the worker's
+persistent session but not its ``$share/...`` subscription until the worker subscribes again. So a
+PUBACK 0x10 is not a delivery: the row stays in the outbox and its *topic* is put on hold. Rows on a
+held topic wait behind the held one (nothing more of that topic is sent); other topics go on as
+before. After ``no_subscriber_retry_min_s`` (1 s) the pump sends the topic's oldest row alone as a
+probe: a 0x10 again doubles the wait, up to ``no_subscriber_retry_max_s`` (30 s); a success (any
+row of the topic acknowledged with 0x00) ends the hold, and the held rows go out again in ``seq``
+order. While nobody subscribes a topic costs one message per wait, never a busy loop, and its rows
+stay in the outbox under its usual limits (a full outbox drops the oldest rows by its policy and
+counts them in ``dropped``). Telemetry reports the ``outbox_depth``;
+:attr:`TelemetryClient.held_topics` names the topics on hold; the log says when a hold begins (a
+warning), after 2, 4, 8... refused probes or every 10 minutes, and when it ends (info). Order: rows
+of a topic that were already in flight when the first 0x10 came back are not called back, so if a
+subscriber appears just then some of them may arrive before held ones that came first; nothing is
+lost, and the cloud dedupes by ``id``.
+
+A PUBACK 0x97 ("Quota exceeded", a limit that passes) is treated the same way. Any other failure
+code (0x80 and up: 0x87 not authorized, 0x90 topic name invalid, 0x95 packet too large, 0x99
+payload format invalid...) means the broker will never take that message: it is logged as a
+warning and deleted (not counted in ``dropped``, which counts the outbox's own evictions), and the
+rows after it go on. QoS 0 messages get no PUBACK, and MQTT 3.1.1 has no reason codes: for those
+nothing changes. The hold is kept in memory only: after a restart the outbox is sent from its
+oldest row and a topic without subscribers is found out again. :meth:`~TelemetryClient.flush` and
+:meth:`~TelemetryClient.close` do not wait for them when nothing else is left (a daemon with no
+cloud listening still stops at once); what is still held stays on disk for the next start.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -58,7 +89,8 @@ from edgewise.config import format_validation_error
 from edgewise.edge.supervisor import Supervisor
 from edgewise.edge.telemetry.commands import CommandHandler, CommandRunner
 from edgewise.edge.telemetry.config import TelemetryConfig
-from edgewise.edge.telemetry.outbox import Outbox
+from edgewise.edge.telemetry.login import apply_login
+from edgewise.edge.telemetry.outbox import Outbox, OutboxRow
 from edgewise.edge.telemetry.schema import (
     CommandAck,
     ErrorEvent,
@@ -81,6 +113,10 @@ CMD_QOS = 1
 _UNSUPPORTED_PROTOCOL = 132  # MQTT v5 reason code; paho maps a v3 CONNACK "refused: protocol" to it
 _AUTH_REFUSED = (134, 135)  # bad user name or password, not authorized (v3 codes 4 and 5 map here)
 _RETRY_LOG_EVERY_S = 600.0  # during an outage, a line at least this often (and after 2, 4, 8... tries)
+# PUBACK reason codes that leave the message in the outbox and put its topic on hold: the broker
+# took it but had no subscriber for it (0x10), or is over a quota that passes (0x97).
+_HOLD_CODES = (0x10, 0x97)
+_PEEK_PAGE = 256  # outbox rows read at a time when many are skipped (held topics, in flight)
 PUMP, COMMANDS = "telemetry-pump", "telemetry-commands"  # worker names, as in ``thread_restarts``
 
 
@@ -154,6 +190,20 @@ class _Outage:
         return note
 
 
+@dataclass
+class _Hold:
+    """A topic the broker had no subscriber for: its rows wait in the outbox, one probe at a time."""
+
+    first: int  # the lowest seq held or skipped on this topic: sending resumes from here
+    delay: float  # the wait before the next probe (doubles after each one the broker refuses)
+    retry_at: float
+    since: float
+    reason: str
+    probes: int = 0
+    probe_mid: int | None = None  # the probe paho holds now
+    last_line: float = 0.0
+
+
 def _reason(error: BaseException | None) -> str:
     if error is None:
         return "connection failed"
@@ -207,10 +257,11 @@ class TelemetryClient:
         self._delivered = threading.Condition()
         self._telemetry_lock = threading.Lock()
         # Pump-thread state: which outbox rows paho holds, by message id.
-        self._handed: dict[int, int] = {}  # mid -> seq
+        self._handed: dict[int, tuple[int, str]] = {}  # mid -> (seq, topic)
         self._handed_seqs: set[int] = set()
         self._qos0: dict[int, tuple[int, mqtt.MQTTMessageInfo]] = {}  # seq -> (mid, info)
-        self._cursor = 0  # highest seq handed to paho, in order
+        self._cursor = 0  # highest seq handed to paho (or skipped on a held topic), in order
+        self._holds: dict[str, _Hold] = {}  # topics the broker had no subscriber for (PUBACK 0x10)
         self._fallback_requested = False
         self._refused: BrokerRefusedError | None = None
         self._last_refusal: str | None = None
@@ -263,18 +314,28 @@ class TelemetryClient:
         return self._connected.is_set()
 
     @property
+    def held_topics(self) -> tuple[str, ...]:
+        """Topics on hold: the broker had no subscriber for their last message (PUBACK 0x10, or a
+        quota, 0x97), so their messages wait in the outbox (see the module docstring)."""
+        return tuple(sorted(tuple(self._holds)))
+
+    @property
     def protocol(self) -> str:
         """The MQTT version in use (or being tried): ``"5"`` or ``"3.1.1"``."""
         return "5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1"
 
     def flush(self, timeout: float) -> bool:
-        """Wait until the outbox is empty (everything acked); False if ``timeout`` passed first."""
+        """Wait until the outbox is empty (everything acked); False if ``timeout`` passed first, or
+        at once when every row left is on a topic nobody subscribes to (they wait for a subscriber
+        on disk, see the module docstring: a daemon with no cloud listening still stops promptly)."""
         deadline = time.monotonic() + timeout
         self._wake.set()
         with self._delivered:
             while self.outbox.depth() > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    return False
+                if self._holds and self.outbox.topics() <= set(tuple(self._holds)):
                     return False
                 self._delivered.wait(min(remaining, 0.1))
         return True
@@ -415,17 +476,8 @@ class TelemetryClient:
             paho_log.setLevel(logging.CRITICAL)
         client.enable_logger(paho_log)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-        if cfg.tls is not None:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca) if cfg.tls.ca else None,
-                certfile=str(cfg.tls.cert) if cfg.tls.cert else None,
-                keyfile=str(cfg.tls.key) if cfg.tls.key else None,
-                cert_reqs=ssl.CERT_NONE if cfg.tls.insecure else ssl.CERT_REQUIRED,
-            )
-            if cfg.tls.insecure:
-                client.tls_insecure_set(True)
+        password = cfg.password.get_secret_value() if cfg.password else None
+        apply_login(client, username=cfg.username, password=password, tls=cfg.tls)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_connect = self._on_connect
@@ -541,7 +593,7 @@ class TelemetryClient:
 
     def _pump(self) -> None:
         while True:
-            self._wake.wait(0.25)
+            self._wake.wait(self._pump_wait())
             self._wake.clear()
             try:
                 if self._fallback_requested:
@@ -555,21 +607,41 @@ class TelemetryClient:
                 log.exception("telemetry: pump error (retrying)")
                 time.sleep(0.1)
 
+    def _pump_wait(self) -> float:
+        """How long the pump sleeps unless woken: 0.25 s, less when a held topic's probe falls due
+        sooner. (A probe already due but blocked, by a lost connection or a full ``max_inflight``,
+        waits for a wake-up or the 0.25 s poll: no spinning.)"""
+        now = time.monotonic()
+        due = [h.retry_at - now for h in tuple(self._holds.values()) if h.probe_mid is None]
+        due = [d for d in due if d > 0]
+        return min(0.25, max(0.01, min(due))) if due else 0.25
+
     def _settle(self) -> None:
-        """Delete acknowledged rows; put QoS 0 rows that paho lost on a reconnect back in line."""
+        """Delete acknowledged rows; hold the topics nobody subscribes to; put QoS 0 rows that paho
+        lost on a reconnect back in line."""
         acked = []
         while True:
             try:
                 mid, reason = self._acks.get_nowait()
             except queue.Empty:
                 break
-            seq = self._handed.pop(mid, None)
-            if seq is None:
+            handed = self._handed.pop(mid, None)
+            if handed is None:
                 continue  # a status message, not an outbox row
+            seq, topic = handed
             self._handed_seqs.discard(seq)
             self._qos0.pop(seq, None)
+            code = getattr(reason, "value", 0)
+            if code in _HOLD_CODES:
+                self._hold(topic, seq, mid, reason)
+                continue  # not delivered: the row stays
+            hold = self._holds.get(topic)
             if getattr(reason, "is_failure", False):
                 log.warning("telemetry: broker rejected outbox message %d: %s (dropped)", seq, reason)
+                if hold is not None and hold.probe_mid == mid:
+                    hold.probe_mid = None  # that row will never go; probe with the next one
+            elif hold is not None:
+                self._release(topic)  # the broker delivered one: someone reads the topic again
             acked.append(seq)
         for seq, (mid, info) in list(self._qos0.items()):
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:  # CONN_LOST: never written to the socket
@@ -584,31 +656,129 @@ class TelemetryClient:
 
     def _drain(self) -> None:
         assert self._mqtt is not None
+        if self._holds:
+            self._probe()
         while self._connected.is_set() and not self._fallback_requested:
             room = self.config.max_inflight - len(self._handed)
             if room <= 0:
                 return
-            rows = self.outbox.peek(room + len(self._handed_seqs), after=self._cursor)
-            rows = [r for r in rows if r.seq not in self._handed_seqs][:room]
+            rows = self.outbox.peek(max(room + len(self._handed_seqs), _PEEK_PAGE), after=self._cursor)
             if not rows:
                 return
             for row in rows:
-                try:
-                    info = self._mqtt.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-                except (ValueError, TypeError) as exc:  # a row paho can never send: do not block on it
-                    log.error("telemetry: dropping undeliverable outbox message %d: %s", row.seq, exc)
-                    self.outbox.ack(row.seq)
-                    continue
-                queued = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
-                if queued or (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and row.qos > 0):
-                    # QoS 1 without a connection: paho keeps it and sends it on reconnect.
-                    self._handed[info.mid] = row.seq
-                    self._handed_seqs.add(row.seq)
-                    if row.qos == 0:
-                        self._qos0[row.seq] = (info.mid, info)
+                hold = self._holds.get(row.topic)
+                if row.seq in self._handed_seqs or hold is not None:
+                    if hold is not None and row.seq not in self._handed_seqs:
+                        hold.first = min(hold.first, row.seq)  # sent when the hold ends
                     self._cursor = max(self._cursor, row.seq)
-                if not queued:
+                    continue
+                if room <= 0:
+                    return
+                outcome, _ = self._send(row)
+                if outcome == "deleted":
+                    continue
+                if outcome == "busy":
                     return  # not connected or paho's queue is full: the next wake-up retries
+                room -= 1
+                self._cursor = max(self._cursor, row.seq)
+                if outcome == "kept" or not self._connected.is_set():
+                    return
+
+    def _send(self, row: OutboxRow) -> tuple[str, int | None]:
+        """Hand one row to paho: ``("queued", mid)``; ``("kept", mid)`` when paho keeps a QoS 1 row
+        to send on the reconnect; ``("busy", None)`` when paho did not take it (try again later);
+        ``("deleted", None)`` when paho can never send it (the row is deleted, with an error line)."""
+        assert self._mqtt is not None
+        try:
+            info = self._mqtt.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+        except (ValueError, TypeError) as exc:  # a row paho can never send: do not block on it
+            log.error("telemetry: dropping undeliverable outbox message %d: %s", row.seq, exc)
+            self.outbox.ack(row.seq)
+            return "deleted", None
+        queued = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+        if not queued and not (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and row.qos > 0):
+            return "busy", None
+        self._handed[info.mid] = (row.seq, row.topic)
+        self._handed_seqs.add(row.seq)
+        if row.qos == 0:
+            self._qos0[row.seq] = (info.mid, info)
+        return ("queued" if queued else "kept"), info.mid
+
+    # ----------------------------------------------------------------------------------------------
+    # Topics without a subscriber (PUBACK 0x10): hold, probe with backoff, release
+
+    def _hold(self, topic: str, seq: int, mid: int, reason: Any) -> None:
+        now = time.monotonic()
+        cfg = self.config
+        hold = self._holds.get(topic)
+        if hold is None:
+            self._holds[topic] = _Hold(
+                first=seq,
+                delay=cfg.no_subscriber_retry_min_s,
+                retry_at=now + cfg.no_subscriber_retry_min_s,
+                since=now,
+                reason=str(reason),
+                last_line=now,
+            )
+            log.warning(
+                "telemetry: the broker has no subscriber for %s (PUBACK: %s); keeping its messages in "
+                "the outbox and trying again with backoff (%g s up to %g s)",
+                topic,
+                reason,
+                cfg.no_subscriber_retry_min_s,
+                cfg.no_subscriber_retry_max_s,
+            )
+            return
+        hold.first = min(hold.first, seq)
+        if mid != hold.probe_mid:
+            return  # a row that was in flight when the hold began
+        hold.probe_mid = None
+        hold.probes += 1
+        hold.delay = min(hold.delay * 2, cfg.no_subscriber_retry_max_s)
+        hold.retry_at = now + hold.delay
+        if hold.probes & (hold.probes - 1) == 0 or now - hold.last_line >= _RETRY_LOG_EVERY_S:
+            hold.last_line = now
+            log.warning(
+                "telemetry: still no subscriber for %s after %d tries in %.0f s (%s); %d message(s) in "
+                "the outbox; next try in %g s",
+                topic,
+                hold.probes + 1,
+                now - hold.since,
+                reason,
+                self.outbox.depth(),
+                hold.delay,
+            )
+
+    def _probe(self) -> None:
+        """Send the oldest row of each held topic whose wait is over, alone, to see if anyone reads it."""
+        now = time.monotonic()
+        for topic, hold in list(self._holds.items()):
+            if hold.probe_mid is not None or now < hold.retry_at:
+                continue
+            if len(self._handed) >= self.config.max_inflight or not self._connected.is_set():
+                return
+            rows = self.outbox.peek(len(self._handed_seqs) + 1, after=hold.first - 1, topic=topic)
+            row = next((r for r in rows if r.seq not in self._handed_seqs and r.qos > 0), None)
+            if row is None:  # nothing of this topic left to hold (delivered, dropped, or only QoS 0)
+                if not any(t == topic for _, t in self._handed.values()):
+                    self._release(topic)
+                continue
+            outcome, mid = self._send(row)
+            if mid is not None:
+                hold.probe_mid = mid
+            elif outcome == "busy":
+                return
+            # "deleted" (undeliverable): the next row probes on the next wake-up
+
+    def _release(self, topic: str) -> None:
+        hold = self._holds.pop(topic)
+        self._cursor = min(self._cursor, hold.first - 1)  # the held rows go out again, in seq order
+        self._wake.set()
+        log.info(
+            "telemetry: %s has a subscriber again after %.0f s; sending its held messages",
+            topic,
+            time.monotonic() - hold.since,
+        )
 
     def _fall_back_to_v311(self) -> None:
         self._fallback_requested = False
@@ -620,6 +790,7 @@ class TelemetryClient:
         self._handed.clear()  # paho never connected, but start over from the outbox to be sure
         self._handed_seqs.clear()
         self._qos0.clear()
+        self._holds.clear()
         self._cursor = 0
         while not self._acks.empty():
             self._acks.get_nowait()

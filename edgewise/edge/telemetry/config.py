@@ -67,6 +67,10 @@ class TelemetryConfig(StrictModel):
     outbox_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     outbox_sync: Literal["normal", "full"] = "full"  # full: a put survives a power cut (see outbox)
     max_inflight: int = Field(100, ge=1, le=10_000)
+    # A QoS 1 message the broker had no subscriber for (MQTT 5 PUBACK 0x10) or over a quota (0x97)
+    # stays in the outbox; its topic is tried again after min_s, doubling up to max_s (see client).
+    no_subscriber_retry_min_s: float = Field(1.0, ge=0.05)
+    no_subscriber_retry_max_s: float = Field(30.0, ge=0.05)
     max_command_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # larger commands are refused unread
 
     @field_validator("fleet", "device", mode="before")
@@ -92,6 +96,11 @@ class TelemetryConfig(StrictModel):
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError(
                 f"reconnect_max_s ({self.reconnect_max_s:g}) is below reconnect_min_s ({self.reconnect_min_s:g})"
+            )
+        if self.no_subscriber_retry_max_s < self.no_subscriber_retry_min_s:
+            raise ValueError(
+                f"no_subscriber_retry_max_s ({self.no_subscriber_retry_max_s:g}) is below "
+                f"no_subscriber_retry_min_s ({self.no_subscriber_retry_min_s:g})"
             )
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")

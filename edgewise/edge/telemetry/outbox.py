@@ -4,7 +4,8 @@ paho-mqtt keeps unacknowledged messages in memory, which a restart or a crash lo
 :class:`Outbox` keeps them in one SQLite database (WAL journal) until the broker has them: the
 client calls :meth:`Outbox.put` first, publishes the rows from :meth:`Outbox.peek` in ``seq`` order
 and calls :meth:`Outbox.ack` when the broker acknowledges one (QoS 1) or paho has written it to the
-socket (QoS 0). Each put and ack is one committed transaction. A message may be sent twice after
+socket (QoS 0); a QoS 1 message the broker had no subscriber for (MQTT 5 PUBACK 0x10) stays, to be
+sent again (see :mod:`.client`). Each put and ack is one committed transaction. A message may be sent twice after
 a crash (at-least-once), never zero times.
 
 What survives what
@@ -265,16 +266,24 @@ class Outbox:
         )
         return freed_rows, freed_bytes, dropped
 
-    def peek(self, n: int = 100, after: int = 0) -> list[OutboxRow]:
-        """The first ``n`` rows with ``seq > after``, oldest first. Rows stay until acked."""
+    def peek(self, n: int = 100, after: int = 0, topic: str | None = None) -> list[OutboxRow]:
+        """The first ``n`` rows with ``seq > after`` (and on ``topic``, if given), oldest first.
+        Rows stay until acked."""
+        where, args = ("seq > ?", (after,)) if topic is None else ("seq > ? AND topic = ?", (after, topic))
         with self._lock:
             self._check_open()
             rows = self._db.execute(
                 "SELECT seq, topic, payload, qos, retain, kind, created FROM outbox"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, n),
+                f" WHERE {where} ORDER BY seq LIMIT ?",
+                (*args, n),
             ).fetchall()
         return [OutboxRow(s, t, bytes(p), q, bool(r), k, c) for s, t, p, q, r, k, c in rows]
+
+    def topics(self) -> set[str]:
+        """The topics that have rows waiting."""
+        with self._lock:
+            self._check_open()
+            return {t for (t,) in self._db.execute("SELECT DISTINCT topic FROM outbox").fetchall()}
 
     def ack(self, seq: int) -> bool:
         """Delete a delivered row; False if it is not there (already acked or evicted)."""

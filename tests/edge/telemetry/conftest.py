@@ -13,6 +13,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edgewise.devtools.mosquitto import MosquittoBroker
 from edgewise.edge.telemetry.schema import decode
@@ -62,7 +64,12 @@ def client_config(broker: MosquittoBroker, outbox: Path, **overrides) -> dict:
 
 
 class Subscriber:
-    """A paho client that subscribes at QoS 1 (again after every reconnect) and records messages."""
+    """A paho client that subscribes at QoS 1 (again after every reconnect) and records messages.
+
+    ``v5``: MQTT 5 (needed for a ``$share/...`` subscription, as the cloud's ingest worker makes);
+    with ``persistent`` the session outlives the connection (an hour). ``tls_ca``: connect over TLS,
+    trusting that CA. :meth:`pause` stops the network loop without a DISCONNECT (a worker that
+    hangs or is SIGSTOPped); :meth:`resume` starts it again, and it reconnects by itself."""
 
     def __init__(
         self,
@@ -71,12 +78,24 @@ class Subscriber:
         *,
         client_id: str = "",
         persistent: bool = False,
+        v5: bool = False,
+        tls_ca: Path | None = None,
     ) -> None:
         self.topics = topics
         self.messages: list[mqtt.MQTTMessage] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        if persistent:  # a session the broker keeps (and queues for) while we are away
+        connect_kwargs: dict = {}
+        if v5:
+            self.client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+            )
+            connect_kwargs["clean_start"] = not persistent
+            if persistent:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = 3600
+                connect_kwargs["properties"] = props
+        elif persistent:  # a session the broker keeps (and queues for) while we are away
             self.client = mqtt.Client(
                 CallbackAPIVersion.VERSION2,
                 client_id=client_id,
@@ -85,13 +104,24 @@ class Subscriber:
             )
         else:
             self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=str(tls_ca))
         self.client.reconnect_delay_set(0.05, 0.2)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port, keepalive=5)
+        self.client.connect(broker.host, broker.port, keepalive=5, **connect_kwargs)
         self.client.loop_start()
         assert self._subscribed.wait(5), "subscriber got no SUBACK"
+
+    def pause(self) -> None:
+        self.client.loop_stop()
+
+    def resume(self, timeout: float = 10.0) -> None:
+        """Run the loop again and wait until it has subscribed again."""
+        self._subscribed.clear()
+        self.client.loop_start()
+        assert self._subscribed.wait(timeout), "subscriber got no SUBACK after resuming"
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         client.subscribe([(t, 1) for t in self.topics])

@@ -6,7 +6,7 @@ import ipaddress
 import pytest
 
 from edgewise.edge.telemetry.client import TelemetryClient
-from tests.edge.telemetry.conftest import client_config
+from tests.edge.telemetry.conftest import BASE, client_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,18 +48,20 @@ def write_certificates(folder):
     return folder / "ca.pem"
 
 
-def test_tls_with_a_private_ca(make_broker, tmp_path):
+def test_tls_with_a_private_ca(make_broker, subscribe, tmp_path):
     certs = tmp_path / "certs"
     certs.mkdir()
     ca = write_certificates(certs)
     tls_lines = [f"cafile {ca}", f"certfile {certs / 'server.pem'}", f"keyfile {certs / 'server.key'}"]
     broker = make_broker(extra_config=tls_lines)
+    sub = subscribe(broker, [f"{BASE}/events"], tls_ca=ca)  # someone reads it (else PUBACK 0x10)
 
     verified = TelemetryClient(client_config(broker, tmp_path / "a.sqlite", tls={"ca": str(ca)}))
     verified.start()
     assert verified.wait_connected(10)
     verified.publish_event(label="over tls")
     assert verified.close(flush_timeout=5)  # True: the broker acknowledged the event
+    assert [p.label for p in sub.wait_count("event", 1)] == ["over tls"]
 
     # Without our CA the system store cannot verify the broker: no connection, nothing sent.
     unverified = TelemetryClient(client_config(broker, tmp_path / "b.sqlite", tls={}, device="dev2"))

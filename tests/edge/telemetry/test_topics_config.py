@@ -72,8 +72,13 @@ def test_config_consistency_and_defaults():
         TelemetryConfig.load({**GOOD, "password": "x"})
     with pytest.raises(ConfigError, match="field 'telemetry_qos'"):
         TelemetryConfig.load({**GOOD, "telemetry_qos": 2})
+    with pytest.raises(ConfigError, match="no_subscriber_retry_max_s .* below no_subscriber_retry_min_s"):
+        TelemetryConfig.load({**GOOD, "no_subscriber_retry_min_s": 5, "no_subscriber_retry_max_s": 2})
+    with pytest.raises(ConfigError, match="field 'no_subscriber_retry_min_s'"):
+        TelemetryConfig.load({**GOOD, "no_subscriber_retry_min_s": 0})  # would probe without pause
     cfg = TelemetryConfig.load({**GOOD, "protocol": 5, "username": "u", "password": "secret"})
     assert cfg.protocol == "5" and cfg.resolved_client_id == "edgewise-lab-pi-01"
+    assert (cfg.no_subscriber_retry_min_s, cfg.no_subscriber_retry_max_s) == (1.0, 30.0)
     assert "secret" not in repr(cfg)  # the password is a SecretStr
 
 
