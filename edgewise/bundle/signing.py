@@ -6,12 +6,11 @@ import base64
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from edgewise.bundle.schema import MANIFEST_NAME, SIGNATURE_NAME, BundleError, SignatureError
 from edgewise.errors import MissingDependencyError
-from edgewise.fsutil import fsync_dir, write_text_atomic
+from edgewise.fsutil import write_private, write_text_atomic
 from edgewise.safejson import load_json
 
 MAX_SIGNATURE_BYTES = 4096  # manifest.sig is ~200 bytes: {algorithm, key_id, signature}
@@ -104,18 +103,7 @@ def generate_keypair(
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{private_path.name}.", suffix=".tmp", dir=private_path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, private_pem)
-        os.fsync(fd)
-        os.close(fd)
-        os.replace(tmp, private_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(private_path.parent)
+    write_private(private_path, private_pem)
     write_text_atomic(public_path, public_pem.decode("ascii"))
     return _key_id(key.public_key())
 

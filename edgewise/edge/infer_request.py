@@ -15,8 +15,6 @@ message in the command's ack. It is pure: no model, no daemon, no I/O.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.audio import check_finite, check_wav_bytes, resample, to_mono
+from edgewise.edge.command_args import decode_base64
 from edgewise.errors import AudioError, ConfigError
 
 SAMPLE_RATE = 16000  # what the pipelines take
@@ -35,16 +34,7 @@ MAX_CHANNELS = 2  # an utterance for the model is mono or stereo; more is refuse
 
 
 def _b64(args: Mapping[str, Any], key: str) -> bytes:
-    value = args[key]
-    if not isinstance(value, str):
-        raise ConfigError(f"infer: args.{key} must be a base64 string, got {type(value).__name__}")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise AudioError(f"infer: args.{key} could not be decoded: not valid base64 ({exc})") from None
-    if not data:
-        raise AudioError(f"infer: args.{key} holds no audio (0 bytes)")
-    return data
+    return decode_base64(args[key], f"infer: args.{key}", error=AudioError, type_error=ConfigError)
 
 
 def _sample_rate(value: Any, where: str) -> int:

@@ -85,7 +85,7 @@ def test_a_bad_sample_rate_is_named(rate, message):
             AudioError,
             "args.pcm16_b64 could not be decoded: not valid base64",
         ),
-        ({"pcm16_b64": ""}, AudioError, r"args.pcm16_b64 holds no audio \(0 bytes\)"),
+        ({"pcm16_b64": ""}, AudioError, r"args.pcm16_b64 holds nothing \(0 bytes\)"),
         ({"pcm16_b64": "AAAA"}, AudioError, "3 bytes, an odd number"),
         ({"wav_b64": base64.b64encode(b"not a wav at all").decode()}, AudioError, "not a readable WAV"),
         ({**wav_args(tone(1.0)), "sample_rate": 8000}, ConfigError, "sample_rate goes with pcm16_b64 only"),

@@ -7,7 +7,6 @@
     edgewise cloud fleet --store fleet.sqlite                 # the device table in the terminal
     edgewise cloud fleet --store fleet.sqlite --serve 127.0.0.1:8090   # the page alone
 
-Until the CLI table lists them, ``python -m edgewise.cloud.fleet ingest|fleet ...`` runs the same.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import argparse
 import json
 import logging
 import signal
-import sys
 import threading
 import time
 from typing import Any
@@ -209,23 +207,3 @@ def _serve(store_url: str, where: str, stale_after_s: float) -> int:
     print(f"fleet page on http://{host or '127.0.0.1'}:{port}/", flush=True)
     uvicorn.run(app, host=host or "127.0.0.1", port=int(port), log_level="warning")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m edgewise.cloud.fleet ingest|fleet ...`` (the CLI's rows call the same functions)."""
-    from edgewise.cli import setup_logging
-    from edgewise.errors import EXIT_USER_ERROR, EdgewiseError
-
-    parser = argparse.ArgumentParser(prog="python -m edgewise.cloud.fleet")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    ingest_add_arguments(sub.add_parser("ingest", help="move telemetry from the broker into the store"))
-    fleet_add_arguments(sub.add_parser("fleet", help="the device table, or the page with --serve"))
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
-    try:
-        return ingest_run(args) if args.command == "ingest" else fleet_run(args)
-    except EdgewiseError as exc:
-        print(f"edgewise: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR

@@ -132,7 +132,7 @@ class AckCountingPublisher:
 
 
 class IngestProcess:
-    """``python -m edgewise.cloud.fleet ingest ARGS`` in a process of its own; output to a log file."""
+    """``python -m edgewise cloud ingest ARGS`` in a process of its own; output to a log file."""
 
     def __init__(self, args: list[str], log_path: str | os.PathLike, *, nice: int = 0) -> None:
         self.args = args
@@ -141,7 +141,7 @@ class IngestProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         prefix = ["nice", "-n", str(nice)] if nice else []
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "edgewise.cloud.fleet", "ingest", *args],
+            [*prefix, sys.executable, "-m", "edgewise", "cloud", "ingest", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -14,11 +14,10 @@ import hmac
 import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
 
 from edgewise.errors import ConfigError
-from edgewise.fsutil import fsync_dir
+from edgewise.fsutil import write_private
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MAX_TOKEN_CHARS = 4096
@@ -87,20 +86,7 @@ class TokenSet:
 
 def write_secret(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically with mode 0600 from the start (a token, a key)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-        os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
+    return write_private(path, text)
 
 
 def read_secret(path: str | os.PathLike, what: str) -> str:

@@ -22,7 +22,6 @@ import json
 import logging
 import signal
 import socket
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -332,25 +331,3 @@ def serve_init_run(args: argparse.Namespace) -> int:
         )
     print(f"start it with: edgewise cloud serve --config {out / 'config.yaml'}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m edgewise.cloud.serve serve|serve-init ...`` (the same as ``edgewise cloud ...``)."""
-    from edgewise.cli import setup_logging
-    from edgewise.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, EdgewiseError
-
-    parser = argparse.ArgumentParser(prog="python -m edgewise.cloud.serve")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve_add_arguments(sub.add_parser("serve", help="serve models"))
-    serve_init_add_arguments(sub.add_parser("serve-init", help="write a secure config folder"))
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
-    try:
-        return (serve_run if args.command == "serve" else serve_init_run)(args)
-    except EdgewiseError as exc:
-        print(f"edgewise: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED

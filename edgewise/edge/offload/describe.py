@@ -16,11 +16,10 @@ bytes). :func:`describe_messages` raises :class:`DescribeInputError` naming what
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from typing import Any
 
-from edgewise.edge.command_args import check_command_args
+from edgewise.edge.command_args import check_command_args, decode_base64
 from edgewise.edge.offload.config import VisionRule
 from edgewise.errors import DataError
 
@@ -95,15 +94,7 @@ def describe_messages(args: Any, rule: VisionRule) -> tuple[list[dict[str, Any]]
 
 
 def _b64(value: Any, key: str) -> bytes:
-    if not isinstance(value, str):
-        raise DescribeInputError(f"describe: args.{key} must be a base64 string, got {type(value).__name__}")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise DescribeInputError(f"describe: args.{key} is not valid base64 ({exc})") from None
-    if not data:
-        raise DescribeInputError(f"describe: args.{key} is empty")
-    return data
+    return decode_base64(value, f"describe: args.{key}", error=DescribeInputError)
 
 
 def _check_messages(messages: Any) -> list[dict[str, Any]]:

@@ -19,27 +19,10 @@ from edgewise.cloud.fleet.store import open_store
 from edgewise.devtools.mosquitto import MosquittoBroker
 from edgewise.errors import MissingDependencyError
 from tests.conftest import missing_tool, require_module
+from tests.edge.telemetry.conftest import make_broker  # noqa: F401  (fixture)
 
 MODEL = SAMPLE_MODEL
 event_payload = numbered_event
-
-
-@pytest.fixture
-def make_broker(tmp_path):
-    """``make_broker(**kwargs)`` -> a started MosquittoBroker in tmp_path; all closed at the end."""
-    brokers = []
-
-    def make(start: bool = True, **kwargs) -> MosquittoBroker:
-        try:
-            broker = MosquittoBroker(workdir=tmp_path / f"broker{len(brokers)}", **kwargs)
-        except MissingDependencyError as exc:
-            missing_tool(str(exc))
-        brokers.append(broker)
-        return broker.start() if start else broker
-
-    yield make
-    for broker in brokers:
-        broker.close()
 
 
 @pytest.fixture(scope="session")

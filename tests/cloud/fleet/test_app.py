@@ -11,9 +11,10 @@ import time
 
 import pytest
 
+from edgewise.cli import main as cli_main
 from edgewise.cloud.fleet.charts import line_chart, nice_max
 from edgewise.cloud.fleet.classify import Message, classify
-from edgewise.cloud.fleet.commands import fleet_add_arguments, fleet_run, main
+from edgewise.cloud.fleet.commands import fleet_add_arguments, fleet_run
 from edgewise.cloud.fleet.harness import REPO
 from edgewise.cloud.fleet.metrics import escape_label
 from edgewise.edge.telemetry.schema import Event, ModelRef, Percentiles, Status, Telemetry, encode
@@ -146,24 +147,43 @@ def test_cloud_fleet_prints_the_device_table(filled, capsys):
 
 
 def test_command_errors_are_one_line_and_exit_2(tmp_path, capsys):
-    assert main(["fleet", "--store", str(tmp_path / "none.sqlite")]) == 2
+    assert cli_main(["cloud", "fleet", "--store", str(tmp_path / "none.sqlite")]) == 2
     assert "no such store" in capsys.readouterr().err
-    assert main(["ingest", "--group", "a/b", "--store", str(tmp_path / "s.sqlite")]) == 2
+    assert cli_main(["cloud", "ingest", "--group", "a/b", "--store", str(tmp_path / "s.sqlite")]) == 2
     assert "field 'group': value error, a share group name has no '/'" in capsys.readouterr().err
     assert (
-        main(["ingest", "--password-file", str(tmp_path / "pw"), "--store", str(tmp_path / "s.sqlite")]) == 2
+        cli_main(
+            [
+                "cloud",
+                "ingest",
+                "--password-file",
+                str(tmp_path / "pw"),
+                "--store",
+                str(tmp_path / "s.sqlite"),
+            ]
+        )
+        == 2
     )
     assert "a password needs a username" in capsys.readouterr().err
-    assert main(["ingest", "--fleet", "la#b", "--store", str(tmp_path / "s.sqlite")]) == 2
+    assert cli_main(["cloud", "ingest", "--fleet", "la#b", "--store", str(tmp_path / "s.sqlite")]) == 2
     assert "field 'fleet'" in capsys.readouterr().err
     assert (
-        main(["ingest", "--devices", str(tmp_path / "missing.txt"), "--store", str(tmp_path / "s.sqlite")])
+        cli_main(
+            [
+                "cloud",
+                "ingest",
+                "--devices",
+                str(tmp_path / "missing.txt"),
+                "--store",
+                str(tmp_path / "s.sqlite"),
+            ]
+        )
         == 2
     )
     assert "cannot read the device list" in capsys.readouterr().err
-    assert main(["fleet", "--store", str(tmp_path / "s.sqlite"), "--serve", "localhost"]) == 2
+    assert cli_main(["cloud", "fleet", "--store", str(tmp_path / "s.sqlite"), "--serve", "localhost"]) == 2
     assert "expected HOST:PORT" in capsys.readouterr().err
-    assert main(["fleet", "--store", str(tmp_path / "s.sqlite"), "--serve", "0.0.0.0:8090"]) == 2
+    assert cli_main(["cloud", "fleet", "--store", str(tmp_path / "s.sqlite"), "--serve", "0.0.0.0:8090"]) == 2
     assert "loopback only" in capsys.readouterr().err
 
 

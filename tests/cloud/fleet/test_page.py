@@ -1,5 +1,5 @@
 """The fleet page end to end: real devices (TelemetryClient) publish through Mosquitto, the ingest
-worker stores it, ``python -m edgewise.cloud.fleet fleet --serve`` serves the page under uvicorn,
+worker stores it, ``python -m edgewise cloud fleet --serve`` serves the page under uvicorn,
 and headless Chromium renders it (the screenshot is kept in the test's tmp folder)."""
 
 from __future__ import annotations
@@ -103,11 +103,11 @@ def fleet_store(store_url, make_broker, tmp_path, open_stores):
 
 @pytest.fixture
 def fleet_page(fleet_store):
-    """``python -m edgewise.cloud.fleet fleet --serve`` on a free port: the page alone, under uvicorn."""
+    """``python -m edgewise cloud fleet --serve`` on a free port: the page alone, under uvicorn."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgewise.cloud.fleet", "fleet", "--store", fleet_store_url(fleet_store),
+        [sys.executable, "-m", "edgewise", "cloud", "fleet", "--store", fleet_store_url(fleet_store),
          "--serve", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO,
     )  # fmt: skip

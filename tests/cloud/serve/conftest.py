@@ -1,5 +1,5 @@
 """Helpers for the serve tests: a config folder made by ``serve-init`` (a real self-signed
-certificate and token), a server in its own process (``python -m edgewise.cloud.serve serve``) on
+certificate and token), a server in its own process (``python -m edgewise cloud serve``) on
 a free port, and an HTTPS client that verifies the certificate and sends the token."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def edit_config(path: Path, **changes: Any) -> Path:
 
 
 class ServerProcess:
-    """``python -m edgewise.cloud.serve serve --config CONFIG`` in a new session, its output in a log."""
+    """``python -m edgewise cloud serve --config CONFIG`` in a new session, its output in a log."""
 
     def __init__(self, config: Path, log: Path) -> None:
         self.config = config
@@ -70,7 +70,8 @@ class ServerProcess:
                     "5",
                     sys.executable,
                     "-m",
-                    "edgewise.cloud.serve",
+                    "edgewise",
+                    "cloud",
                     "serve",
                     "--config",
                     str(self.config),

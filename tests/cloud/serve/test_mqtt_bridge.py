@@ -282,7 +282,8 @@ def test_bridge_only_processes_answer_and_stop_cleanly(broker, ser_bundle, rec_b
     command = [
         sys.executable,
         "-m",
-        "edgewise.cloud.serve",
+        "edgewise",
+        "cloud",
         "serve",
         "--config",
         str(config),

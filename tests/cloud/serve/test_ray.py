@@ -2,7 +2,7 @@
 proxy on 127.0.0.1) answers the same requests exactly as the standalone embedded server does.
 
 Slow: one Ray start for the module (about 30 s on two busy cores), both servers in their own
-processes (``python -m edgewise.cloud.serve serve``), the same config apart from engine and port.
+processes (``python -m edgewise cloud serve``), the same config apart from engine and port.
 """
 
 from __future__ import annotations

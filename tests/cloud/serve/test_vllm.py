@@ -160,7 +160,7 @@ def test_serve_execs_vllm_with_the_command_and_key(folder, tmp_path):
     path = write(folder, preset="onerec-8b", executable=str(fake), tensor_parallel_size=2)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-m", "edgewise.cloud.serve", "serve", "--config", str(path), "--dummy-weights"],
+        [sys.executable, "-m", "edgewise", "cloud", "serve", "--config", str(path), "--dummy-weights"],
         capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
