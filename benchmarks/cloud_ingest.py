@@ -1,7 +1,7 @@
 """Telemetry ingest: how fast from Mosquitto into SQLite and PostgreSQL, and what a restart loses.
 
 Everything real and on this machine: Mosquitto 2.0.11 (the lossless test config), the ingest
-worker as the CLI runs it (``python -m edgewise.cloud.fleet ingest``, one process per worker,
+worker as the CLI runs it (``edgewise cloud ingest``, one process per worker,
 batches of 500, QoS 1, PUBACK after the commit), SQLite in WAL mode with ``synchronous=FULL`` and
 a PostgreSQL server started here with ``fsync=on`` (both durable: acknowledged means on disk).
 Messages are SER events of about 300 bytes from 5 devices.
@@ -19,7 +19,11 @@ Messages are SER events of about 300 bytes from 5 devices.
   from 1 s) keep producing through the restart; ``worker_back_late``: the worker is still away
   (paused) when 500 messages reach the restarted broker: Mosquitto 2.0.11 does not restore shared
   subscriptions, so they match no subscriber until the worker subscribes again (the broker says
-  so: PUBACK 0x10, counted as ``unrouted``).
+  so: PUBACK 0x10, counted as ``unrouted``). Two publishers: a raw paho client that counts the
+  PUBACK and moves on (those 500 are lost: what any plain MQTT publisher gets), and
+  ``worker_back_late_devices``: 4 real device clients (TelemetryClient, outbox, the device
+  defaults), which keep a message the broker had no subscriber for, hold its topic and try again
+  from 1 s (doubling, up to 30 s) until the worker is back.
 
 Writes ``OUT/cloud_ingest.{json,md}``::
 
@@ -275,6 +279,96 @@ def broker_restart_worker_late(root: Path, kind: str, pg, n: int, gap: int = 500
         bench.close()
 
 
+def _device_clients(bench: Bench, devices: int, prefix: str) -> list:
+    """``devices`` real device clients (TelemetryClient with its outbox; the device defaults:
+    reconnect from 1 s, no-subscriber retry from 1 s), connected."""
+    from edgewise.edge.telemetry.client import TelemetryClient
+
+    clients = []
+    for d in range(devices):
+        config = {
+            "host": bench.broker.host,
+            "port": bench.broker.port,
+            "fleet": "lab",
+            "device": f"{prefix}{d}",
+            "outbox_path": str(bench.root / f"outbox-{prefix}{d}.sqlite"),
+            "outbox_sync": "normal",
+        }
+        client = TelemetryClient(config, model={"name": "ser-tiny", "version": "1.0.0"})
+        client.start()
+        clients.append(client)
+        if not client.wait_connected(10):
+            raise RuntimeError("device client did not connect")
+    return clients
+
+
+def _produce(clients: list, per_device: int, pause_s: float = 0.005) -> None:
+    def run(client) -> None:  # noqa: ANN001
+        for i in range(per_device):
+            client.publish_event(label=str(i % 4), latency_ms=2.0)
+            time.sleep(pause_s)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def broker_restart_worker_late_devices(
+    root: Path, kind: str, pg, per_device: int, gap_per_device: int = 125, devices: int = 4
+) -> dict:
+    """:func:`broker_restart_worker_late` with the devices' own client instead of raw paho: the
+    ``gap`` published while the worker is still away meets PUBACK 0x10; the client keeps those
+    messages in its outbox, holds the topic and probes from 1 s until the worker has subscribed
+    again. ``per_device`` before the restart and again after the worker is back."""
+    bench = Bench(root, kind, pg, persistence=True)
+    clients: list = []
+    try:
+        worker = bench.worker("w1")
+        worker.wait_subscribed()
+        clients = _device_clients(bench, devices, "late")
+        _produce(clients, per_device)
+        bench.wait_stored(per_device * devices, timeout=120)
+        worker.signal(signal.SIGSTOP)
+        bench.broker.restart()
+        _produce(clients, gap_per_device)  # into the outboxes; sent once each client is back
+        deadline = time.monotonic() + 60
+        while not all(any(t.endswith("/events") for t in c.held_topics) for c in clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the device clients never met 'no matching subscribers'")
+            time.sleep(0.05)
+        held = sum(any(t.endswith("/events") for t in c.held_topics) for c in clients)
+        time.sleep(2.0)  # the worker stays away a while: the clients probe and are refused again
+        still_held = sum(any(t.endswith("/events") for t in c.held_topics) for c in clients)
+        worker.signal(signal.SIGCONT)
+        back = time.monotonic()
+        worker.wait_subscribed(count=2)
+        _produce(clients, per_device)
+        total = (2 * per_device + gap_per_device) * devices
+        done = bench.wait_stored(total, timeout=120)
+        bench.settle()
+        # (not flush(): it returns at once while a topic is still held, by design)
+        emptied = all(c.outbox.depth() == 0 for c in clients)
+        return {
+            "store": kind,
+            "variant": "worker_back_late_devices",
+            "messages": total,
+            "devices": devices,
+            "published_in_gap": gap_per_device * devices,
+            "clients_holding_events": held,
+            "still_holding_after_2s": still_held,
+            "outboxes_empty": emptied,
+            "seconds_worker_back_to_all_stored": round(done - back, 2),
+            "lost": total - bench.distinct_events(),
+            "duplicates": bench.counter("duplicates"),
+        }
+    finally:
+        for c in clients:
+            c.close(flush_timeout=0)
+        bench.close()
+
+
 def broker_restart_devices(root: Path, kind: str, pg, per_device: int, devices: int = 4) -> dict:
     from edgewise.edge.telemetry.client import TelemetryClient
 
@@ -381,6 +475,9 @@ def measure(
             for fn in (broker_restart_backlog, broker_restart_worker_late):
                 report["broker_restart"].append(fn(root, kind, pg, n // 2))
                 print(f"{kind:10} broker restart: {report['broker_restart'][-1]}", flush=True)
+            late = broker_restart_worker_late_devices(root, kind, pg, per_device=max(50, n // 40))
+            report["broker_restart"].append(late)
+            print(f"{kind:10} broker restart: {late}", flush=True)
             report["broker_restart"].append(broker_restart_devices(root, kind, pg, per_device=300))
             print(f"{kind:10} broker restart: {report['broker_restart'][-1]}", flush=True)
     finally:
@@ -393,11 +490,12 @@ def measure(
 
 def markdown(report: dict) -> str:
     m = report["machine"]
+    pg = f"{report['versions']['postgresql']}, " if "postgresql" in report["versions"] else ""
     lines = [
         "# Telemetry ingest: Mosquitto -> SQLite / PostgreSQL",
         "",
         f"{m['cpus']} CPUs, load average {m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after; "
-        f"{report['versions'].get('mosquitto', 'mosquitto ?')}, {report['versions'].get('postgresql', '')}, "
+        f"{report['versions'].get('mosquitto', 'mosquitto ?')}, {pg}"
         f"SQLite {report['versions']['sqlite']} (WAL, synchronous=FULL), PostgreSQL fsync=on; batches of 500; "
         f"events of {report['settings']['payload_bytes']} bytes.",
         "",
@@ -431,8 +529,12 @@ def markdown(report: dict) -> str:
         note = {
             "backlog": f"{r.get('queued_at_restart')} queued for the worker at the restart",
             "devices": f"{r.get('devices')} device clients (outbox, reconnect from 1 s)",
-            "worker_back_late": f"{r.get('published_in_gap')} published before the worker was back; "
-            f"{r.get('unrouted')} PUBACKs said 'no matching subscribers'",
+            "worker_back_late": f"raw paho publisher: {r.get('published_in_gap')} published before the worker "
+            f"was back; {r.get('unrouted')} PUBACKs said 'no matching subscribers' and the publisher moved on",
+            "worker_back_late_devices": f"{r.get('devices')} device clients (TelemetryClient): "
+            f"{r.get('published_in_gap')} produced after the restart, before the worker was back; "
+            f"{r.get('clients_holding_events')} of {r.get('devices')} held their events topic on PUBACK 0x10 "
+            f"and retried; all stored {r.get('seconds_worker_back_to_all_stored')} s after the worker was resumed",
         }[r["variant"]]
         lines.append(
             f"| broker restart ({r['variant']}) | {r['store']} | {r['messages']} | {r['lost']} | {r['duplicates']} | {note} |"
@@ -441,8 +543,10 @@ def markdown(report: dict) -> str:
         "",
         "Mosquitto 2.0.11 restores a persistent session's queued messages after a restart but not its shared "
         "subscription: until the ingest worker subscribes again, what is published matches no subscriber. The worker "
-        "reconnects from 0.1 s; device clients back off from 1 s, so they come back after it (`devices`); what "
-        "reaches the broker before the worker is back is lost, and the broker tells the publisher (`worker_back_late`).",
+        "reconnects from 0.1 s; device clients back off from 1 s, so they come back after it (`devices`). What "
+        "reaches the broker before the worker is back matches no subscriber, and the broker says so (PUBACK 0x10): a "
+        "plain publisher that takes the PUBACK as delivered loses it (`worker_back_late`, raw paho); the device's "
+        "TelemetryClient keeps it in its outbox and retries until the worker is back (`worker_back_late_devices`).",
         "",
     ]
     return "\n".join(lines)
