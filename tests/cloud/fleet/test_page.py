@@ -132,6 +132,9 @@ def get(url: str) -> tuple[str, str]:
         return response.headers["content-type"], response.read().decode()
 
 
+# SQLite only: what the page shows comes from the store's queries, which tests/cloud/fleet/test_store.py
+# runs on both stores
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_the_page_shows_online_and_offline_devices_with_their_models_and_charts(
     fleet_page, tmp_path, fleet_store
 ):
@@ -191,6 +194,7 @@ def test_the_page_shows_online_and_offline_devices_with_their_models_and_charts(
     print(f"\n{fleet_store.kind}: screenshots {shot} and {dev_shot}")
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_json_and_prometheus_endpoints_behind_the_page(fleet_page):
     kind, body = get(f"{fleet_page}/metrics")
     assert kind.startswith("text/plain; version=0.0.4")
