@@ -55,11 +55,6 @@ PREFIX = "/registry/v1"
 Sender = Callable[[str, str, bytes], None]
 
 
-def _error(status: int, message: str, code: str) -> Any:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status)
-
-
 def registry_router(
     registry: Registry,
     *,
@@ -68,12 +63,20 @@ def registry_router(
     send: Sender | None = None,
     authorized: Callable[[str | None], bool] | None = None,
     max_push_bytes: int = DEFAULT_MAX_PUSH_BYTES,
+    count: Callable[[str], None] | None = None,
 ):
     """The routes above. ``store``: the fleet store (devices, acks, what runs where); ``public_url``:
     the base URL devices reach this server at (https); ``send``: publishes a device command;
     ``authorized``: whether an ``Authorization`` header is accepted (the serving app's token
-    check; None: no auth)."""
+    check; None: no auth); ``count(code)``: called for every refusal (the app's metrics count them
+    by reason, ``registry_<code>``)."""
     router = APIRouter(prefix=PREFIX)
+
+    def _error(status: int, message: str, code: str) -> Any:
+        if count is not None:
+            count(f"registry_{code}")
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status)
 
     def bearer_ok(request: Request) -> bool:
         return authorized is None or authorized(request.headers.get("authorization"))

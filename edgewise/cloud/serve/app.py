@@ -218,5 +218,6 @@ def _mount_fleet_and_registry(app: Any, config: ServeConfig, svc: Any, commands:
                 send=commands,
                 authorized=authorized,
                 max_push_bytes=section.max_push_bytes,
+                count=lambda reason: svc().metrics.reject(reason, "http"),
             )
         )

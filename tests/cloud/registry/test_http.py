@@ -59,3 +59,17 @@ def test_the_registry_refuses_what_it_cannot_take_and_says_why(server):
     status, code, message = error(server.request("GET", "/registry/v1/fleets/a+b"))
     assert (status, code) == (400, "bad_fleet") and "fleet 'a+b'" in message
     assert not (server.config.parent / "registry" / "bundles").exists()  # nothing stored, not even half
+    _, metrics, _ = server.request("GET", "/metrics")
+    counted = {
+        line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.decode().splitlines()
+        if line.startswith("edgewise_serve_rejected_total") and "registry_" in line
+    }
+    assert counted == {
+        "registry_unauthorized": 2,
+        "registry_too_large": 1,
+        "registry_bundle_refused": 3,
+        "registry_not_found": 2,
+        "registry_bad_request": 2,
+        "registry_bad_fleet": 1,
+    }, counted
