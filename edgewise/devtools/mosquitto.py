@@ -147,6 +147,7 @@ class MosquittoBroker:
             f"allow_anonymous {'false' if self.authenticated else 'true'}",
             "max_queued_messages 0",
             "max_inflight_messages 0",
+            "set_tcp_nodelay true",  # small packets go at once (edgewise.edge.telemetry.login.send_immediately)
             "log_dest stderr",
             "log_type error",
             "log_type warning",

@@ -77,7 +77,7 @@ from edgewise.cloud.fleet.classify import DEFAULT_MAX_BYTES, Message, classify
 from edgewise.cloud.fleet.store import FleetStore, TransientStoreError, open_store
 from edgewise.config import StrictModel, load_config
 from edgewise.edge.telemetry.config import TLSConfig
-from edgewise.edge.telemetry.login import apply_login
+from edgewise.edge.telemetry.login import apply_login, send_immediately
 from edgewise.edge.telemetry.topics import ROOT, id_problem
 from edgewise.errors import ConfigError, EdgewiseError
 
@@ -418,6 +418,7 @@ class IngestWorker:
         client.suppress_exceptions = True
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
         apply_login(client, username=cfg.username, password=self._password, tls=cfg.tls)
+        send_immediately(client)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

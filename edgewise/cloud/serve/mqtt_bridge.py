@@ -33,7 +33,7 @@ from typing import Any
 
 from edgewise.cloud.serve.config import MqttConfig, mqtt_password, mqtt_tls
 from edgewise.cloud.serve.service import ApiError, Service
-from edgewise.edge.telemetry.login import apply_login
+from edgewise.edge.telemetry.login import apply_login, send_immediately
 from edgewise.errors import EdgewiseError
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class MqttBridge:
         )
         client.suppress_exceptions = True
         apply_login(client, username=cfg.username, password=mqtt_password(cfg), tls=mqtt_tls(cfg))
+        send_immediately(client)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message

@@ -185,11 +185,14 @@ def add_users(
 
 def broker_config_lines(folder: str | os.PathLike) -> list[str]:
     """The ``mosquitto.conf`` lines (for the devices' listener) that use a fleet folder's files and
-    pin each connection to its login (``use_username_as_clientid``)."""
+    pin each connection to its login (``use_username_as_clientid``), and send packets at once."""
     folder = Path(folder).expanduser().resolve()
     return [
         "allow_anonymous false",
         f"password_file {folder / PASSWORDS}",
         f"acl_file {folder / ACL}",
         PIN_CLIENT_ID,
+        # MQTT packets are small: without it Nagle's algorithm holds them for delayed ACKs (a
+        # command's round trip 68 ms instead of 1.5 ms here; edgewise's clients set TCP_NODELAY too)
+        "set_tcp_nodelay true",
     ]

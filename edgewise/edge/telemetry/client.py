@@ -89,7 +89,7 @@ from edgewise.config import format_validation_error
 from edgewise.edge.supervisor import Supervisor
 from edgewise.edge.telemetry.commands import CommandHandler, CommandRunner
 from edgewise.edge.telemetry.config import TelemetryConfig
-from edgewise.edge.telemetry.login import apply_login
+from edgewise.edge.telemetry.login import apply_login, send_immediately
 from edgewise.edge.telemetry.outbox import Outbox, OutboxRow
 from edgewise.edge.telemetry.schema import (
     CommandAck,
@@ -478,6 +478,7 @@ class TelemetryClient:
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
         password = cfg.password.get_secret_value() if cfg.password else None
         apply_login(client, username=cfg.username, password=password, tls=cfg.tls)
+        send_immediately(client)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_connect = self._on_connect

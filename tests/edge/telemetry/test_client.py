@@ -80,6 +80,16 @@ def test_events_arrive_at_qos1_in_order(broker, subscribe, open_clients, tmp_pat
     assert got[0].model is None and got[0].probabilities == {"a": 1.0}
 
 
+def test_packets_leave_at_once_on_both_ends_of_the_connection(broker, open_clients, tmp_path):
+    """TCP_NODELAY on the device's socket, and the broker config edgewise writes asks Mosquitto for
+    the same (set_tcp_nodelay): with Nagle on, a command's round trip waited for delayed ACKs."""
+    import socket
+
+    client = start_client(broker, tmp_path, open_clients)
+    assert client._mqtt.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    assert "set_tcp_nodelay true" in broker.config_text().splitlines()
+
+
 def test_qos0_telemetry_waits_out_a_broker_outage_and_is_deleted_once_written(
     make_broker, subscribe, open_clients, tmp_path
 ):
