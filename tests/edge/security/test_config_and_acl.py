@@ -92,7 +92,12 @@ def pinned_acl_broker(make_broker, tmp_path):
     )
     lines = broker_config_lines(tmp_path / "fleet")
     assert PIN_CLIENT_ID in lines
-    written = {"allow_anonymous", "password_file", "acl_file", "set_tcp_nodelay"}  # MosquittoBroker writes these
+    written = {
+        "allow_anonymous",
+        "password_file",
+        "acl_file",
+        "set_tcp_nodelay",
+    }  # MosquittoBroker writes these
     broker = make_broker(
         password_file=tmp_path / "fleet" / "passwords",
         acl_file=tmp_path / "fleet" / "acl",
