@@ -194,6 +194,8 @@ class Registry:
         from edgewise.edge.install import version_key
 
         base = self.root / "bundles"
+        if name is not None:
+            self._dir(name, "0.0.0")  # a bundle name: one safe path segment, or RegistryError
         names = (
             [name] if name is not None else sorted(p.name for p in base.iterdir()) if base.is_dir() else []
         )

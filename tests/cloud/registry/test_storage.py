@@ -118,6 +118,9 @@ def test_a_fleet_name_that_is_not_one_topic_level_is_refused(registry, fleet):
 def test_names_and_versions_cannot_leave_the_registry(registry, name, version):
     with pytest.raises(RegistryError, match="not a bundle name and semantic version"):
         registry.archive(name, version)
+    if name != "ser-tiny":
+        with pytest.raises(RegistryError, match="not a bundle name"):
+            registry.versions(name)
 
 
 def test_an_unusable_key_path_fails_when_the_registry_opens(tmp_path):
