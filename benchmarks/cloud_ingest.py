@@ -302,7 +302,9 @@ def _device_clients(bench: Bench, devices: int, prefix: str) -> list:
     return clients
 
 
-def _produce(clients: list, per_device: int, pause_s: float = 0.005) -> None:
+def _start_producing(clients: list, per_device: int, pause_s: float = 0.005) -> list[threading.Thread]:
+    """A thread per client publishing ``per_device`` events, started (join them to wait)."""
+
     def run(client) -> None:  # noqa: ANN001
         for i in range(per_device):
             client.publish_event(label=str(i % 4), latency_ms=2.0)
@@ -311,7 +313,11 @@ def _produce(clients: list, per_device: int, pause_s: float = 0.005) -> None:
     threads = [threading.Thread(target=run, args=(c,)) for c in clients]
     for t in threads:
         t.start()
-    for t in threads:
+    return threads
+
+
+def _produce(clients: list, per_device: int, pause_s: float = 0.005) -> None:
+    for t in _start_producing(clients, per_device, pause_s):
         t.join()
 
 
@@ -370,35 +376,12 @@ def broker_restart_worker_late_devices(
 
 
 def broker_restart_devices(root: Path, kind: str, pg, per_device: int, devices: int = 4) -> dict:
-    from edgewise.edge.telemetry.client import TelemetryClient
-
     bench = Bench(root, kind, pg, persistence=True)
-    clients = []
+    clients: list = []
     try:
         bench.worker("w1").wait_subscribed()
-        for d in range(devices):
-            config = {
-                "host": bench.broker.host,
-                "port": bench.broker.port,
-                "fleet": "lab",
-                "device": f"real{d}",
-                "outbox_path": str(bench.root / f"outbox{d}.sqlite"),
-                "outbox_sync": "normal",
-            }  # fmt: skip  (the device defaults otherwise: reconnect from 1 s up to 60 s)
-            client = TelemetryClient(config, model={"name": "ser-tiny", "version": "1.0.0"})
-            client.start()
-            if not client.wait_connected(10):
-                raise RuntimeError("device client did not connect")
-            clients.append(client)
-
-        def produce(client: TelemetryClient) -> None:
-            for i in range(per_device):
-                client.publish_event(label=str(i % 4), latency_ms=2.0)
-                time.sleep(0.005)
-
-        threads = [threading.Thread(target=produce, args=(c,)) for c in clients]
-        for t in threads:
-            t.start()
+        clients = _device_clients(bench, devices, "real")
+        threads = _start_producing(clients, per_device)
         total = per_device * devices
         bench.wait_stored(total // 3, timeout=120)
         bench.broker.restart()
