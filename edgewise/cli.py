@@ -60,6 +60,13 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
     ),
     (
         "train",
+        "ser-adapter",
+        "edgewise.cloud.train.commands",
+        "train_ser_adapter",
+        "fit the device's speaker adaptation for an SER run (prosody + logits, per-speaker statistics)",
+    ),
+    (
+        "train",
         "tts",
         "edgewise.cloud.train.tts_commands",
         "train_tts",

@@ -124,6 +124,15 @@ def ser_bundle(pytestconfig, tiny_run, tmp_path_factory):
     return prebuild.build_ser_bundle(tiny_run, tmp_path_factory.mktemp("edge-bundles"))
 
 
+@pytest.fixture(scope="session")
+def adapt_bundle(pytestconfig, tiny_run, edge_corpus, tmp_path_factory):
+    """The tiny run with a speaker adapter fitted on the tone corpus: ONNX fp32, no VAD."""
+    done = prebuild.prebuilt(pytestconfig, "adapt-bundle")
+    if done is not None:
+        return done / "ser-tiny-1.0.0"
+    return prebuild.build_adapt_bundle(tiny_run, edge_corpus, tmp_path_factory.mktemp("adapt-bundle"))
+
+
 # TTS: a small teacher corpus (the Piper voice), a few-step acoustic and vocoder run, and their
 # bundle; recommendation: a tiny lazy decoder-only run on a synthetic data set (30 steps) and its
 # bundle (ONNX fp32 and int8). Barely trained: the tests check plumbing, shapes, parity and

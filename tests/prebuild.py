@@ -81,6 +81,20 @@ def build_ser_bundle(run: Path, out: Path) -> Path:
     return out / "ser-tiny-1.0.0"
 
 
+def build_adapt_bundle(run: Path, corpus: Path, out: Path) -> Path:
+    """A copy of the tiny run with a speaker adapter fitted on the tone corpus, exported to ONNX
+    fp32 (no VAD): the bundle of the speaker-adaptation tests."""
+    import shutil
+
+    adapted = out / "run"
+    shutil.copytree(run, adapted)
+    _cli(["-q", "train", "ser-adapter", str(adapted), "--data", str(corpus)])
+    _cli(
+        ["-q", "export", str(adapted), "--out", str(out), "--precision", "fp32", "--no-vad", "--threads", "1"]
+    )
+    return out / "ser-tiny-1.0.0"
+
+
 def build_exported(run: Path, out: Path) -> tuple[Path, Path]:
     """Every ONNX precision (tests/export/conftest.py): (bundle folder, archive)."""
     export = ["-q", "export", str(run), "--out", str(out), "--precision", "fp32", "--precision", "fp16"]
@@ -200,6 +214,11 @@ JOBS: dict[str, tuple[str, tuple[str, ...], Any]] = {  # in dependency order
     "tiny-run": ("tiny_run", ("edge-corpus",), lambda d: build_tiny_run(d / "edge-corpus", _tiny(d))),
     "ser-bundle": ("ser_bundle", ("tiny-run",), lambda d: build_ser_bundle(_tiny(d), d / "ser-bundle")),
     "exported": ("exported", ("tiny-run",), lambda d: build_exported(_tiny(d), d / "exported")),
+    "adapt-bundle": (
+        "adapt_bundle",
+        ("tiny-run",),
+        lambda d: build_adapt_bundle(_tiny(d), d / "edge-corpus", d / "adapt-bundle"),
+    ),
     "tflite-bundle": (
         "tflite_bundle",
         ("tiny-run",),

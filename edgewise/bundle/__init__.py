@@ -30,7 +30,9 @@ field                                  content
 ``created``                            ISO 8601 time with a zone (``2026-05-09T07:35:25Z``)
 ``labels``                             list of unique class names, or ``null``
 ``preprocessing``                      dict; SER: ``log_mel`` (a ``LogMelConfig`` dict with the training
-                                       ``mean``/``std``, validated on load)
+                                       ``mean``/``std``, validated on load) and optionally
+                                       ``speaker_adaptation`` (``file``: the speaker adapter's
+                                       ``{path, sha256, size_bytes}``, checked by ``bundle_file``)
 ``models``                             role -> model entry (SER: ``classifier``; TTS: ``acoustic``,
                                        ``vocoder``); at least one role, each with at least one artifact
 ``models.R.inputs`` / ``outputs``      list of ``{name, shape, dtype}``; ``shape`` items are ints >= 0 or
@@ -79,7 +81,7 @@ from edgewise.bundle.archive import (
     sha256_file,
     write_archive,
 )
-from edgewise.bundle.reader import Bundle, load_bundle
+from edgewise.bundle.reader import Bundle, bundle_file, load_bundle
 from edgewise.bundle.schema import (
     DTYPES,
     MANIFEST_NAME,
@@ -114,6 +116,7 @@ __all__ = [
     "SIGNATURE_NAME",
     "ArtifactEntry",
     "Bundle",
+    "bundle_file",
     "BundleError",
     "BundleWriter",
     "IntegrityError",

@@ -8,7 +8,7 @@ import tarfile
 import tempfile
 import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgewise.bundle.archive import MAX_UNPACKED_BYTES, safe_extract, sha256_file
@@ -179,3 +179,30 @@ def load_bundle(
         raise
     bundle._cleanup = weakref.finalize(bundle, shutil.rmtree, str(tmp), True)
     return bundle
+
+
+def bundle_file(bundle: Bundle, record: dict[str, Any], where: str) -> Path:
+    """A supporting file the manifest names with its sha256 (and size), checked; IntegrityError
+    naming the file when it is missing or differs (the signature covers the manifest, the hash
+    binds the file to it)."""
+    rel = PurePosixPath(str(record.get("path", "")))
+    path = bundle.root / rel
+    if (
+        not rel.parts
+        or rel.is_absolute()
+        or ".." in rel.parts
+        or not path.resolve().is_relative_to(bundle.root.resolve())
+    ):
+        raise IntegrityError(f"{where}: path {record.get('path')!r} leaves the bundle")
+    if not path.is_file():
+        raise IntegrityError(f"{path}: missing (named by {where})")
+    if "size_bytes" in record and path.stat().st_size != record["size_bytes"]:
+        raise IntegrityError(
+            f"{path}: size mismatch: {where} says {record['size_bytes']} bytes, the file has {path.stat().st_size}"
+        )
+    actual = sha256_file(path)
+    if actual != record.get("sha256"):
+        raise IntegrityError(
+            f"{path}: sha256 mismatch: {where} says {record.get('sha256')}, the file has {actual}"
+        )
+    return path

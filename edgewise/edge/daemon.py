@@ -50,6 +50,7 @@ from edgewise.audio import check_finite, write_wav
 from edgewise.bundle import load_bundle, public_key_id, sha256_file
 from edgewise.config import StrictModel, load_config
 from edgewise.devices import load_profile
+from edgewise.edge.adaptation import AdaptationConfig, check_speaker
 from edgewise.edge.audio import AudioInputConfig, UtteranceSegmenter, build_vad, open_source
 from edgewise.edge.audio.sources import WavFileSource
 from edgewise.edge.health import CpuMeter, InferenceStats, rss_mb, temperature_c
@@ -139,6 +140,8 @@ class DaemonConfig(StrictModel):
     max_infer_seconds: float = Field(60.0, gt=0)  # longest audio an ``infer`` command may carry
     # merged over the device profile's ``offload:`` section (edgewise.edge.offload.config)
     offload: dict[str, Any] | None = None
+    # speaker-adaptive SER, when the bundle carries a speaker adapter (edgewise.edge.adaptation)
+    adaptation: AdaptationConfig = AdaptationConfig()
 
 
 def load_daemon_config(path: str | Path) -> tuple[DaemonConfig, Any]:
@@ -340,6 +343,12 @@ class Daemon:
                     bundle, self.profile, threads=self.cfg.threads, engine_dir=self.root / ENGINES
                 )
                 self._self_test(pipeline)
+                if (
+                    pipeline.task == "ser" and self.cfg.adaptation.enabled
+                ):  # after the self-test: it is nobody
+                    pipeline.enable_adaptation(
+                        self.cfg.adaptation, self.cfg.adaptation.state_dir or self.root / "adaptation"
+                    )
             except Exception as exc:  # any failure keeps the running model; it is reported, not raised
                 message = str(exc) if isinstance(exc, EdgewiseError) else f"{type(exc).__name__}: {exc}"
                 log.error("could not load %s: %s", key, message)
@@ -392,7 +401,12 @@ class Daemon:
             return self._pipeline, self._pipeline_key
 
     def _infer(
-        self, audio: np.ndarray, source: dict[str, Any], *, raise_errors: bool = False
+        self,
+        audio: np.ndarray,
+        source: dict[str, Any],
+        *,
+        raise_errors: bool = False,
+        speaker: str | None = None,
     ) -> dict[str, Any] | None:
         """Run the model on one utterance and publish its event; a failure is counted as an error.
 
@@ -420,7 +434,9 @@ class Daemon:
             where = f"{where} at {source['start_s']:.2f}-{source['end_s']:.2f} s"
         try:
             check_finite(audio, where, 16000)
-            result = pipeline.process(audio)
+            result = (
+                pipeline.process(audio, speaker=speaker) if speaker is not None else pipeline.process(audio)
+            )
             probs = np.asarray(list(result.get("probabilities", {}).values()), dtype=np.float64)
             if not np.isfinite(probs).all():
                 raise EdgewiseError(f"{where}: the model returned non-finite probabilities {probs.tolist()}")
@@ -613,6 +629,8 @@ class Daemon:
             return self._tts_command(command.id, args)
         if action == "describe":
             return self._describe_command(command.id, args)
+        if action == "adaptation":
+            return self._adaptation_command(args)
         if action in task_commands():
             return self._task_command(command.id, action, args)
         raise ConfigError(f"unknown action {action!r}")
@@ -733,10 +751,38 @@ class Daemon:
         pipeline, _ = self._snapshot()
         if pipeline is None:
             raise EdgewiseError("no model is loaded")
+        speaker = check_speaker(args["speaker"], "infer: args.speaker") if "speaker" in args else None
         audio = decode_infer_audio(
             args, max_seconds=self.cfg.max_infer_seconds, min_samples=min_samples_of(pipeline)
         )
-        return self._infer(audio, {"kind": "command", "sample_rate": 16000}, raise_errors=True)
+        source = {"kind": "command", "sample_rate": 16000, **({"speaker": speaker} if speaker else {})}
+        return self._infer(audio, source, raise_errors=True, speaker=speaker)
+
+    def _adaptation_command(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{}``: the speakers the running SER model has adapted to; ``{"reset": "NAME"}`` or
+        ``{"reset": "all"}``: forget one speaker or everyone (persisted at once)."""
+        pipeline, _ = self._snapshot()
+        adaptation = getattr(pipeline, "adaptation", None)
+        if adaptation is None:
+            if pipeline is None:
+                why = "no model is loaded"
+            elif pipeline.task != "ser":
+                why = f"the running model is {pipeline.task}, not ser"
+            elif not self.cfg.adaptation.enabled:
+                why = "it is switched off (adaptation.enabled: false in daemon.yaml)"
+            else:
+                why = "the running bundle carries no speaker adapter (edgewise train ser-adapter)"
+            raise EdgewiseError(f"adaptation: {why}")
+        unknown = sorted(set(args) - {"reset"})
+        if unknown:
+            raise ConfigError(
+                f"adaptation: unknown argument(s) {unknown}; expected reset (a speaker or 'all')"
+            )
+        if "reset" in args:
+            target = args["reset"]
+            speaker = None if target == "all" else check_speaker(target, "adaptation: args.reset")
+            return {"reset": adaptation.reset(speaker), **adaptation.describe()}
+        return adaptation.describe()
 
     def _task_command(self, command_id: str, action: str, args: dict[str, Any]) -> dict[str, Any]:
         """A family's command from the task registry (``recommend``: ``{"history": [...], "k": 10,

@@ -184,9 +184,10 @@ def _switch_link(root: Path, target: Path) -> None:
 
 def bundle_files(opened: Any) -> list[str]:
     """The files an install copies: the manifest, its signature, every artifact the manifest lists,
-    every file an artifact's ``extra.reference`` names (the TensorRT reference set) and a family's
-    supporting files, ``preprocessing.<task>.files.<name>.path`` (the recommender's item table,
-    semantic IDs and trie; its pipeline checks their sha256 when it loads)."""
+    every file an artifact's ``extra.reference`` names (the TensorRT reference set) and the
+    supporting files of ``preprocessing``: ``preprocessing.<section>.files.<name>.path`` (the
+    recommender's item table, semantic IDs and trie) and ``preprocessing.<section>.file.path`` (the
+    SER speaker adapter); their pipelines check the sha256 when they load them."""
     from edgewise.bundle import SIGNATURE_NAME
     from edgewise.bundle.schema import _check_relpath
 
@@ -204,13 +205,20 @@ def bundle_files(opened: Any) -> list[str]:
                     f"{opened.root / MANIFEST_NAME}: {art.path} extra.reference: {exc}"
                 ) from None
     for task, section in opened.manifest.preprocessing.items():
-        listed = section.get("files") if isinstance(section, dict) else None
-        for name, record in (listed or {}).items() if isinstance(listed, dict) else ():
+        if not isinstance(section, dict):
+            continue
+        listed = section.get("files")
+        records = (
+            {f"files.{name}": record for name, record in listed.items()} if isinstance(listed, dict) else {}
+        )
+        if "file" in section:
+            records["file"] = section["file"]
+        for name, record in records.items():
             try:
                 files.append(_check_relpath(record["path"]))
             except (TypeError, KeyError, ValueError) as exc:
                 raise InstallError(
-                    f"{opened.root / MANIFEST_NAME}: preprocessing.{task}.files.{name}: expected "
+                    f"{opened.root / MANIFEST_NAME}: preprocessing.{task}.{name}: expected "
                     f"{{path, sha256, size_bytes}} inside the bundle ({exc!r})"
                 ) from None
     return list(dict.fromkeys(files))

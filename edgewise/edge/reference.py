@@ -48,12 +48,12 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from edgewise.bundle import MANIFEST_NAME, sha256_file
+from edgewise.bundle import MANIFEST_NAME, IntegrityError, bundle_file, sha256_file
 from edgewise.edge.backends import BackendError
 from edgewise.errors import EdgewiseError, MissingDependencyError
 from edgewise.fsutil import atomic_path, write_text_atomic
@@ -136,20 +136,11 @@ def _reference_file(bundle: Bundle, art: ArtifactEntry) -> tuple[dict[str, Any],
             f"{where}: version {version!r} is not one this edgewise reads (1 or {GRAPH_REFERENCE}); "
             "update edgewise on the device"
         )
-    rel = PurePosixPath(ref["path"])
-    path = bundle.root / rel
-    if rel.is_absolute() or ".." in rel.parts or not path.resolve().is_relative_to(bundle.root.resolve()):
-        raise ReferenceSetError(f"{where}: path {ref['path']!r} leaves the bundle")
-    if not path.is_file():
-        raise ReferenceSetError(f"{path}: the reference set named by {where} is missing")
-    if "size_bytes" in ref and path.stat().st_size != ref["size_bytes"]:
-        raise ReferenceSetError(
-            f"{path}: size mismatch: {where} says {ref['size_bytes']} bytes, file has {path.stat().st_size}"
-        )
-    actual = sha256_file(path)
-    if actual != ref["sha256"]:
-        raise ReferenceSetError(f"{path}: sha256 mismatch: {where} says {ref['sha256']}, file has {actual}")
-    return ref, path, actual
+    try:
+        path = bundle_file(bundle, ref, where)
+    except IntegrityError as exc:
+        raise ReferenceSetError(str(exc)) from None
+    return ref, path, ref["sha256"]
 
 
 @dataclass

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 ROLE = "classifier"
 FILE_ROLE = "ser"  # artifact files are models/ser.<stem><suffix>
+ADAPTER_FILE = "speaker_adapter.json"  # in the run, from edgewise train ser-adapter
+ADAPTER_PATH = "ser/speaker_adapter.json"  # in the bundle
 
 
 @dataclass
@@ -142,13 +144,14 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportResult:
     window = WindowSpec.from_seconds(opts.window_seconds, info.features)
     with step("merge"):
         merged, merge_report = merge_for_export(model, n_mels)
+    adaptation = _speaker_adaptation(run_dir, info.labels)
     writer = BundleWriter(  # refuses an existing bundle now, before the slow steps
         opts.out,
         name=opts.name or _default_name(info.meta),
         version=opts.version,
         task="ser",
         labels=info.labels,
-        preprocessing={"log_mel": info.features.to_dict()},
+        preprocessing={"log_mel": info.features.to_dict(), **adaptation},
         provenance=_provenance(run_dir, info, corpus, merge_report, opts.gate),
         overwrite=opts.overwrite,
     )
@@ -194,6 +197,10 @@ def export_run(run_dir: str | Path, opts: ExportOptions) -> ExportResult:
         _add_classifier(writer, info, merge_report, made, _flops(merged, info.features))
         if opts.include_vad:
             _add_vad(writer)
+        if (run_dir / ADAPTER_FILE).is_file():
+            _size, digest = writer.add_file(run_dir / ADAPTER_FILE, ADAPTER_PATH)
+            if digest != adaptation["speaker_adaptation"]["file"]["sha256"]:
+                raise ExportError(f"{run_dir / ADAPTER_FILE}: changed while the bundle was written")
         for rel_path, local in reference_files.items():
             _size, digest = writer.add_file(local, rel_path)  # bound by the sha256 in extra.reference
             if any(
@@ -292,6 +299,32 @@ def _add_classifier(
             parity=art.parity.to_manifest(),
             extra=art.extra,
         )
+
+
+def _speaker_adaptation(run_dir: Path, labels: list[str]) -> dict[str, Any]:
+    """``preprocessing.speaker_adaptation`` when the run has a fitted speaker adapter
+    (``edgewise train ser-adapter``): the file's place, size and sha256, and its prior weight."""
+    from edgewise.speaker_adapt import AdapterHead
+
+    path = run_dir / ADAPTER_FILE
+    if not path.is_file():
+        return {}
+    try:
+        head = AdapterHead.load(path)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if list(head.labels) != list(labels):
+        raise ExportError(
+            f"{path}: fitted for labels {head.labels}, the run has {list(labels)}; fit it again"
+        )
+    return {
+        "speaker_adaptation": {
+            "file": {"path": ADAPTER_PATH, "sha256": sha256_file(path), "size_bytes": path.stat().st_size},
+            "prior_weight": head.prior_weight,
+            "prosody_version": head.prosody_version,
+            "fitted": head.fitted,
+        }
+    }
 
 
 def _add_vad(writer: BundleWriter) -> None:

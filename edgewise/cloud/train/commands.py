@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from edgewise.config import add_override_arguments
+from edgewise.errors import EdgewiseError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,32 @@ def train_ser_run(args: argparse.Namespace) -> int:
                 {k: metrics[k] for k in ("ua", "wa", "macro_f1", "per_class_recall", "parameters")}, indent=2
             )
         )
+    return 0
+
+
+def train_ser_adapter_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="a finished SER run (edgewise train ser)")
+    p.add_argument("--data", required=True, type=Path, help="the corpus with speakers (its train split fits)")
+    p.add_argument(
+        "--prior-weight",
+        type=float,
+        default=3.0,
+        help="how many utterances the population's statistics count as before a speaker's own "
+        "take over (default: 3)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+
+
+def train_ser_adapter_run(args: argparse.Namespace) -> int:
+    from edgewise.cloud.train.speaker_adapter import FILE, fit_speaker_adapter
+    from edgewise.fsutil import write_text_atomic
+
+    if not (args.run / "model.safetensors").is_file():
+        raise EdgewiseError(f"{args.run}: not a finished run (no model.safetensors)")
+    head = fit_speaker_adapter(args.run, args.data, prior_weight=args.prior_weight, seed=args.seed)
+    out = args.run / FILE
+    write_text_atomic(out, json.dumps(head.to_json()) + "\n")
+    print(json.dumps({"written": str(out), **head.fitted}, indent=2))
     return 0
 
 

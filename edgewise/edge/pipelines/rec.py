@@ -40,12 +40,12 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgewise.bundle import Bundle, BundleError, IntegrityError, load_bundle, sha256_file
+from edgewise.bundle import Bundle, BundleError, bundle_file, load_bundle
 from edgewise.devices import DeviceProfile
 from edgewise.edge.command_args import check_command_args
 from edgewise.edge.pipelines import open_task_bundle
@@ -158,28 +158,6 @@ class RecTables:
             raise BundleError(f"{paths['items']}: 'popular' must list item indices 0..{settings.n_items - 1}")
         index = {item: i + 1 for i, item in enumerate(item_ids)}
         return cls(ids, trie, item_ids, titles, popular, index)
-
-
-def bundle_file(bundle: Bundle, record: dict[str, Any], where: str) -> Path:
-    """A supporting file the manifest names with its sha256 (and size), checked; IntegrityError
-    naming the file when it is missing or differs (the signature covers the manifest, the hash
-    binds the file to it)."""
-    rel = PurePosixPath(str(record.get("path", "")))
-    path = bundle.root / rel
-    if not rel.parts or rel.is_absolute() or ".." in rel.parts:
-        raise IntegrityError(f"{where}: path {record.get('path')!r} leaves the bundle")
-    if not path.is_file():
-        raise IntegrityError(f"{path}: missing (named by {where})")
-    if "size_bytes" in record and path.stat().st_size != record["size_bytes"]:
-        raise IntegrityError(
-            f"{path}: size mismatch: {where} says {record['size_bytes']} bytes, the file has {path.stat().st_size}"
-        )
-    actual = sha256_file(path)
-    if actual != record.get("sha256"):
-        raise IntegrityError(
-            f"{path}: sha256 mismatch: {where} says {record.get('sha256')}, the file has {actual}"
-        )
-    return path
 
 
 # --------------------------------------------------------------------------------------------------

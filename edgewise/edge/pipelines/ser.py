@@ -22,6 +22,7 @@ import numpy as np
 
 from edgewise.bundle import Bundle
 from edgewise.devices import DeviceProfile
+from edgewise.edge.adaptation import AdaptationConfig, SpeakerAdaptation
 from edgewise.edge.runtime import ModelRuntime
 from edgewise.errors import AudioError, ConfigError
 from edgewise.features import log_mel, num_frames
@@ -36,13 +37,19 @@ class SERResult:
     audio_seconds: float
     frontend_ms: float
     model_ms: float
+    # speaker adaptation (edgewise.edge.adaptation): the speaker, utterances heard before, and the
+    # unadapted label and probabilities; None without adaptation
+    adaptation: dict[str, Any] | None = None
 
     @property
     def latency_ms(self) -> float:
-        return self.frontend_ms + self.model_ms
+        return self.frontend_ms + self.model_ms + float((self.adaptation or {}).get("ms", 0.0))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "latency_ms": round(self.latency_ms, 3)}
+        out = {**asdict(self), "latency_ms": round(self.latency_ms, 3)}
+        if out["adaptation"] is None:
+            del out["adaptation"]
+        return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -65,6 +72,12 @@ class SERPipeline:
         self.min_frames = int(runtime.bundle.model(ROLE).extra.get("min_frames", 2))
         self.sample_rate = self.features.sample_rate
         self._model_lock = threading.Lock()  # the backend runs one call at a time (module docstring)
+        self.adaptation: SpeakerAdaptation | None = None  # attached by the daemon (enable_adaptation)
+
+    def enable_adaptation(self, config: AdaptationConfig, state_dir: Path) -> bool:
+        """Adapt to each speaker when the bundle carries a speaker adapter; False when it does not."""
+        self.adaptation = SpeakerAdaptation.from_bundle(self.runtime.bundle, config, state_dir)
+        return self.adaptation is not None
 
     @classmethod
     def from_bundle(
@@ -89,8 +102,32 @@ class SERPipeline:
     def version(self) -> str:
         return self.runtime.bundle.manifest.version
 
-    def classify(self, audio: np.ndarray, sample_rate: int | None = None) -> SERResult:
-        """One utterance of float32 mono audio at the bundle's sample rate."""
+    def classify(
+        self, audio: np.ndarray, sample_rate: int | None = None, *, speaker: str | None = None
+    ) -> SERResult:
+        """One utterance of float32 mono audio at the bundle's sample rate. With adaptation on,
+        ``speaker`` names who speaks (see :mod:`edgewise.edge.adaptation`)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        logits, frontend_ms, model_ms = self.logits(audio, sample_rate)
+        t2 = time.perf_counter()
+        probs = softmax(logits.astype(np.float64))
+        adaptation = None
+        if self.adaptation is not None:
+            scores, adaptation = self.adaptation.adapt(audio, logits, self.sample_rate, speaker)
+            adaptation["unadapted"] = {"label": self._label(probs), "probabilities": self._rounded(probs)}
+            adaptation["ms"] = round((time.perf_counter() - t2) * 1000, 3)
+            probs = softmax(scores)
+        return SERResult(
+            label=self._label(probs),
+            probabilities=self._rounded(probs),
+            audio_seconds=round(audio.size / self.sample_rate, 3),
+            frontend_ms=frontend_ms,
+            model_ms=model_ms,
+            adaptation=adaptation,
+        )
+
+    def logits(self, audio: np.ndarray, sample_rate: int | None = None) -> tuple[np.ndarray, float, float]:
+        """The model's class scores for one utterance, with the front-end's and the model's ms."""
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise AudioError(f"expected audio at {self.sample_rate} Hz, got {sample_rate} Hz")
         audio = np.asarray(audio, dtype=np.float32)
@@ -107,20 +144,22 @@ class SERPipeline:
             t1 = time.perf_counter()  # model_ms: the model's own time, not the wait for the lock
             logits = np.asarray(self.runtime.backend(feats), dtype=np.float32)[0]
             t2 = time.perf_counter()
-        probs = softmax(logits.astype(np.float64))
-        return SERResult(
-            label=self.labels[int(np.argmax(probs))],
-            probabilities={k: round(float(p), 6) for k, p in zip(self.labels, probs)},
-            audio_seconds=round(audio.size / self.sample_rate, 3),
-            frontend_ms=(t1 - t0) * 1000,
-            model_ms=(t2 - t1) * 1000,
-        )
+        return logits, (t1 - t0) * 1000, (t2 - t1) * 1000
 
-    def process(self, item: np.ndarray) -> dict[str, Any]:
-        return self.classify(item).to_dict()
+    def _label(self, probs: np.ndarray) -> str:
+        return self.labels[int(np.argmax(probs))]
+
+    def _rounded(self, probs: np.ndarray) -> dict[str, float]:
+        return {k: round(float(p), 6) for k, p in zip(self.labels, probs)}
+
+    def process(self, item: np.ndarray, *, speaker: str | None = None) -> dict[str, Any]:
+        return self.classify(item, speaker=speaker).to_dict()
 
     def describe(self) -> dict[str, Any]:
-        return {"task": self.task, "bundle": self.name, "version": self.version, **self.runtime.describe()}
+        out = {"task": self.task, "bundle": self.name, "version": self.version, **self.runtime.describe()}
+        if self.adaptation is not None:
+            out["adaptation"] = self.adaptation.describe()
+        return out
 
     def close(self) -> None:
         self.runtime.bundle.close()

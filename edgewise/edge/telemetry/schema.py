@@ -67,7 +67,8 @@ recommender) put their output in ``result``.
 ``latency_ms``        inference latency in ms, or ``null``
 ``source``            where the input came from, or ``null``: ``{"kind"`` (``"mic"``, ``"file"``,
                       ``"stream"``...), ``"name"`` (device or path), ``"start_s"``, ``"end_s"``
-                      (segment within the source), ``"sample_rate"}``; all but ``kind`` nullable
+                      (segment within the source), ``"sample_rate"``, ``"speaker"`` (an ``infer``
+                      command's speaker, for SER speaker adaptation)``}``; all but ``kind`` nullable
 ``result``            free-form JSON object for task-specific output
 ====================  =============================================================================
 
@@ -90,6 +91,8 @@ while the device is offline are not queued by the broker.
 ``id``                the sender's id for the command (1-128 characters), echoed in the ack
 ``action``            ``"deploy"``, ``"rollback"``, ``"reload"``, ``"status"``, ``"describe"``
                       (an image or video, answered by the cloud: :mod:`edgewise.edge.offload`),
+                      ``"adaptation"`` (SER speaker statistics: ``{}`` shows them,
+                      ``{"reset": "NAME"}`` or ``{"reset": "all"}`` forgets),
                       or a model family's command: ``"infer"`` (ser), ``"tts"``, ``"recommend"`` (rec)
 ``args``              JSON object of action arguments (``{}`` by default)
 ``ts``                when it was sent, or ``null``
@@ -133,7 +136,7 @@ from edgewise.tasks import TASKS
 
 SCHEMA_VERSION = 1
 # the daemon's own actions, then each model family's command (the task registry's daemon_command)
-ACTIONS = ("deploy", "rollback", "reload", "status", "describe") + tuple(
+ACTIONS = ("deploy", "rollback", "reload", "status", "describe", "adaptation") + tuple(
     dict.fromkeys(spec.daemon_command for spec in TASKS.values() if spec.daemon_command)
 )
 MAX_DEPTH = safejson.MAX_DEPTH  # arrays and objects inside one another, the payload counting as 1
@@ -216,6 +219,7 @@ class Source(StrictModel):
     start_s: NonNegative | None = None
     end_s: NonNegative | None = None
     sample_rate: Annotated[int, Field(gt=0)] | None = None
+    speaker: str | None = Field(None, min_length=1, max_length=64)  # who spoke, when the command named them
 
 
 class Status(Payload):
