@@ -7,6 +7,9 @@ encoding (works for any length), mean pooling over time and a linear head:
 * :class:`Conformer` - macaron FFN / MHSA / conv module / FFN / LayerNorm blocks.
 * :class:`SpeechFormer` - hierarchical: window attention over frames, average-merge to coarser
   units, wider windows, and so on up to the utterance.
+* :class:`DynamicGraph` - graphs rebuilt per input over the frames of each window (a learned
+  adjacency next to the similarity one, degree-normalized updates), then over the windows, with a
+  graph-structure loss beside the classification loss.
 
 Every FFN takes ``hrf_dim`` (see :mod:`edgewise.cloud.models.hrf`).
 """
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgewise.cloud.models.layers import (
@@ -245,3 +250,122 @@ class SpeechFormer(SERBackbone):
                 x = merge_tokens(x, self.merge_factor)
             x = stage(x)
         return self.norm(x)
+
+
+class GraphLayer(nn.Module):
+    """One dynamic-graph layer over nodes (B, N, D) with a validity mask (B, N).
+
+    Edges are soft, in [0, 1]: the sigmoid of a learned similarity between the nodes (the graph is
+    rebuilt for every input, so it is dynamic), plus a learned position-to-position adjacency when
+    the number of nodes is fixed (``nodes``: the frames of a window). The update averages the
+    neighbours' messages with the symmetric degree normalization ``D^-1/2 A D^-1/2``, so a node's
+    pull on another is weighted down by how connected both are; then an FFN (with HRF).
+    :attr:`structure_loss` (after a forward) is the graph-structure loss of this layer's adjacency:
+    smoothness (connected nodes should be alike) with a log-degree barrier against an empty graph
+    and a Frobenius penalty against a full one.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        nodes: int | None = None,
+        dropout: float = 0.0,
+        hrf_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_edge = max(8, d_model // 4)
+        self.norm = nn.LayerNorm(d_model)
+        self.query = nn.Linear(d_model, self.d_edge)
+        self.key = nn.Linear(d_model, self.d_edge)
+        self.static = nn.Parameter(torch.zeros(nodes, nodes)) if nodes else None
+        self.message = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.ffn = FeedForward(d_model, d_ff, dropout, nn.GELU, hrf_dim)
+        self.structure_loss: Tensor | None = None
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        h = self.norm(x)
+        scores = self.query(h) @ self.key(h).transpose(1, 2) / self.d_edge**0.5
+        if self.static is not None:
+            scores = scores + self.static
+        pair = valid[:, :, None] * valid[:, None, :]
+        adj = torch.sigmoid(scores) * pair
+        degree = adj.sum(-1).clamp_min(1e-6)
+        inv_sqrt = degree.rsqrt()
+        norm_adj = adj * inv_sqrt[:, :, None] * inv_sqrt[:, None, :]
+        x = x + self.dropout(self.message(norm_adj @ h))
+        x = x + self.ffn(x)
+        if self.training:
+            sq = (h * h).sum(-1)
+            dist = (sq[:, :, None] + sq[:, None, :] - 2 * h @ h.transpose(1, 2)).clamp_min(0) / h.shape[-1]
+            pairs = pair.sum().clamp_min(1.0)
+            smooth = (adj * dist).sum() / pairs
+            barrier = -(torch.log(degree) * valid).sum() / valid.sum().clamp_min(1.0)
+            dense = (adj * adj).sum() / pairs
+            self.structure_loss = smooth + 0.1 * barrier + dense
+        else:
+            self.structure_loss = None
+        return x
+
+
+class DynamicGraph(SERBackbone):
+    """Dynamic-graph SER backbone: graphs over the frames of each window, then over the windows.
+
+    After the stride-4 front-end, the frames are cut into non-overlapping windows of ``window``
+    frames (the last one zero-padded and masked); ``local_layers`` graph layers run inside each
+    window with a learned in-window adjacency next to the dynamic one; each window's real frames
+    are averaged into one node, and ``global_layers`` graph layers connect the windows of the
+    utterance. :meth:`pop_structure_loss` gives the layers' graph-structure loss of the last training
+    forward; the trainer adds it, weighted by ``graph_loss``, to the classification loss.
+    """
+
+    def __init__(
+        self,
+        n_mels: int,
+        n_classes: int,
+        d_model: int,
+        d_ff: int,
+        window: int,
+        local_layers: int,
+        global_layers: int,
+        dropout: float = 0.1,
+        hrf_dim: int | None = None,
+        pos_kernel: int = 15,
+    ) -> None:
+        super().__init__()
+        self.d_model, self.n_classes, self.window = d_model, n_classes, window
+        self.subsample = ConvSubsampling(n_mels, d_model)
+        self.pos = ConvPositionalEncoding(d_model, pos_kernel)
+        self.local = nn.ModuleList(
+            GraphLayer(d_model, d_ff, window, dropout, hrf_dim) for _ in range(local_layers)
+        )
+        self.across = nn.ModuleList(
+            GraphLayer(d_model, d_ff, None, dropout, hrf_dim) for _ in range(global_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.head = ClassifierHead(d_model, n_classes, dropout)
+
+    def pop_structure_loss(self) -> Tensor | None:
+        """The mean graph-structure loss of the layers in the last training forward, once: the
+        layers let go of it (a module holding a graph tensor cannot be deep-copied or merged)."""
+        layers = (*self.local, *self.across)
+        losses = [layer.structure_loss for layer in layers if layer.structure_loss is not None]
+        for layer in layers:
+            layer.structure_loss = None
+        return sum(losses) / len(losses) if losses else None
+
+    def encode(self, x: Tensor) -> Tensor:
+        x = self.pos(self.subsample(x))
+        batch, length, dim = x.shape
+        pad = (-length) % self.window
+        valid = F.pad(torch.ones_like(x[..., 0]), (0, pad)).reshape(-1, self.window)  # (B * n_win, W)
+        nodes = F.pad(x, (0, 0, 0, pad)).reshape(-1, self.window, dim)  # (B * n_win, W, D)
+        for layer in self.local:
+            nodes = layer(nodes, valid)
+        counts = valid.sum(-1, keepdim=True)  # >= 1: only the last window is padded, never empty
+        windows = ((nodes * valid[..., None]).sum(1) / counts).reshape(batch, -1, dim)  # (B, n_win, D)
+        every = torch.ones_like(windows[..., 0])
+        for layer in self.across:
+            windows = layer(windows, every)
+        return self.norm(windows)

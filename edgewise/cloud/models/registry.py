@@ -11,11 +11,17 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from edgewise.cloud.models.backbones import Conformer, ConvTransformer, SERBackbone, SpeechFormer
+from edgewise.cloud.models.backbones import (
+    Conformer,
+    ConvTransformer,
+    DynamicGraph,
+    SERBackbone,
+    SpeechFormer,
+)
 from edgewise.cloud.models.hrf import HRFConfig
 from edgewise.config import StrictModel, load_config
 
-Arch = Literal["conv_transformer", "conformer", "speechformer"]
+Arch = Literal["conv_transformer", "conformer", "speechformer", "dynamic_graph"]
 Size = Literal["micro", "tiny", "small", "base"]
 
 
@@ -56,7 +62,16 @@ class SpeechFormerSize:
     merge_factor: int = 2
 
 
-SizeSpec = TransformerSize | ConformerSize | SpeechFormerSize
+@dataclass(frozen=True)
+class DynamicGraphSize:
+    d_model: int
+    d_ff: int
+    window: int  # frames per local graph (after the stride-4 front-end: 8 frames = 320 ms)
+    local_layers: int
+    global_layers: int
+
+
+SizeSpec = TransformerSize | ConformerSize | SpeechFormerSize | DynamicGraphSize
 
 # micro: ~30k parameters, for microcontroller-class budgets and capacity studies (benchmarks/ser_capacity.py);
 # tiny: ~0.1M parameters, trains in minutes on 2 CPU cores; small: ~4x; base: the 1-3M teacher.
@@ -79,12 +94,19 @@ SIZES: dict[str, dict[str, SizeSpec]] = {
         "small": SpeechFormerSize(d_model=128, n_heads=4, d_ff=256, stages=((1, 8), (1, 8), (1, None))),
         "base": SpeechFormerSize(d_model=256, n_heads=4, d_ff=512, stages=((1, 8), (2, 8), (1, None))),
     },
+    "dynamic_graph": {
+        "micro": DynamicGraphSize(d_model=32, d_ff=64, window=8, local_layers=1, global_layers=1),
+        "tiny": DynamicGraphSize(d_model=64, d_ff=128, window=8, local_layers=2, global_layers=1),
+        "small": DynamicGraphSize(d_model=128, d_ff=256, window=8, local_layers=2, global_layers=1),
+        "base": DynamicGraphSize(d_model=256, d_ff=512, window=8, local_layers=3, global_layers=2),
+    },
 }
 
 ARCHS: dict[str, type[SERBackbone]] = {
     "conv_transformer": ConvTransformer,
     "conformer": Conformer,
     "speechformer": SpeechFormer,
+    "dynamic_graph": DynamicGraph,
 }
 
 

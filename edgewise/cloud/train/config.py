@@ -64,6 +64,8 @@ class TrainConfig(StrictModel):
     seed: int = 0
     threads: int | None = Field(None, gt=0)
     patience: int = Field(8, gt=0)  # early stopping: epochs without a better validation UA
+    # weight of a backbone's graph-structure loss (model.arch dynamic_graph) beside the classification loss
+    graph_loss: float = Field(0.1, ge=0)
     model: ModelConfig = ModelConfig()
     features: FeatureSettings = FeatureSettings()
     optim: OptimConfig = OptimConfig()

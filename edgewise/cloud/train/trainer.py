@@ -354,6 +354,10 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
                 )
                 if projector is not None:
                     loss = loss + cfg.kd.hidden_weight * F.mse_loss(hidden, t_hidden)
+            pop = getattr(model, "pop_structure_loss", None)  # a graph backbone's, from this forward
+            structure = pop() if pop is not None else None
+            if structure is not None and cfg.graph_loss > 0:
+                loss = loss + cfg.graph_loss * structure
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.optim.grad_clip)
