@@ -72,9 +72,8 @@ class SpeakerAdaptation:
         self.config = config
         self.state_path = state_path
         self.speakers: dict[str, SpeakerStats] = {}
-        self.persist = (
-            True  # write the state after each utterance (a benchmark replaying orders turns it off)
-        )
+        # write the state after each utterance (a benchmark replaying many orders turns it off)
+        self.persist = True
         self._lock = threading.Lock()
         self._load_state()
 
