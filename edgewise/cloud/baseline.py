@@ -6,6 +6,7 @@ used to grade corpora and in the benchmark report, never in a shipped model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -19,23 +20,24 @@ from edgewise.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
-_SMILE = None
+_SMILES: dict[str, object] = {}  # one openSMILE extractor per feature set, per process
 
 
-def _egemaps(path: str) -> np.ndarray:
-    global _SMILE
-    if _SMILE is None:
+def _functionals(path: str, feature_set: str = "eGeMAPSv02") -> np.ndarray:
+    if feature_set not in _SMILES:
         import opensmile
 
-        _SMILE = opensmile.Smile(
-            feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+        _SMILES[feature_set] = opensmile.Smile(
+            feature_set=opensmile.FeatureSet[feature_set], feature_level=opensmile.FeatureLevel.Functionals
         )
     audio = load_audio(path, 16000)
-    return _SMILE.process_signal(audio, 16000).to_numpy(dtype=np.float64)[0]
+    return _SMILES[feature_set].process_signal(audio, 16000).to_numpy(dtype=np.float64)[0]
 
 
-def egemaps_features(paths: list[Path], workers: int | None = None) -> np.ndarray:
-    """88 eGeMAPS v02 functionals per file, shape (n, 88)."""
+def opensmile_functionals(
+    paths: list[Path], feature_set: str = "eGeMAPSv02", workers: int | None = None
+) -> np.ndarray:
+    """openSMILE functionals per file, shape (n, dims): ``eGeMAPSv02`` (88) or ``ComParE_2016`` (6373)."""
     try:
         import opensmile  # noqa: F401
     except ImportError:
@@ -43,8 +45,14 @@ def egemaps_features(paths: list[Path], workers: int | None = None) -> np.ndarra
             "the baseline needs openSMILE: pip install 'edgewise[baseline]'"
         ) from None
     workers = workers or os.cpu_count() or 1
+    job = functools.partial(_functionals, feature_set=feature_set)
     with process_pool(workers) as pool:
-        return np.stack(list(pool.map(_egemaps, [str(p) for p in paths], chunksize=16)))
+        return np.stack(list(pool.map(job, [str(p) for p in paths], chunksize=16)))
+
+
+def egemaps_features(paths: list[Path], workers: int | None = None) -> np.ndarray:
+    """88 eGeMAPS v02 functionals per file, shape (n, 88)."""
+    return opensmile_functionals(paths, "eGeMAPSv02", workers)
 
 
 def normalize_per_speaker(features: np.ndarray, speakers: list[str]) -> np.ndarray:
