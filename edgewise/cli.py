@@ -109,6 +109,20 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "grade a corpus with the eGeMAPS + logistic-regression baseline",
     ),
     (
+        "data",
+        "disambig",
+        "edgewise.cloud.disambig.commands",
+        "disambig",
+        "make a prosodic-disambiguation corpus: one text, readings told apart by pauses, stress or intonation",
+    ),
+    (
+        "eval",
+        "disambig",
+        "edgewise.cloud.disambig.commands",
+        "eval_disambig",
+        "which reading was meant: audio only vs audio + text vs text only, per kind, over seeds",
+    ),
+    (
         "export",
         None,
         "edgewise.export.commands",

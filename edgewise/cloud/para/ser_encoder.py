@@ -14,30 +14,15 @@ from typing import Any
 import numpy as np
 
 from edgewise.cloud.para.encoders import FrameEncoder, file_sha256
-from edgewise.errors import EdgewiseError
 
 
 class SerEncoder(FrameEncoder):
     def __init__(self, run: Path, threads: int = 1) -> None:
         import torch
 
-        from edgewise.cloud.train.run import load_run_model, read_run_info
+        from edgewise.cloud.train.run import load_frozen_ser_run
 
-        where = f"encoder ser:{run}"
-        if not run.is_dir():
-            raise EdgewiseError(f"{where}: no such run folder (a finished `edgewise train ser` run)")
-        try:
-            info = read_run_info(run)
-            task = info.meta.get("task", "ser")
-            if task != "ser":
-                raise EdgewiseError(f"{run}: a {task} run, not an SER run (`edgewise train ser`)")
-            if not (run / "model.safetensors").is_file():
-                raise EdgewiseError(f"{run}: no model.safetensors (the run did not finish)")
-            self.model, self.info = load_run_model(run)
-        except EdgewiseError as exc:
-            raise EdgewiseError(f"{where}: {exc}") from None
-        except (RuntimeError, ValueError, KeyError) as exc:  # weights that do not fit the config
-            raise EdgewiseError(f"{where}: cannot load its model ({exc})") from None
+        self.model, self.info = load_frozen_ser_run(run, f"encoder ser:{run}")
         torch.set_num_threads(threads)
         self.run = run
         self.sha256 = file_sha256(run / "model.safetensors")

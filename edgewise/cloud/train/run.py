@@ -70,3 +70,24 @@ def load_run_model(run_dir: str | Path):
     model = build_model(cfg)
     load_weights_into(model, info.root / "model.safetensors")
     return model.eval(), info
+
+
+def load_frozen_ser_run(run: str | Path, where: str):
+    """A finished SER run's merged model in eval mode and its :class:`RunInfo`, for use as a frozen
+    encoder; a folder that is not one is an :class:`EdgewiseError` that starts with ``where``."""
+    run = Path(run)
+    if not run.is_dir():
+        raise EdgewiseError(f"{where}: no such run folder (a finished `edgewise train ser` run)")
+    try:
+        info = read_run_info(run)
+        task = info.meta.get("task", "ser")
+        if task != "ser":
+            raise EdgewiseError(f"{run}: a {task} run, not an SER run (`edgewise train ser`)")
+        if not (run / "model.safetensors").is_file():
+            raise EdgewiseError(f"{run}: no model.safetensors (the run did not finish)")
+        model, info = load_run_model(run)
+    except EdgewiseError as exc:
+        raise EdgewiseError(f"{where}: {exc}") from None
+    except (RuntimeError, ValueError, KeyError) as exc:  # weights that do not fit the config
+        raise EdgewiseError(f"{where}: cannot load its model ({exc})") from None
+    return model.eval(), info
