@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -519,18 +519,20 @@ def synthesize_corpus(
     return load_edgewise(out)
 
 
-def _render_all(
-    plans: Sequence[UtterancePlan], root: Path, settings: SynthSettings, workers: int, progress: bool
-) -> list[tuple[Utterance, dict]]:
-    """Render in a thread pool (the work happens in espeak-ng and sox processes); rows in plan order."""
+def render_in_pool(
+    plans: Sequence[Any], render: Callable[[Any], Any], workers: int, progress: bool, name: str
+) -> list:
+    """``render(plan)`` for every plan in a thread pool (the work happens in espeak-ng and sox
+    processes), with a progress bar; the results in plan order. A failure cancels what has not
+    started and is raised."""
     from tqdm import tqdm
 
-    results: list[list[tuple[Utterance, dict]]] = [[] for _ in plans]
+    results: list[Any] = [None] * len(plans)
     with (
         tqdm(total=len(plans), desc="synthesizing", unit="utt", file=sys.stderr, disable=not progress) as bar,
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synth") as pool,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool,
     ):
-        futures = {pool.submit(render_utterance, p, root, settings): i for i, p in enumerate(plans)}
+        futures = {pool.submit(render, p): i for i, p in enumerate(plans)}
         try:
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
@@ -539,7 +541,16 @@ def _render_all(
             for fut in futures:
                 fut.cancel()
             raise
-    return [row for rows in results for row in rows]
+    return results
+
+
+def _render_all(
+    plans: Sequence[UtterancePlan], root: Path, settings: SynthSettings, workers: int, progress: bool
+) -> list[tuple[Utterance, dict]]:
+    rendered = render_in_pool(
+        plans, lambda p: render_utterance(p, root, settings), workers, progress, "synth"
+    )
+    return [row for rows in rendered for row in rows]
 
 
 def check_target(out: Path, force: bool, marker: str = CORPUS_FILE, kind: str = "an edgewise corpus") -> None:

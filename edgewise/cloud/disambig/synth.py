@@ -21,11 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from edgewise.cloud.data.synth import (
     check_target,
     check_tools,
     make_speakers,
+    render_in_pool,
     sox_command,
 )
 from edgewise.cloud.disambig.templates import Template, vary_ssml
@@ -293,24 +292,7 @@ def synthesize_disambig(
 def _render_all(
     plans: Sequence[ReadingPlan], root: Path, settings: DisambigSettings, workers: int, progress: bool
 ) -> list[tuple[Utterance, dict]]:
-    """Render in a thread pool (the work is in espeak-ng and sox processes); rows in plan order."""
-    from tqdm import tqdm
-
-    results: list[tuple[Utterance, dict] | None] = [None] * len(plans)
-    with (
-        tqdm(total=len(plans), desc="synthesizing", unit="utt", file=sys.stderr, disable=not progress) as bar,
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="disambig") as pool,
-    ):
-        futures = {pool.submit(write_reading, p, root, settings): i for i, p in enumerate(plans)}
-        try:
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update()
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
-    return [row for row in results if row is not None]
+    return render_in_pool(plans, lambda p: write_reading(p, root, settings), workers, progress, "disambig")
 
 
 def corpus_meta(
