@@ -507,16 +507,27 @@ def synthesize_corpus(
     try:
         rows = _render_all(plans, staging, settings, workers, progress)
         meta = corpus_meta(n, seed, settings, augment, splits, engine_version)
-        write_manifests(
-            staging, [u for u, _ in rows], settings.labels, meta, extra_columns=[x for _, x in rows]
-        )
-        check_target(out, force)
-        _move_into_place(staging, out)
+        publish_rows(staging, out, force, rows, settings.labels, meta)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("wrote %d files to %s in %.1f s", len(rows), out, time.perf_counter() - started)
     return load_edgewise(out)
+
+
+def publish_rows(
+    staging: Path,
+    out: Path,
+    force: bool,
+    rows: list[tuple[Utterance, dict]],
+    labels: Sequence[str],
+    meta: dict,
+) -> None:
+    """Write the manifests of the rendered ``rows`` into ``staging``, then move it to ``out`` (an
+    existing corpus there is replaced only with ``force``, checked again now that it is complete)."""
+    write_manifests(staging, [u for u, _ in rows], labels, meta, extra_columns=[x for _, x in rows])
+    check_target(out, force)
+    _move_into_place(staging, out)
 
 
 def render_in_pool(

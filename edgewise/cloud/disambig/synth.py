@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.cloud.data.augment import add_noise, apply_gain
-from edgewise.cloud.data.corpus import SPLITS, Corpus, Utterance, load_edgewise, write_manifests
+from edgewise.cloud.data.corpus import SPLITS, Corpus, Utterance, load_edgewise
 from edgewise.cloud.data.synth import (
     ACCENTS,
     SAMPLE_RATE,
@@ -41,11 +41,11 @@ from edgewise.cloud.data.synth import (
     Speaker,
     SpeakerSpread,
     SynthSettings,
-    _move_into_place,
     _run,
     check_target,
     check_tools,
     make_speakers,
+    publish_rows,
     render_in_pool,
     sox_command,
 )
@@ -279,9 +279,7 @@ def synthesize_disambig(
         rows = _render_all(plans, staging, settings, workers, progress)
         labels = [str(k) for k in range(max(len(t.readings) for t in templates))]
         meta = corpus_meta(templates, n_speakers, seed, settings, splits, engine)
-        write_manifests(staging, [u for u, _ in rows], labels, meta, extra_columns=[x for _, x in rows])
-        check_target(out, force)
-        _move_into_place(staging, out)
+        publish_rows(staging, out, force, rows, labels, meta)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
