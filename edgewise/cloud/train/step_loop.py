@@ -12,7 +12,12 @@ end the merged model (HRF folded) in ``RUN/model.safetensors`` with ``RUN/model.
 Run layout::
 
     RUN/config.yaml  RUN/model.json  RUN/model.safetensors  RUN/metrics.json  RUN/history.jsonl
-    RUN/checkpoints/last.safetensors
+    RUN/checkpoints/last.safetensors  (RUN/checkpoints/ema.safetensors with optim.ema)
+
+With ``optim.ema`` set (configs that have it: the recommenders), an exponential moving average of
+the weights is kept beside them (:mod:`edgewise.cloud.train.weight_average`); each evaluation scores
+both (``val_*`` and ``ema_val_*`` in the history) and the better one on ``best_metric`` is the
+candidate for the best checkpoint.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from edgewise.cloud.train.checkpoint import (
 from edgewise.cloud.train.early_stopping import EarlyStopping
 from edgewise.cloud.train.run import RUN_SCHEMA_VERSION
 from edgewise.cloud.train.trainer import Dist, _check_out_dir, init_distributed, lr_at, refuse_config_changes
+from edgewise.cloud.train.weight_average import WeightAverage
 from edgewise.config import load_config, read_yaml
 from edgewise.fsutil import write_text_atomic
 
@@ -113,9 +119,18 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
     last = out / "checkpoints" / "last.safetensors"
     best_path = out / "checkpoints" / "best.safetensors"
     early = EarlyStopping(getattr(cfg, "patience", None) if job.best_metric is not None else None)
+    ema_decay = getattr(cfg.optim, "ema", None)
+    average = WeightAverage(model, ema_decay) if ema_decay else None
+    ema_path = out / "checkpoints" / "ema.safetensors"
     if opts.resume:
         meta = load_training_state(last, model, optimizer)
         start = int(meta["step"])
+        if average is not None:
+            average.restart_from(model)
+            if not average.load(ema_path, start):
+                log.warning(
+                    "%s: no weight average saved at step %d; it restarts from the weights", out, start
+                )
         early = EarlyStopping.from_state(meta, early.patience, "best", "bad_evals")
         if job.best_metric is not None and best_path.is_file():  # written just before last: it may be newer
             saved = load_tensors(best_path)[1].get(job.best_metric)
@@ -155,6 +170,8 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
         grad = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         if torch.isfinite(grad):
             optimizer.step()
+            if average is not None:
+                average.update(model)
         for k, v in losses.items():
             window.setdefault(k, []).append(float(v.detach()))
         done = step + 1
@@ -176,6 +193,8 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
                     **{f"train_{k}": round(float(np.mean(v)), 5) for k, v in window.items()},
                 }
                 record.update(job.evaluate(model, done))
+                if average is not None:
+                    record.update({f"ema_{k}": v for k, v in job.evaluate(average.model, done).items()})
                 record["seconds"] = round(time.perf_counter() - started, 1)
                 with open(out / "history.jsonl", "a") as fh:
                     fh.write(json.dumps(record) + "\n")
@@ -183,10 +202,15 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
                     "eval at step %d: %s", done, {k: v for k, v in record.items() if k.startswith("val")}
                 )
                 if job.best_metric is not None:
-                    value = float(record[job.best_metric])
+                    value, weights, chosen = float(record[job.best_metric]), "trained", model
+                    if average is not None and float(record[f"ema_{job.best_metric}"]) > value:
+                        value, weights, chosen = float(record[f"ema_{job.best_metric}"]), "ema", average.model
                     if early.update(value):
-                        save_weights(model, best_path, {"step": done, job.best_metric: value})
+                        meta = {"step": done, job.best_metric: value, "weights": weights}
+                        save_weights(chosen, best_path, meta)
                 state = {"step": done, "kind": job.kind, **early.state("best", "bad_evals")}
+                if average is not None:  # before last: a resume finds the average of its step
+                    average.save(ema_path, done)
                 save_training_state(last, model, optimizer, state)
             window = {}
             stop = early.stopped
@@ -206,8 +230,13 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
     if not dist.is_main:
         return {}
     model.eval()
+    selected = {}
     if job.best_metric is not None and best_path.is_file():
-        load_weights_into(model, best_path)
+        best_meta = load_weights_into(model, best_path)
+        selected = {"step": best_meta.get("step"), "weights": best_meta.get("weights", "trained")}
+    elif average is not None:  # no model selection: the average is what ships
+        model.load_state_dict(average.model.state_dict())
+        selected = {"step": cfg.optim.steps, "weights": "ema"}
     merged = reparameterize_model(model)
     save_weights(merged, out / "model.safetensors")
     info = {
@@ -219,6 +248,8 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
         "trained_with": {
             "hrf": cfg.model.hrf.model_dump(mode="json") if cfg.model.hrf else None,
             "parameters_training_form": count_parameters(model),
+            "ema": ema_decay,
+            "selected": selected or None,
         },
         "provenance": {
             "edgewise": __version__,

@@ -58,6 +58,9 @@ class OptimConfig(StrictModel):
     steps: int = Field(3000, gt=0)
     warmup_steps: int = Field(100, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    # an exponential moving average of the weights, scored beside them at every evaluation; the
+    # better one on validation NDCG@10 is kept (edgewise/cloud/train/weight_average.py). None: off
+    ema: float | None = Field(None, gt=0, lt=1)
 
 
 class KDConfig(StrictModel):
