@@ -123,6 +123,13 @@ COMMANDS: list[tuple[str, str | None, str, str, str]] = [
         "which reading was meant: audio only vs audio + text vs text only, per kind, over seeds",
     ),
     (
+        "eval",
+        "semisup",
+        "edgewise.cloud.semisup.command",
+        "eval_semisup",
+        "multi-view pseudo-labelling against supervised training and self-training, by labelled fraction",
+    ),
+    (
         "export",
         None,
         "edgewise.export.commands",

@@ -22,14 +22,20 @@ from edgewise.tts_dsp import MelSpec, pitch, smooth_log_f0, tts_log_mel
 DEFAULT_SPEC = MelSpec()
 
 
-def recognizer() -> Any:
+# A first pass only (no flat-lexicon second pass, no best-path rescoring) and a cap on active HMMs:
+# about 2x faster on this machine's 2 cores, for bulk transcripts where speed beats the last words
+FAST_SEARCH = {"fwdflat": False, "bestpath": False, "maxhmmpf": 3000}
+
+
+def recognizer(fast: bool = False) -> Any:
+    """pocketsphinx's English decoder at 16 kHz (``fast``: :data:`FAST_SEARCH`)."""
     try:
         from pocketsphinx import Decoder
     except ImportError:
         raise MissingDependencyError(
             "the word error rate needs pocketsphinx: pip install 'edgewise[tts-eval]'"
         ) from None
-    return Decoder(samprate=16000, loglevel="FATAL")
+    return Decoder(samprate=16000, loglevel="FATAL", **(FAST_SEARCH if fast else {}))
 
 
 def transcribe(decoder: Any, audio: np.ndarray, sample_rate: int) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -115,30 +116,15 @@ def train_head(
         y_mean, y_std = float(raw.mean()), float(raw.std()) or 1.0
         y_train = torch.from_numpy(((raw - y_mean) / y_std).astype(np.float32))[:, None]
         loss_fn, n_out = nn.MSELoss(), 1
-    head = LayerWeightedHead(x_train.shape[1], x_train.shape[2], n_out, cfg.hidden, cfg.dropout)
-    optim = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    order = torch.Generator().manual_seed(seed)
     primary = PRIMARY_METRIC[kind]
 
-    def val_score() -> float:
+    def val_score(head: LayerWeightedHead) -> float:
         pred = _predict(head, x_val, kind)
         if not classify:
             pred = pred * y_std + y_mean
         return task_report(kind, targets["val"], pred, classes)[primary]
 
-    best, best_state, best_epoch, epoch = -np.inf, copy.deepcopy(head.state_dict()), 0, 0
-    for epoch in range(1, cfg.max_epochs + 1):
-        head.train()
-        for idx in torch.randperm(len(x_train), generator=order).split(cfg.batch_size):
-            optim.zero_grad()
-            loss_fn(head(x_train[idx]), y_train[idx]).backward()
-            optim.step()
-        score = val_score()
-        if score > best + 1e-9:
-            best, best_state, best_epoch = score, copy.deepcopy(head.state_dict()), epoch
-        elif epoch - best_epoch >= cfg.patience:
-            break
-    head.load_state_dict(best_state)
+    head, best, best_epoch, epoch = fit_head(x_train, y_train, loss_fn, n_out, val_score, seed, cfg)
     pred = _predict(head, x_test, kind)
     if not classify:
         pred = pred * y_std + y_mean
@@ -150,3 +136,36 @@ def train_head(
         layer_weights=[round(float(w), 4) for w in head.layer_weights().detach()],
         train_s=round(time.perf_counter() - t0, 3),
     )
+
+
+def fit_head(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    loss_fn: nn.Module,
+    n_out: int,
+    val_score: Callable[[LayerWeightedHead], float],
+    seed: int,
+    cfg: HeadConfig = HeadConfig(),
+) -> tuple[LayerWeightedHead, float, int, int]:
+    """Train a :class:`LayerWeightedHead` on standardized ``x_train`` (n, layers, dims) with Adam,
+    scoring ``val_score(head)`` after every epoch; stops after ``cfg.patience`` epochs without a
+    better score and returns (head with the best epoch's weights, best score, best epoch, epochs run)."""
+    torch.manual_seed(seed)
+    head = LayerWeightedHead(x_train.shape[1], x_train.shape[2], n_out, cfg.hidden, cfg.dropout)
+    optim = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    order = torch.Generator().manual_seed(seed)
+    best, best_state, best_epoch, epoch = -np.inf, copy.deepcopy(head.state_dict()), 0, 0
+    for epoch in range(1, cfg.max_epochs + 1):
+        head.train()
+        for idx in torch.randperm(len(x_train), generator=order).split(cfg.batch_size):
+            optim.zero_grad()
+            loss_fn(head(x_train[idx]), y_train[idx]).backward()
+            optim.step()
+        score = val_score(head)
+        if score > best + 1e-9:
+            best, best_state, best_epoch = score, copy.deepcopy(head.state_dict()), epoch
+        elif epoch - best_epoch >= cfg.patience:
+            break
+    head.load_state_dict(best_state)
+    head.eval()
+    return head, float(best), best_epoch, epoch
