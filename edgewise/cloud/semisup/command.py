@@ -25,7 +25,8 @@ EPILOG = """\
 The training split is the pool: for each labelled fraction and seed, that share of each class keeps
 its label (and the same share of the validation split, for early stopping and the stopping rule);
 the rest of the pool is unlabelled. Three methods train the same bimodal classifier (an MLP on the
-encoders' features and, unless --no-text, MiniLM embeddings of pocketsphinx transcripts):
+encoders' features, z-scored per speaker within each split unless --no-speaker-norm, and, unless
+--no-text, MiniLM embeddings of pocketsphinx transcripts):
 
   supervised      the labelled rows only
   self-training   rounds adding every unlabelled row the classifier is at least --self-threshold sure of
@@ -74,6 +75,11 @@ def eval_semisup_add_arguments(p: argparse.ArgumentParser) -> None:
         "--text-classifier", default="tfidf", help="tfidf | chat:URL[#MODEL] | python:MODULE:FACTORY"
     )
     p.add_argument("--no-text", action="store_true", help="no transcripts: audio views and features only")
+    p.add_argument(
+        "--no-speaker-norm",
+        action="store_true",
+        help="raw features: no per-speaker z-scoring of the classifier's audio features nor of the views",
+    )
     p.add_argument("--rounds", type=int, default=5, help="pseudo-labelling rounds at most (default 5)")
     p.add_argument(
         "--agree", type=float, default=0.5, help="weighted share of views that must agree (default 0.5)"
@@ -105,6 +111,8 @@ def _command(args: argparse.Namespace) -> str:
     if args.encoders:
         words += ["--encoders", ",".join(args.encoders)]
     words += ["--fractions", *map(str, args.fractions), "--seeds", *map(str, args.seeds)]
+    if args.no_speaker_norm:
+        words.append("--no-speaker-norm")
     if args.no_text:
         words.append("--no-text")
     elif args.text_classifier != "tfidf":
@@ -130,6 +138,7 @@ def eval_semisup_run(args: argparse.Namespace) -> int:
     from edgewise.cloud.para.cache import cached_features
     from edgewise.cloud.para.encoders import BuildOptions, build_encoder, parse_encoders
     from edgewise.cloud.para.protocol import standardize
+    from edgewise.cloud.semisup.acoustic import speaker_normalize
     from edgewise.cloud.semisup.labeller import METHODS, LabellerConfig
     from edgewise.cloud.semisup.report import summarize, write_report
 
@@ -166,13 +175,25 @@ def eval_semisup_run(args: argparse.Namespace) -> int:
 
         transcripts = {s: transcribe_corpus(paths[s], work) for s in SPLITS}
         text_emb = {s: text_embeddings(transcripts[s]) for s in SPLITS}
-    # the classifier's input: every encoder's features and the transcript embedding, standardized on the pool
-    blocks = {s: [raw[e.name][s].reshape(len(paths[s]), -1) for e in encoders] for s in SPLITS}
+    # the classifier's input: every encoder's features (z-scored per speaker within each split, no
+    # labels needed) and the transcript embedding, standardized on the pool
+    blocks = {}
+    for s in SPLITS:
+        audio = np.concatenate([raw[e.name][s].reshape(len(paths[s]), -1) for e in encoders], axis=1)
+        audio = np.nan_to_num(audio.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        if not args.no_speaker_norm:
+            audio = speaker_normalize(audio, np.array([u.speaker for u in splits[s]]))
+        blocks[s] = [audio]
     if text_emb is not None:
         for s in SPLITS:
             blocks[s].append(text_emb[s])
     x_train, x_val, x_test = standardize(*(np.concatenate(blocks[s], axis=1) for s in SPLITS))
-    cfg = LabellerConfig(rounds=args.rounds, agree=args.agree, self_threshold=args.self_threshold)
+    cfg = LabellerConfig(
+        rounds=args.rounds,
+        agree=args.agree,
+        self_threshold=args.self_threshold,
+        speaker_norm=not args.no_speaker_norm,
+    )
     results = _run(args, classes, y, (x_train, x_val, x_test), raw, transcripts, text, cfg)
     report = {
         "command": _command(args),
@@ -181,6 +202,7 @@ def eval_semisup_run(args: argparse.Namespace) -> int:
         "sizes": {s: len(paths[s]) for s in SPLITS},
         "encoders": [e.name for e in encoders],
         "text": None if text is None else {"classifier": args.text_classifier, "recognizer": "pocketsphinx"},
+        "speaker_norm": not args.no_speaker_norm,
         "methods": list(METHODS),
         "fractions": args.fractions,
         "seeds": args.seeds,

@@ -75,6 +75,8 @@ def markdown(report: dict) -> str:
             if report["text"]
             else "off"
         )
+        + "; audio features "
+        + ("z-scored per speaker within each split (no labels used)" if report.get("speaker_norm") else "raw")
         + f"; seeds {report['seeds']}. Generated {report['created']} ({report['machine']}).",
         "",
         "Test UA (mean ± std over seeds) by labelled fraction of the training split:",

@@ -27,7 +27,7 @@ def test_the_report_compares_the_three_methods_at_each_fraction(corpus, tmp_path
     assert main(argv) == 0
     report = json.loads((out / "semisup_report.json").read_text())
     assert len(report["results"]) == 2 * 2 * 3  # fractions x seeds x methods
-    assert report["text"] is None and report["encoders"] == ["egemaps"]
+    assert report["text"] is None and report["encoders"] == ["egemaps"] and report["speaker_norm"] is True
     table = report["summary"]["table"]
     assert set(table) == {"0.5", "1"} and set(table["0.5"]) == {"supervised", "self-training", "multi-view"}
     full = [r for r in report["results"] if r["fraction"] == 1.0]
@@ -47,9 +47,10 @@ def test_the_text_view_transcribes_and_the_classifier_is_bimodal(tmp_path, capsy
     small = make_para_corpus(tmp_path / "small", per_class=1, columns=())
     out = tmp_path / "out"
     argv = ["-q", "eval", "semisup", "--data", str(small), "--out", str(out), "--encoders", "egemaps"]
-    argv += ["--fractions", "0.3", "--seeds", "0", "--workers", "1", "--no-plot"]
+    argv += ["--fractions", "0.3", "--seeds", "0", "--workers", "1", "--no-plot", "--no-speaker-norm"]
     assert main(argv) == 0
     report = json.loads((out / "semisup_report.json").read_text())
+    assert report["speaker_norm"] is False and report["config"]["speaker_norm"] is False
     assert report["text"] == {"classifier": "tfidf", "recognizer": "pocketsphinx"}
     stored = json.loads((out / "work" / "transcripts.json").read_text())
     assert len(stored["transcripts"]) == 48  # every split's utterances
