@@ -54,6 +54,13 @@ TASKS: dict[str, TaskSpec] = {
         ),
         TaskSpec("rate", REGRESSION, "rate", _as_number, "the generator's speaking rate (words per minute)"),
         TaskSpec("pitch", REGRESSION, "pitch", _as_number, "the generator's pitch setting (espeak-ng -p)"),
+        TaskSpec(
+            "disambig",
+            CLASSIFICATION,
+            "reading",
+            str,
+            "which reading of the text was meant (a corpus of edgewise data disambig)",
+        ),
     )
 }
 

@@ -98,8 +98,12 @@ class FadView:
     ) -> FadView:
         z = project(features, dims, speakers)
         sq = (z**2).sum(axis=1)
-        dist = sq[:, None] + sq[None, :] - 2.0 * z @ z.T
-        near = np.argsort(dist, axis=1, kind="stable")[:, : min(k, len(z))]  # itself first (distance 0)
+        k = min(k, len(z))
+        near = np.empty((len(z), k), dtype=np.int64)
+        for start in range(0, len(z), 2048):  # (block, n) distances at a time: memory stays linear in n
+            block = slice(start, start + 2048)
+            dist = sq[block, None] + sq[None, :] - 2.0 * z[block] @ z.T
+            near[block] = np.argsort(dist, axis=1, kind="stable")[:, :k]  # itself first (distance 0)
         hood = z[near]  # (n, k, dims)
         mean = hood.mean(axis=1)
         centred = hood - mean[:, None, :]
