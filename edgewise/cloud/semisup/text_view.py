@@ -426,7 +426,10 @@ def _python_classifier(spec: str) -> _UserClassifier:
         raise ConfigError(
             f"text classifier {spec!r}: {module_name}.{attr} is not callable (expected a factory)"
         )
-    inner = factory()
+    try:
+        inner = factory()
+    except Exception as exc:  # the user's code: say whose and what, not a traceback
+        raise ConfigError(f"text classifier {spec!r}: {module_name}.{attr}() failed: {exc}") from None
     missing = [m for m in ("fit", "predict_proba") if not callable(getattr(inner, m, None))]
     if missing:
         raise ConfigError(

@@ -17,7 +17,9 @@ def test_the_reading_is_the_target_and_bench_para_scores_it(disambig_corpus, tmp
     corpus = load_corpus(disambig_corpus)
     fields = corpus_fields(corpus)
     task = TASKS["disambig"]
-    assert supported(task, fields) and not supported(task, [{"label": "happy"}])  # an emotion corpus has no reading
+    assert supported(task, fields) and not supported(
+        task, [{"label": "happy"}]
+    )  # an emotion corpus has no reading
     targets = task_targets(task, corpus, fields)
     assert [targets.classes[v] for v in targets.values] == [u.label for u in corpus.utterances]
     out = tmp_path / "para"

@@ -120,7 +120,7 @@ def _fails(argv, capsys, tmp_path) -> str:
 def test_unknown_task_and_encoder(para_corpus, tmp_path, capsys):
     data = ["bench", "para", "--data", str(para_corpus)]
     assert _fails([*data, "--tasks", "emotion,loudness"], capsys, tmp_path) == (
-        "--tasks: unknown task(s) loudness; valid tasks: emotion, gender, accent, rate, pitch"
+        "--tasks: unknown task(s) loudness; valid tasks: emotion, gender, accent, rate, pitch, disambig"
     )
     assert _fails([*data, "--encoders", "logmel,hubert"], capsys, tmp_path) == (
         "--encoders: unknown encoder 'hubert'; valid encoders: logmel, ser:RUN, egemaps, compare, "
@@ -181,5 +181,5 @@ def test_a_user_error_in_a_real_process_has_no_traceback(para_corpus, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "edgewise: error: --tasks: unknown task(s) mood; valid tasks: emotion, gender, accent, rate, pitch"
+        "edgewise: error: --tasks: unknown task(s) mood; valid tasks: emotion, gender, accent, rate, pitch, disambig"
     )

@@ -71,6 +71,7 @@ def test_bad_input_names_the_problem(corpus, tmp_path, capsys):
     data = ["--data", str(corpus)]
     assert "--fractions" in _fails([*data, "--fractions", "0"], capsys, tmp_path)
     assert "--agree" in _fails([*data, "--agree", "1.5"], capsys, tmp_path)
+    assert "--seeds" in _fails([*data, "--seeds", "-1"], capsys, tmp_path)
     assert "nope" in _fails([*data, "--encoders", "nope"], capsys, tmp_path)
     err = _fails([*data, "--text-classifier", "bogus"], capsys, tmp_path)
     assert "bogus" in err and "tfidf" in err
