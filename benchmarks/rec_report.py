@@ -223,6 +223,24 @@ def tokenizer_sources(data: str, runs: Path) -> dict[str, Any]:
     return out
 
 
+SNAPSHOT_FILES = ("config.yaml", "model.json", "metrics.json", "history.jsonl")
+
+
+def snapshot(runs: Path, out: Path) -> list[str]:
+    """Copy the small files of every finished run under ``runs`` into ``out/LABEL-SEED/`` (no
+    weights): what a later session, on another machine, needs to know of the runs done so far."""
+    import shutil
+
+    done = []
+    for run in sorted(p for p in runs.glob("*-*") if (p / "metrics.json").is_file()):
+        (out / run.name).mkdir(parents=True, exist_ok=True)
+        for name in SNAPSHOT_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, out / run.name / name)
+        done.append(run.name)
+    return done
+
+
 def summarize(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=float)
     return {"mean": round(float(arr.mean()), 5), "std": round(float(arr.std()), 5), "n": len(values)}
@@ -307,7 +325,14 @@ def main() -> int:
     parser.add_argument("--no-edge", action="store_true", help="skip the export, edge quality and latency")
     parser.add_argument("--sources", action="store_true", help="compare the tokenizer's embedding sources")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--snapshot", type=Path, metavar="DIR",
+        help="only copy the finished runs' small files (config, model.json, metrics, history) into DIR/LABEL-SEED",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.snapshot:
+        print("snapshot:", ", ".join(snapshot(args.runs, args.snapshot)) or "no finished run")
+        return 0
 
     commands: list[str] = []
     runs: dict[str, dict[int, Path]] = {}
