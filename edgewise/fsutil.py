@@ -78,3 +78,32 @@ def write_private(path: str | os.PathLike, data: bytes | str) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def _numpy_scalar(value):
+    """numpy scalars (an int64 count, a float32 mean) as the Python numbers they hold; anything
+    else is still an error, so a report never stores a repr by accident."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def write_report_files(out: str | os.PathLike, name: str, report: dict, markdown: str) -> list[Path]:
+    """OUT/NAME.json and OUT/NAME.md, each atomically; the JSON is serialized before anything is
+    written, so a report that cannot be stored leaves the old files."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2, default=_numpy_scalar) + "\n"
+    return [write_text_atomic(out / f"{name}.json", text), write_text_atomic(out / f"{name}.md", markdown)]
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """A matplotlib figure as PNG at ``path``, atomically, then closed."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)

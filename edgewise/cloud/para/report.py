@@ -8,7 +8,6 @@ for one seed).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgewise.cloud.para.tasks import CLASSIFICATION
-from edgewise.fsutil import atomic_path, write_text_atomic
+from edgewise.fsutil import save_figure, write_report_files
 
 SCHEMA_VERSION = 1
 NAME = "para_bench"
@@ -191,22 +190,12 @@ def heatmap(report: dict, path: Path) -> Path:
         f"edgewise bench para: test UA / CCC, {len(report['protocol']['seeds'])} seed(s)", fontsize=10
     )
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(report: dict, out: Path, *, plot: bool = True) -> list[Path]:
     """Write the JSON, the Markdown and (with ``plot``) the heat map into ``out``; their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    text = (
-        json.dumps(report, indent=2) + "\n"
-    )  # serialized first: a report that cannot be stored leaves the old files
-    paths = [
-        write_text_atomic(out / f"{NAME}.json", text),
-        write_text_atomic(out / f"{NAME}.md", markdown(report)),
-    ]
+    paths = write_report_files(out, NAME, report, markdown(report))
     if plot:
         paths.append(heatmap(report, out / f"{NAME}.png"))
     return paths

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from edgewise.fsutil import atomic_path, write_text_atomic
+from edgewise.fsutil import save_figure, write_report_files
 
 NAME = "semisup_report"
 BAR_FRACTION = 0.3
@@ -143,22 +142,12 @@ def plot_ua(report: dict, path: Path) -> Path:
     ax.set_title("Semi-supervised SER")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(report: dict, out: Path, *, plot: bool = True) -> list[Path]:
     """The JSON, the Markdown and (with ``plot``) the plot in ``out``; their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    text = (
-        json.dumps(report, indent=2) + "\n"
-    )  # serialized first: a report that cannot be stored leaves the old files
-    paths = [
-        write_text_atomic(out / f"{NAME}.json", text),
-        write_text_atomic(out / f"{NAME}.md", markdown(report)),
-    ]
+    paths = write_report_files(out, NAME, report, markdown(report))
     if plot:
         paths.append(plot_ua(report, out / f"{NAME}.png"))
     return paths
