@@ -18,7 +18,7 @@ from edgewise.errors import ConfigError, DataError
 
 log = logging.getLogger("edgewise.semisup")
 
-DEFAULT_ENCODERS = ["egemaps", "compare", "logmel"]
+DEFAULT_ENCODERS = ["egemaps", "compare", "logmel", "resemblyzer"]  # the measured set (benchmarks/README.md)
 DEFAULT_FRACTIONS = [0.1, 0.3, 1.0]
 
 EPILOG = """\
