@@ -210,7 +210,9 @@ def pytest_sessionstart(session):
         return  # the board fixtures say why (a skip, or a failure under CI)
     from edgewise.board.rootfs import build_in_background
 
-    _rootfs_build = build_in_background(session.config.rootpath / ".pytest-rootfs-build.log")
+    # nice 5, not the default 15: at 15 it got almost no CPU beside the suite's own processes and
+    # started debootstrap 6 min late, so the board tests (last) waited 141 s for it on a new machine
+    _rootfs_build = build_in_background(session.config.rootpath / ".pytest-rootfs-build.log", nice=5)
 
 
 def pytest_collection_finish(session):

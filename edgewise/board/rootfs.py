@@ -120,9 +120,9 @@ def _build(spec: RootfsSpec, parent: Path, say) -> Path:
     return final
 
 
-def build_in_background(log_path: str | os.PathLike) -> subprocess.Popen | None:
+def build_in_background(log_path: str | os.PathLike, nice: int = 15) -> subprocess.Popen | None:
     """Start building the default rootfs in a child process (``python -m edgewise.board.rootfs``,
-    niced: whatever runs beside it, training or tests, goes first; its own session, so stopping it
+    niced (``nice``, 15 by default): whatever runs beside it, training or tests, goes first; its own session, so stopping it
     stops debootstrap too), its output in ``log_path``; None when the rootfs is cached."""
     import sys
 
@@ -130,7 +130,7 @@ def build_in_background(log_path: str | os.PathLike) -> subprocess.Popen | None:
         return None
     with open(log_path, "w") as log:
         return subprocess.Popen(
-            ["nice", "-n", "15", sys.executable, "-m", "edgewise.board.rootfs"],
+            ["nice", "-n", str(nice), sys.executable, "-m", "edgewise.board.rootfs"],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
