@@ -35,6 +35,7 @@ from edgewise.safejson import load_json
 SEMANTIC_IDS_FORMAT = "edgewise.semantic_ids"
 PREFIX_TRIE_FORMAT = "edgewise.prefix_trie"
 FORMAT_VERSION = 1
+CATALOGUE_DIGEST_KEY = "edgewise.rec.catalogue"  # ONNX metadata: catalogue_digest of the training items
 MAX_LEVEL_SIZE = 2**31 - 1
 
 
@@ -226,6 +227,20 @@ class SemanticIds:
     @classmethod
     def load(cls, path: str | Path) -> SemanticIds:
         return cls.from_dict(_load(path), source=str(path))
+
+
+def catalogue_digest(ids: SemanticIds, item_ids: Sequence[str]) -> str:
+    """What a rec model was trained on, as one string: its items' order and their semantic IDs.
+
+    The export writes it into each ONNX graph's metadata (:data:`CATALOGUE_DIGEST_KEY`) and the
+    device compares it with the bundle's ``items.json`` and ``semantic_ids.npz``, so a trie and IDs
+    that agree with each other but not with the model are refused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"level_sizes": list(ids.level_sizes), "items": [str(x) for x in item_ids]}).encode())
+    h.update(np.ascontiguousarray(ids.codes, dtype="<i4").tobytes())
+    return "sha256:" + h.hexdigest()
 
 
 def _check_codes(codes: np.ndarray, sizes: tuple[int, ...]) -> None:

@@ -110,6 +110,22 @@ def strip_metadata(model: Any) -> Any:
     return model
 
 
+def set_model_metadata(path: str | Path, values: Mapping[str, str]) -> Path:
+    """Write ``values`` into an ONNX file's model metadata in place (onnxruntime reads them back as
+    ``session.get_modelmeta().custom_metadata_map``)."""
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key not in values]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in values.items():
+        proto.metadata_props.add(key=str(key), value=str(value))
+    onnx.save(proto, str(path))
+    return path
+
+
 def _sort_topologically(graph: Any) -> None:
     """Order nodes so each comes after its inputs' producers (onnxruntime's fp16 converter does not)."""
     produced_by = {out: i for i, node in enumerate(graph.node) for out in node.output if out}

@@ -329,10 +329,10 @@ def export_rec(run: str | Path, opts: RecExportOptions) -> dict[str, Any]:
     from edgewise.cloud.train.step_loop import read_step_run
     from edgewise.config import load_config, read_yaml
     from edgewise.edge.backends import OnnxBackend
-    from edgewise.export.onnx_export import minify, quantize_int8_dynamic
+    from edgewise.export.onnx_export import minify, quantize_int8_dynamic, set_model_metadata
     from edgewise.export.reference import attach_graph_references
     from edgewise.export.tts import _refuse
-    from edgewise.rec_ids import PrefixTrie
+    from edgewise.rec_ids import CATALOGUE_DIGEST_KEY, PrefixTrie, catalogue_digest
 
     run = Path(run)
     opts = replace(opts, precisions=list(dict.fromkeys(opts.precisions)))
@@ -431,6 +431,10 @@ def export_rec(run: str | Path, opts: RecExportOptions) -> dict[str, Any]:
                         files["int8"][role] = tmp / f"{role}.int8-dynamic.onnx"
                         quant[role] = quantize_int8_dynamic(src, files["int8"][role])
                         minify(files["int8"][role])
+            stamp = {CATALOGUE_DIGEST_KEY: catalogue_digest(ids, items["ids"])}
+            for by_role in files.values():  # the graphs say which catalogue they were trained on
+                for path in by_role.values():
+                    set_model_metadata(path, stamp)
             shipped = {p: files[p] for p in opts.precisions}
             with step(f"graph cases ({PARITY_USERS} + {REFERENCE_USERS} validation users, beam {beam})"):
                 parity_cases = graph_cases(modules, model, settings, trie, [histories[:PARITY_USERS]], beam)

@@ -68,6 +68,69 @@ def test_a_trie_of_other_ids_is_refused_naming_the_file(rec_bundle, tmp_path):
         RecPipeline.from_bundle(bundle, load_profile("x86-local"))
 
 
+def test_ids_and_trie_of_another_catalogue_are_refused(rec_bundle, tmp_path):
+    """IDs and trie that agree with each other, and with the manifest's hashes, but not with the model."""
+    bundle = _copy(rec_bundle, tmp_path)
+    ids = SemanticIds.load(bundle / "rec" / "semantic_ids.npz")
+    codes = ids.codes.copy()
+    codes[[0, 1]] = codes[[1, 0]]
+    swapped = SemanticIds(codes, ids.level_sizes)
+    swapped.save(bundle / "rec" / "semantic_ids.npz")
+    PrefixTrie.build(swapped).save(bundle / "rec" / "prefix_trie.npz")
+    _rehash(bundle, "semantic_ids")
+    _rehash(bundle, "prefix_trie")
+    with pytest.raises(
+        BundleError, match=r"rec_(context|decoder)\.fp32\.onnx: the model was trained on another catalogue"
+    ):
+        RecPipeline.from_bundle(bundle, load_profile("x86-local"))
+
+
+def test_an_item_table_in_another_order_is_refused(rec_bundle, tmp_path):
+    bundle = _copy(rec_bundle, tmp_path)
+    table = json.loads((bundle / "rec" / "items.json").read_text())
+    table["ids"][0], table["ids"][1] = table["ids"][1], table["ids"][0]
+    (bundle / "rec" / "items.json").write_text(json.dumps(table))
+    _rehash(bundle, "items")
+    with pytest.raises(BundleError, match="another catalogue"):
+        RecPipeline.from_bundle(bundle, load_profile("x86-local"))
+
+
+def _edit_items(bundle: Path, edit) -> None:
+    table = json.loads((bundle / "rec" / "items.json").read_text())
+    edit(table)
+    (bundle / "rec" / "items.json").write_text(json.dumps(table))
+    _rehash(bundle, "items")
+
+
+def _set(key, value):
+    return lambda table: table.__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [(lambda t: t.pop("titles"), r"rec/items\.json: not an item table \(KeyError\('titles'\)\)"),
+     (_set("popular", [999]), r"rec/items\.json: 'popular' must list item indices 0\.\.\d+"),
+     (_set("popular", []), "'popular' must list item indices"),
+     (lambda t: t["ids"].__setitem__(1, t["ids"][0]), r"rec/items\.json: item ids are not unique"),
+     (lambda t: (t["ids"].pop(), t["titles"].pop()), r"the model knows \d+ items; \{'semantic IDs': \d+, 'item ids': \d+")],
+)  # fmt: skip
+def test_a_bad_item_table_is_refused_naming_the_file(rec_bundle, tmp_path, edit, message):
+    bundle = _copy(rec_bundle, tmp_path)
+    _edit_items(bundle, edit)
+    with pytest.raises(BundleError, match=message):
+        RecPipeline.from_bundle(bundle, load_profile("x86-local"))
+
+
+def test_semantic_ids_of_other_level_sizes_are_refused(rec_bundle, tmp_path):
+    bundle = _copy(rec_bundle, tmp_path)
+    ids = SemanticIds.load(bundle / "rec" / "semantic_ids.npz")
+    wider = SemanticIds(ids.codes, (ids.level_sizes[0] + 1, *ids.level_sizes[1:]))
+    wider.save(bundle / "rec" / "semantic_ids.npz")
+    _rehash(bundle, "semantic_ids")
+    with pytest.raises(BundleError, match=r"rec/semantic_ids\.npz: level sizes \[\d+, .*the model's are"):
+        RecPipeline.from_bundle(bundle, load_profile("x86-local"))
+
+
 def test_a_decoder_over_another_vocabulary_is_refused(rec_bundle, tmp_path):
     bundle = _copy(rec_bundle, tmp_path)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -113,11 +176,31 @@ def test_a_long_history_keeps_the_most_recent_items(pipe):
     ("k", "beam", "message"),
     [(30, 20, "k must be between 1 and the beam width \\(20\\), got 30"), (0, 20, "k must be between 1"),
      (5, 0, "beam must be between 1 and 256"), (5, 1000, "beam must be between 1 and 256"),
-     ("5", 20, "k must be an integer")],
+     ("5", 20, "k must be an integer"), (300, None, "k must be between 1 and 256, got 300")],
 )  # fmt: skip
 def test_bad_k_and_beam_are_errors(pipe, k, beam, message):
     with pytest.raises(RecInputError, match=message):
         pipe.recommend(["i1"], k=k, beam=beam)
+
+
+def test_a_request_of_more_than_the_id_limit_is_refused(pipe):
+    from edgewise.edge.pipelines.rec import MAX_HISTORY_IDS
+
+    with pytest.raises(
+        RecInputError, match=f"history has {MAX_HISTORY_IDS + 1} ids; the limit is {MAX_HISTORY_IDS}"
+    ):
+        pipe.recommend(["i1"] * (MAX_HISTORY_IDS + 1))
+    assert pipe.recommend(["i1"] * MAX_HISTORY_IDS, k=3)["history_used"] == pipe.settings.max_len
+
+
+def test_repeated_items_are_kept_in_order(pipe):
+    repeated = pipe.recommend(["i3", "i3", "i3", "i5"], k=5)
+    assert repeated["history_used"] == 4 and repeated["unknown_count"] == 0
+    assert repeated["scores"] != pipe.recommend(["i3", "i5"], k=5)["scores"]
+
+
+def test_the_pipeline_says_the_catalogue_was_checked(pipe):
+    assert pipe.describe()["catalogue_checked"] is True
 
 
 def test_the_daemon_payload_is_checked(pipe):
@@ -166,7 +249,8 @@ def test_recommend_prints_json_with_items_and_timings(rec_bundle, capsys):
     ("args", "message"),
     [(["--history", "zz,yy"], "none of the 2 history item ids"),
      (["--history", "i1", "--k", "30", "--beam", "20"], "k must be between 1 and the beam width (20)"),
-     (["--history", "i1", "--threads", "0"], "--threads must be at least 1")],
+     (["--history", "i1", "--threads", "0"], "--threads must be at least 1"),
+     (["--history", "i1", "--k", "300"], "k must be between 1 and 256, got 300")],
 )  # fmt: skip
 def test_recommend_bad_input_is_exit_2_naming_the_problem(rec_bundle, capsys, args, message):
     assert main(["-q", "recommend", str(rec_bundle), *args]) == 2

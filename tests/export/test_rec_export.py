@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 
 from edgewise.bundle import load_bundle
@@ -14,7 +15,7 @@ from edgewise.cli import main
 from edgewise.edge.backends import OnnxBackend
 from edgewise.edge.pipelines.rec import ROLES, RecPipeline, beam_search, open_tables
 from edgewise.export.rec import GRAPH_ATOL, MAX_NDCG_DROP, MIN_SAME_TOPK, _e2e_failures
-from edgewise.rec_ids import pad_left
+from edgewise.rec_ids import CATALOGUE_DIGEST_KEY, catalogue_digest, pad_left
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +44,10 @@ def test_the_bundle_ships_both_graphs_in_both_precisions_with_their_parity(rec_b
         assert rec["max_len"] == 12 and rec["n_items"] == 60 and rec["beam"] == 20 and rec["top_k"] == 10
         assert sorted(rec["files"]) == ["items", "prefix_trie", "semantic_ids"]
         settings, tables = open_tables(bundle)  # every file's sha256 checked, the trie against the IDs
+        digest = catalogue_digest(tables.ids, tables.item_ids)
+        for art in bundle.artifacts():  # each graph records the catalogue it was trained on
+            meta = onnx.load(str(bundle.root / art.path)).metadata_props
+            assert {p.key: p.value for p in meta}[CATALOGUE_DIGEST_KEY] == digest, art.path
     assert settings.vocab == sum(rec["level_sizes"]) and tables.trie.n_items == 60
     assert tables.item_ids[:2] == ["i0", "i1"] and len(tables.popular) == 60
 

@@ -51,7 +51,7 @@ from edgewise.edge.command_args import check_command_args
 from edgewise.edge.pipelines import open_task_bundle
 from edgewise.edge.runtime import ModelRuntime
 from edgewise.errors import ConfigError, DataError
-from edgewise.rec_ids import PrefixTrie, SemanticIds, pad_left
+from edgewise.rec_ids import CATALOGUE_DIGEST_KEY, PrefixTrie, SemanticIds, catalogue_digest, pad_left
 
 ROLES = ("rec_context", "rec_decoder")
 FILES = ("semantic_ids", "prefix_trie", "items")  # preprocessing.rec.files: what the pipeline reads
@@ -282,6 +282,7 @@ class RecPipeline:
         self.decoder = backends["rec_decoder"]
         self._lock = threading.Lock()  # one request at a time through the sessions
         check_vocab(self.decoder, settings)
+        self.catalogue_checked = check_catalogue(backends, tables)
 
     @classmethod
     def from_bundle(
@@ -329,6 +330,8 @@ class RecPipeline:
         for name, value in (("k", k), ("beam", beam)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise RecInputError(f"{name} must be an integer, got {value!r}")
+        if not 1 <= k <= MAX_BEAM:
+            raise RecInputError(f"k must be between 1 and {MAX_BEAM}, got {k}")
         if not 1 <= beam <= MAX_BEAM:
             raise RecInputError(f"beam must be between 1 and {MAX_BEAM}, got {beam}")
         if not 1 <= k <= beam:
@@ -423,6 +426,7 @@ class RecPipeline:
             "items": self.settings.n_items,
             "max_len": self.settings.max_len,
             "beam": self.settings.beam,
+            "catalogue_checked": self.catalogue_checked,
             **{role: rt.describe() for role, rt in self.runtimes.items()},
         }
 
@@ -458,3 +462,26 @@ def check_vocab(decoder: Any, settings: RecSettings) -> None:
             f"{getattr(decoder, 'path', 'rec_decoder')}: logits over {width} tokens, the semantic IDs and trie "
             f"have {settings.vocab} (level sizes {list(settings.level_sizes)})"
         )
+
+
+def check_catalogue(backends: dict[str, Any], tables: RecTables) -> bool:
+    """Each ONNX graph records the catalogue it was trained on (items' order and semantic IDs,
+    :func:`edgewise.rec_ids.catalogue_digest`); the bundle's tables must be that catalogue. Returns
+    whether any graph carried the record (bundles exported before it did not, and are accepted)."""
+    have = catalogue_digest(tables.ids, tables.item_ids)
+    checked = False
+    for role, backend in backends.items():
+        session = getattr(backend, "session", None)
+        if session is None:
+            continue
+        want = session.get_modelmeta().custom_metadata_map.get(CATALOGUE_DIGEST_KEY)
+        if want is None:
+            continue
+        if want != have:
+            raise BundleError(
+                f"{getattr(backend, 'path', role)}: the model was trained on another catalogue than the "
+                f"bundle's rec/items.json and rec/semantic_ids.npz (item order or semantic IDs differ: "
+                f"{want[:19]}... expected, {have[:19]}... found); export the bundle again from the run"
+            )
+        checked = True
+    return checked
