@@ -66,6 +66,11 @@ def _python() -> str:
     return str(Path(sys.executable))
 
 
+def _shown(cmd: list[str]) -> str:
+    """How the report prints a `python -m edgewise ...` command: as the `edgewise` CLI."""
+    return " ".join(["edgewise", *cmd[3:]])
+
+
 def train_command(
     label: str, seed: int, runs: Path, data: str, threads: int, overrides: list[str] = ()
 ) -> list[str]:
@@ -85,7 +90,7 @@ def ensure_run(
 ) -> Path:
     run = runs / f"{label}-{seed}"
     cmd = train_command(label, seed, runs, data, threads, overrides)
-    log.append(" ".join(cmd[1:]).replace(_python(), "python"))
+    log.append(_shown(cmd))
     if (run / "metrics.json").is_file():
         return run
     if (run / "checkpoints" / "last.safetensors").is_file():
@@ -100,7 +105,7 @@ def ensure_bundle(run: Path, runs: Path, seed: int, threads: int, log: list[str]
     out = runs / f"bundles-{seed}"
     cmd = [_python(), "-m", "edgewise", "-q", "export", str(run), "--out", str(out)]
     cmd += ["--threads", str(threads)]
-    log.append(" ".join(cmd[1:]))
+    log.append(_shown(cmd))
     found = sorted(p for p in out.glob("*") if (p / "manifest.json").is_file()) if out.is_dir() else []
     if not found:
         print("exporting:", " ".join(cmd), flush=True)
@@ -133,7 +138,7 @@ def edge_latency(bundle: Path, run: Path, runs: Path, threads: int, log: list[st
     out = runs / f"bench-{bundle.name}"
     cmd = [_python(), "-m", "edgewise", "-q", "bench", str(bundle), "--run", str(run), "--out", str(out)]
     cmd += ["--threads", str(threads)]
-    log.append(" ".join(cmd[1:]))
+    log.append(_shown(cmd))
     if not (out / "bench.json").is_file():
         print("benchmarking:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)

@@ -4,7 +4,6 @@ parity check of its graphs, and ``edgewise recommend``."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from edgewise.edge.pipelines.rec import RecInputError, RecPipeline
 from edgewise.edge.reference import read_device_parity
 from edgewise.errors import DataError
 from edgewise.rec_ids import PrefixTrie, SemanticIds
+from tests.edge.rec_tamper import rehash, swap_catalogue
 
 pytestmark = pytest.mark.slow
 
@@ -35,16 +35,6 @@ def _copy(rec_bundle: Path, tmp_path: Path) -> Path:
     dest = tmp_path / rec_bundle.name
     shutil.copytree(rec_bundle, dest)
     return dest
-
-
-def _rehash(bundle: Path, key: str) -> None:
-    """Record the current sha256 and size of ``preprocessing.rec.files[key]`` (an unsigned bundle's
-    manifest can be edited; a signed one would then fail its signature)."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    record = manifest["preprocessing"]["rec"]["files"][key]
-    path = bundle / record["path"]
-    record.update(sha256=hashlib.sha256(path.read_bytes()).hexdigest(), size_bytes=path.stat().st_size)
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def test_a_tampered_trie_is_refused_naming_the_file(rec_bundle, tmp_path):
@@ -63,7 +53,7 @@ def test_a_trie_of_other_ids_is_refused_naming_the_file(rec_bundle, tmp_path):
     codes = ids.codes.copy()
     codes[[0, 1]] = codes[[1, 0]]  # two items swap IDs: a valid trie, but not this model's
     PrefixTrie.build(SemanticIds(codes, ids.level_sizes)).save(bundle / "rec" / "prefix_trie.npz")
-    _rehash(bundle, "prefix_trie")
+    rehash(bundle, "prefix_trie")
     with pytest.raises(DataError, match=r"rec/prefix_trie\.npz: does not match the semantic IDs: item 0"):
         RecPipeline.from_bundle(bundle, load_profile("x86-local"))
 
@@ -71,14 +61,7 @@ def test_a_trie_of_other_ids_is_refused_naming_the_file(rec_bundle, tmp_path):
 def test_ids_and_trie_of_another_catalogue_are_refused(rec_bundle, tmp_path):
     """IDs and trie that agree with each other, and with the manifest's hashes, but not with the model."""
     bundle = _copy(rec_bundle, tmp_path)
-    ids = SemanticIds.load(bundle / "rec" / "semantic_ids.npz")
-    codes = ids.codes.copy()
-    codes[[0, 1]] = codes[[1, 0]]
-    swapped = SemanticIds(codes, ids.level_sizes)
-    swapped.save(bundle / "rec" / "semantic_ids.npz")
-    PrefixTrie.build(swapped).save(bundle / "rec" / "prefix_trie.npz")
-    _rehash(bundle, "semantic_ids")
-    _rehash(bundle, "prefix_trie")
+    swap_catalogue(bundle)
     with pytest.raises(
         BundleError, match=r"rec_(context|decoder)\.fp32\.onnx: the model was trained on another catalogue"
     ):
@@ -90,7 +73,7 @@ def test_an_item_table_in_another_order_is_refused(rec_bundle, tmp_path):
     table = json.loads((bundle / "rec" / "items.json").read_text())
     table["ids"][0], table["ids"][1] = table["ids"][1], table["ids"][0]
     (bundle / "rec" / "items.json").write_text(json.dumps(table))
-    _rehash(bundle, "items")
+    rehash(bundle, "items")
     with pytest.raises(BundleError, match="another catalogue"):
         RecPipeline.from_bundle(bundle, load_profile("x86-local"))
 
@@ -99,7 +82,7 @@ def _edit_items(bundle: Path, edit) -> None:
     table = json.loads((bundle / "rec" / "items.json").read_text())
     edit(table)
     (bundle / "rec" / "items.json").write_text(json.dumps(table))
-    _rehash(bundle, "items")
+    rehash(bundle, "items")
 
 
 def _set(key, value):
@@ -126,7 +109,7 @@ def test_semantic_ids_of_other_level_sizes_are_refused(rec_bundle, tmp_path):
     ids = SemanticIds.load(bundle / "rec" / "semantic_ids.npz")
     wider = SemanticIds(ids.codes, (ids.level_sizes[0] + 1, *ids.level_sizes[1:]))
     wider.save(bundle / "rec" / "semantic_ids.npz")
-    _rehash(bundle, "semantic_ids")
+    rehash(bundle, "semantic_ids")
     with pytest.raises(BundleError, match=r"rec/semantic_ids\.npz: level sizes \[\d+, .*the model's are"):
         RecPipeline.from_bundle(bundle, load_profile("x86-local"))
 

@@ -6,10 +6,14 @@ Each bad command is one ``ok: false`` ack naming the problem, and the daemon kee
 
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
 
 from edgewise.edge.install import activate, install_bundle
-from tests.edge.daemon.conftest import TOPICS, ack_for, command
+from tests.edge.daemon.conftest import TOPICS, ack_for, bundle_version, command
+from tests.edge.rec_tamper import swap_catalogue
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -78,4 +82,47 @@ def test_recommend_commands_are_answered_and_bad_ones_refused(recommending_daemo
     status = ack_for(sub, "s1")
     assert status.ok and status.result["pipeline"]["task"] == "rec" and status.result["torch_loaded"] is False
     assert not any(p.type == "error" for p in sub.payloads())  # a refused command is not an error event
+    assert d.proc.poll() is None
+
+
+def test_a_rec_bundle_of_another_catalogue_is_refused_and_the_old_one_keeps_answering(
+    recommending_daemon, broker, rec_bundle, tmp_path
+):
+    d, sub = recommending_daemon
+    ask = {"history": ["i3", "i5", "i7"], "k": 5, "beam": 20}
+    command(broker, "recommend", ask, "before")
+    before = ack_for(sub, "before", timeout=60)
+    assert before.ok, before.error
+
+    # v1.1.0: IDs and trie that agree with each other and with the manifest, but not with the model
+    v2 = bundle_version(rec_bundle, tmp_path, "1.1.0")
+    swap_catalogue(v2)
+
+    switched_at = time.time()
+    activate(d.root, install_bundle(d.root, v2))  # its graphs pass the device check: only the tables differ
+    d.signal(signal.SIGHUP)
+    health = d.wait_health(lambda h: h["model"] == "rec-lazy-small/1.1.0", after=switched_at, timeout=120)
+    assert health["ok"] is False and "another catalogue" in health["error"], health
+    assert "rec/semantic_ids.npz" in health["error"]
+    errors = sub.wait_for(
+        lambda ps: any(p.type == "error" and p.code == "model_load" for p in ps), timeout=30
+    )
+    (message,) = [p.message for p in errors if p.type == "error" and p.code == "model_load"]
+    assert "rec-lazy-small/1.1.0" in message and "another catalogue" in message
+
+    command(broker, "recommend", ask, "after")
+    after = ack_for(sub, "after", timeout=60)
+    assert after.ok, after.error
+    assert after.result["items"] == before.result["items"]  # still v1, same answer
+    assert after.result["scores"] == before.result["scores"]
+    events = sub.wait_for(
+        lambda ps: any(p.type == "event" and p.task == "rec" and p.source.name == "after" for p in ps),
+        timeout=30,
+    )
+    (event,) = [p for p in events if p.type == "event" and p.task == "rec" and p.source.name == "after"]
+    assert event.model.version == "1.0.0"  # answered by the model that kept running
+
+    command(broker, "status", cmd_id="s1")
+    status = ack_for(sub, "s1")
+    assert status.ok and status.result["running"] == "rec-lazy-small/1.0.0"
     assert d.proc.poll() is None
