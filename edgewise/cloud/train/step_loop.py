@@ -5,8 +5,9 @@ on the merged model, and its ``model.json`` fields); the loop gives every family
 conventions: the resolved config in ``RUN/config.yaml``, seeds, a training-form checkpoint with the
 optimizer state every ``eval_every`` steps (``RUN/checkpoints/last.safetensors``; ``--resume``
 continues from it and may raise ``optim.steps``), one history line per evaluation, progress in the
-log, DDP under ``torchrun`` (each rank draws its own batches; gradients are averaged), and at the
-end the merged model (HRF folded) in ``RUN/model.safetensors`` with ``RUN/model.json`` and
+log, DDP under ``torchrun`` (each rank draws its own batches; gradients are averaged; ``ddp`` in
+``RUN/metrics.json`` records whether the ranks ended with identical weights), and at the end the
+merged model (HRF folded) in ``RUN/model.safetensors`` with ``RUN/model.json`` and
 ``RUN/metrics.json``.
 
 Run layout::
@@ -45,7 +46,14 @@ from edgewise.cloud.train.checkpoint import (
 )
 from edgewise.cloud.train.early_stopping import EarlyStopping
 from edgewise.cloud.train.run import RUN_SCHEMA_VERSION
-from edgewise.cloud.train.trainer import Dist, _check_out_dir, init_distributed, lr_at, refuse_config_changes
+from edgewise.cloud.train.trainer import (
+    Dist,
+    _check_out_dir,
+    check_params_in_sync,
+    init_distributed,
+    lr_at,
+    refuse_config_changes,
+)
 from edgewise.cloud.train.weight_average import WeightAverage
 from edgewise.config import load_config, read_yaml
 from edgewise.fsutil import write_text_atomic
@@ -227,6 +235,7 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
                     job.best_metric,
                 )
                 break
+    ddp_info = check_params_in_sync(model, dist) if dist.enabled else None  # every rank takes part
     if not dist.is_main:
         return {}
     model.eval()
@@ -266,6 +275,8 @@ def _loop(cfg, opts: StepTrainOptions, build, dist: Dist) -> dict[str, Any]:
     metrics.update(
         {"parameters": count_parameters(merged), "parameters_training_form": count_parameters(model)}
     )
+    if ddp_info is not None:
+        metrics["ddp"] = ddp_info
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     log.info(
         "%s finished: %s", cfg.name, {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}

@@ -403,7 +403,7 @@ def _train(cfg: TrainConfig, opts: TrainOptions, dist: Dist) -> dict:
     bar.close()
     train_seconds = time.perf_counter() - t_start
 
-    ddp_info = _check_params_in_sync(model, dist) if dist.enabled else None
+    ddp_info = check_params_in_sync(model, dist) if dist.enabled else None
     result = {}
     if dist.is_main:
         result = _finish(
@@ -441,7 +441,7 @@ def _truncate_history(path: Path, start_epoch: int) -> None:
     write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
-def _check_params_in_sync(model: torch.nn.Module, dist: Dist) -> dict:
+def check_params_in_sync(model: torch.nn.Module, dist: Dist) -> dict:
     """All-gather a checksum of every parameter: DDP must leave the ranks bit-identical."""
     flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
     digest = torch.stack([flat.sum(), (flat * flat).sum(), flat.abs().max()])

@@ -4,6 +4,9 @@ real training, the CLI's exit codes)."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +113,23 @@ def test_a_student_distils_from_a_teacher_with_its_semantic_ids(data, lazy_run: 
     assert np.array_equal(ours["codes"], theirs["codes"])  # not re-tokenized (tokenizer.seed differs)
     history = [json.loads(line) for line in (student / "history.jsonl").read_text().splitlines()]
     assert all("train_kd" in h for h in history)
+
+
+def test_ddp_under_torchrun_trains_a_rec_run_with_ranks_in_sync(data, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun, "torchrun comes with torch"
+    out = tmp_path / "ddp"
+    args = ["train", "rec", "--config", "lazy-small", "--data", str(data), "--out", str(out), *TINY]
+    result = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "edgewise", "-q", *args,
+         "--set", "optim.steps=20", "--set", "eval_every=10"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ddp"] == {"world_size": 2, "backend": "gloo", "params_in_sync": True}
+    assert metrics["test"]["invalid_rate"] == 0.0 and (out / "model.safetensors").is_file()
+    assert len((out / "history.jsonl").read_text().splitlines()) == 2  # one line per evaluation, not per rank
 
 
 def test_bad_input_is_a_clear_error(data, lazy_run: Path, tmp_path, capsys):
