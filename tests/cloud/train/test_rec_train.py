@@ -150,6 +150,17 @@ def test_bad_input_is_a_clear_error(data, lazy_run: Path, tmp_path, capsys):
     assert "beam" in capsys.readouterr().err
 
 
+def test_a_data_set_of_short_histories_is_refused(tmp_path, capsys):
+    rows = ["user,item,timestamp"] + [f"u{u},i{(u + k) % 5},{100 * k}" for u in range(6) for k in range(3)]
+    (tmp_path / "short.csv").write_text("\n".join(rows) + "\n")
+    assert main(["-q", "data", "rec", "csv", str(tmp_path / "short.csv"), "--out", str(tmp_path / "d")]) == 0
+    capsys.readouterr()
+    assert _train(tmp_path / "d", tmp_path / "r", "lazy-small", 5) == 2
+    err = capsys.readouterr().err
+    assert "no user has 4 or more interactions; nothing to train on" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "model.json").exists()
+
+
 def test_eval_refuses_a_data_set_with_other_items(lazy_run: Path, tmp_path, capsys):
     other = tmp_path / "other"
     args = [
