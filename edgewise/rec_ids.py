@@ -19,6 +19,7 @@ checks every field and raises :class:`~edgewise.errors.DataError` naming what is
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -235,8 +236,6 @@ def catalogue_digest(ids: SemanticIds, item_ids: Sequence[str]) -> str:
     The export writes it into each ONNX graph's metadata (:data:`CATALOGUE_DIGEST_KEY`) and the
     device compares it with the bundle's ``items.json`` and ``semantic_ids.npz``, so a trie and IDs
     that agree with each other but not with the model are refused."""
-    import hashlib
-
     h = hashlib.sha256()
     h.update(json.dumps({"level_sizes": list(ids.level_sizes), "items": [str(x) for x in item_ids]}).encode())
     h.update(np.ascontiguousarray(ids.codes, dtype="<i4").tobytes())

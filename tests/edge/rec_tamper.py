@@ -19,14 +19,16 @@ def rehash(bundle: Path, key: str) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
-def swap_catalogue(bundle: Path) -> None:
+def swap_catalogue(bundle: Path, *, trie_only: bool = False) -> None:
     """Items 0 and 1 swap semantic IDs in both the IDs and the trie, and the manifest records the new
-    files: the tables agree with each other and the hashes, not with the model."""
+    files: the tables agree with each other and the hashes, not with the model. With ``trie_only``
+    the IDs stay, so the trie no longer matches them."""
     ids = SemanticIds.load(bundle / "rec" / "semantic_ids.npz")
     codes = ids.codes.copy()
     codes[[0, 1]] = codes[[1, 0]]
     swapped = SemanticIds(codes, ids.level_sizes)
-    swapped.save(bundle / "rec" / "semantic_ids.npz")
+    if not trie_only:
+        swapped.save(bundle / "rec" / "semantic_ids.npz")
+        rehash(bundle, "semantic_ids")
     PrefixTrie.build(swapped).save(bundle / "rec" / "prefix_trie.npz")
-    rehash(bundle, "semantic_ids")
     rehash(bundle, "prefix_trie")
